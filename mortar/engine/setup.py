@@ -1,0 +1,145 @@
+"""Bring up a Docker Engine the way mortar needs it.
+
+Installs Debian's docker.io when dockerd is missing, merges mortar's daemon settings
+into /etc/docker/daemon.json (keeping the operator's other keys) and starts dockerd when
+nothing answers on the socket: through systemd when it is PID 1, otherwise in the
+background with a pid file and a log file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from mortar.errors import EngineError
+
+# Containers use host networking: no docker bridge, no iptables rules on the host.
+DAEMON_SETTINGS = {"bridge": "none", "iptables": False, "ip-forward": False}
+DAEMON_JSON = Path("/etc/docker/daemon.json")
+SOCKET = Path("/var/run/docker.sock")
+PID_FILE = Path("/run/mortar-dockerd.pid")
+LOG_FILE = Path("/var/log/mortar-dockerd.log")
+
+
+@dataclass
+class SetupReport:
+    installed: bool
+    config_changed: bool
+    started: str  # "already running", "systemd", "background"
+
+
+def merged_daemon_config(existing: dict, wanted: dict = DAEMON_SETTINGS) -> dict:
+    """The operator's keys stay; mortar's keys win."""
+    merged = dict(existing)
+    merged.update(wanted)
+    return merged
+
+
+def read_daemon_config(path: Path = DAEMON_JSON) -> dict:
+    if not path.exists() or not path.read_text().strip():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise EngineError(f"not valid JSON ({exc})", file=str(path),
+                          fix="fix or remove the file, then run `mortar engine setup` again") from exc
+    if not isinstance(data, dict):
+        raise EngineError("must hold a JSON object", file=str(path))
+    return data
+
+
+def engine_answers(timeout: float = 2.0) -> bool:
+    import docker
+
+    try:
+        client = docker.from_env(timeout=timeout)
+        client.ping()
+        client.close()
+        return True
+    except Exception:  # noqa: BLE001 - any failure means "not answering"
+        return False
+
+
+def install_engine() -> bool:
+    if shutil.which("dockerd"):
+        return False
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "docker.io"]):
+        proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+        if proc.returncode != 0:
+            tail = "\n".join(proc.stdout.splitlines()[-5:] + proc.stderr.splitlines()[-5:])
+            raise EngineError(f"`{' '.join(cmd)}` failed:\n{tail}",
+                              fix="check the host's apt sources, then run `mortar engine setup` again")
+    return True
+
+
+def write_daemon_config(path: Path = DAEMON_JSON) -> bool:
+    existing = read_daemon_config(path)
+    merged = merged_daemon_config(existing)
+    if merged == existing:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
+    tmp.replace(path)
+    return True
+
+
+def _systemd_is_init() -> bool:
+    return Path("/run/systemd/system").is_dir()
+
+
+def start_engine(config_changed: bool) -> str:
+    if engine_answers():
+        if config_changed:
+            # A running engine keeps its old settings until restarted; say so rather than
+            # restart an engine mortar did not start.
+            print(f"note: {DAEMON_JSON} changed; restart dockerd for it to take effect")
+        return "already running"
+    if _systemd_is_init():
+        subprocess.run(["systemctl", "enable", "--now", "docker"], check=False)
+        subprocess.run(["systemctl", "restart", "docker"], check=False)
+        how = "systemd"
+    else:
+        _clear_stale_pid()
+        LOG_FILE.parent.mkdir(parents=True, exist_ok=True)
+        with open(LOG_FILE, "ab") as log:
+            subprocess.Popen(["dockerd", "--pidfile", str(PID_FILE)], stdout=log, stderr=log,
+                                    stdin=subprocess.DEVNULL, start_new_session=True)
+        how = "background"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if engine_answers():
+            return how
+        time.sleep(0.5)
+    tail = LOG_FILE.read_text(errors="replace").splitlines()[-10:] if LOG_FILE.exists() else []
+    raise EngineError("dockerd did not answer within 60 s:\n" + "\n".join(tail),
+                      fix=f"see {LOG_FILE}")
+
+
+def _clear_stale_pid() -> None:
+    # dockerd refuses to start while its pid file names a process that is gone.
+    for pid_file in (PID_FILE, Path("/var/run/docker.pid")):
+        if not pid_file.exists():
+            continue
+        try:
+            pid = int(pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (ValueError, ProcessLookupError):
+            pid_file.unlink(missing_ok=True)
+        except PermissionError:
+            pass
+
+
+def setup_engine() -> SetupReport:
+    if os.geteuid() != 0 and not engine_answers():
+        raise EngineError("setting up the engine needs root", fix="run `sudo mortar engine setup`")
+    installed = install_engine() if not engine_answers() else False
+    changed = write_daemon_config() if os.geteuid() == 0 else False
+    how = start_engine(changed)
+    return SetupReport(installed=installed, config_changed=changed, started=how)

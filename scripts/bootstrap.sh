@@ -1,0 +1,13 @@
+#!/bin/bash
+# Prepares this host for mortar: a virtualenv with mortar installed (./.venv) and a running
+# Docker Engine (Debian's docker.io, installed when missing). Idempotent; needs root.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" != 0 ]; then echo "run as root (mortar installs and starts the Docker Engine)" >&2; exit 2; fi
+PY=${PYTHON:-python3}
+if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+fi
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/pip install -q --disable-pip-version-check -e '.[test]'
+.venv/bin/mortar engine setup
