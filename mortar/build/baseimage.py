@@ -11,8 +11,8 @@ import shutil
 import subprocess
 import tarfile
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from mortar.errors import EngineError, MortarError
 
@@ -38,7 +38,8 @@ Acquire::Languages "none";
 """
 
 
-def host_archive_uris(sources: Path = HOST_SOURCES, sources_list: Path = HOST_SOURCES_LIST) -> tuple[str | None, str | None]:
+def host_archive_uris(sources: Path = HOST_SOURCES,
+                      sources_list: Path = HOST_SOURCES_LIST) -> tuple[str | None, str | None]:
     """The host's Debian archive and security archive URIs, as its apt is configured."""
     main = security = None
     if sources.exists():
@@ -152,7 +153,8 @@ def ensure_base_image(client, ref: str, suite: str, made_by_mortar: bool,
         return client.images.pull(repository, tag=tag).id
     except docker.errors.APIError as exc:
         if not made_by_mortar:
-            raise MortarError(f"base image {ref} is not in the local engine and cannot be pulled ({exc.explanation})",
-                              key="--base-image", fix="load or build that image first, or leave --base-image unset") from exc
+            raise MortarError(f"base image {ref} is not in the local engine and cannot be pulled "
+                              f"({exc.explanation})", key="--base-image",
+                              fix="load or build that image first, or leave --base-image unset") from exc
         log(f"cannot pull {ref}; making it with debootstrap")
     return make_debian_base(client, repository, tag, suite, log)

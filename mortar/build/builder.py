@@ -129,7 +129,7 @@ class ImageTree:
         if name not in self.contexts:
             spec = self.specs[name]
             files = read_context(spec.context_dir)
-            used = set()
+            used: set[str] = set()
             for match in COPY_RE.finditer(spec.dockerfile):
                 tokens = [t for t in match.group(1).split() if not t.startswith("--")]
                 used.update(t.rstrip("/") for t in tokens[:-1])
@@ -226,16 +226,15 @@ class Builder:
                         if identity in existing:
                             pending.remove(name)
                             self._use_existing(name, existing[identity])
-                            board.set(name, "cached", self.results[name].image_id[7:19] if
-                                      self.results[name].image_id else "")
+                            board.set(name, "cached", (self.results[name].image_id or "")[7:19])
                             continue
                         if len(running) < self.options.threads:
                             pending.remove(name)
                             board.set(name, "building")
                             running[pool.submit(self._build_one, name)] = name
                 if not running:
-                    if pending:
-                        continue
+                    # Parents come first in `order`, so one pass settles every image.
+                    assert not pending, f"unschedulable images: {pending}"
                     break
                 done, _ = wait(list(running), return_when=FIRST_COMPLETED)
                 for future in done:

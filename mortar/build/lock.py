@@ -85,7 +85,8 @@ def dump_lock(lock: Lock) -> str:
     return HEADER + body
 
 
-def split_by_image(closures: dict[str, set[str]], versions: dict[str, str], ancestors: dict[str, list[str]]) -> dict[str, list[str]]:
+def split_by_image(closures: dict[str, set[str]], versions: dict[str, str],
+                   ancestors: dict[str, list[str]]) -> dict[str, list[str]]:
     """Pinned packages per image: its closure minus what its ancestors install.
 
     `closures[image]` holds canonical names reachable from the image's own top-level

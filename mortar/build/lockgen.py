@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
-from mortar.build.builder import BuildOptions, Builder, ImageTree
+from mortar.build.builder import Builder, BuildOptions, ImageTree
 from mortar.build.lock import Lock, canonical, dump_lock, load_requirements, requirements_digest, split_by_image
 from mortar.errors import MortarError
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import click
 
 from mortar.build import graph
-from mortar.build.builder import SUITES, BuildOptions, Builder, ImageTree, log_tail
+from mortar.build.builder import SUITES, Builder, BuildOptions, ImageTree, log_tail
 from mortar.build.status import StatusBoard
 from mortar.build.templates import IMAGES_DIR
 from mortar.cli.main import cli

@@ -64,7 +64,7 @@ def processes(pattern: str, proc_root: str) -> dict[int, str]:
 
 
 def socket_inodes(pid: int, proc_root: str) -> set[str]:
-    inodes = set()
+    inodes: set[str] = set()
     try:
         fds = os.listdir(f"{proc_root}/{pid}/fd")
     except OSError:

@@ -1,0 +1,75 @@
+"""Fixtures for tests on the real Docker Engine.
+
+Images are built under the test namespace `mortar-test` with tag `it`; because images are
+content-addressed, ones that already exist locally under any tag are reused, not rebuilt.
+Only the `mortar-test/*` tags and the containers these tests label are removed afterwards.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import pytest
+
+from mortar.build.builder import Builder, BuildOptions, ImageTree
+
+NAMESPACE = "mortar-test"
+TAG = "it"
+TEST_LABEL = "org.mortar.test"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def engine():
+    from mortar.engine.client import engine_client
+
+    try:
+        client = engine_client()
+    except Exception as exc:  # noqa: BLE001
+        pytest.fail(f"integration tests need the Docker Engine: {exc}")
+    yield client
+    for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
+        container.remove(force=True)
+    for image in client.images.list():
+        for ref in image.tags:
+            if ref.startswith(f"{NAMESPACE}/") or "/" + NAMESPACE + "/" in ref:
+                client.images.remove(ref, noprune=False)
+
+
+def build(engine, names: list[str], logs: Path, **overrides):
+    from mortar.build.baseimage import ensure_base_image
+
+    options = BuildOptions(namespace=NAMESPACE, tag=overrides.pop("tag", TAG), logs_dir=logs, **overrides)
+    tree = ImageTree(options)
+    base_id = ensure_base_image(engine, options.base_ref, options.base, options.base_image is None)
+    tree.compute_identities(base_id)
+    builder = Builder(engine, tree)
+    return builder, builder.run(names)
+
+
+@pytest.fixture(scope="session")
+def keystone_build(engine, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("build-logs")
+    builder, results = build(engine, ["keystone"], logs)
+    failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
+    assert not failed, failed
+    return builder, results
+
+
+def run_container(engine, image: str, command, *, user: str | None = None, volumes=None, entrypoint=None):
+    """Run to completion; returns (exit code, combined output)."""
+    container = engine.containers.run(image, command, detach=True, network_mode="host", volumes=volumes or {},
+                                      user=user or "", labels={TEST_LABEL: "1"},
+                                      **({"entrypoint": entrypoint} if entrypoint is not None else {}))
+    try:
+        code = container.wait(timeout=300)["StatusCode"]
+        output = container.logs(stdout=True, stderr=True).decode(errors="replace")
+    finally:
+        container.remove(force=True)
+    return code, output
