@@ -77,7 +77,8 @@ def test_list_dependencies_profile_core():
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[0].startswith("base")
-    assert "    keystone" in lines and "      nova-compute" in lines
+    assert "    keystone  (build stage from python-builder)" in lines and "      nova-compute" in lines
+    assert "  python-builder" in lines
     assert not any("registry" in line for line in lines)
 
 
