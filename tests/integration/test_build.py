@@ -117,3 +117,56 @@ kill $client $server
     code, output = run_container(engine, BASE, ["sh", "-c", script])
     for expected in ("curl-live=0", "curl-dead=1", "port-live=0", "port-dead=1", "est-live=0", "est-dead=1"):
         assert expected in output, output
+
+
+def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, keystone_build, tmp_path):
+    override = tmp_path / "site.j2"
+    override.write_text(
+        "{% extends parent_template %}\n"
+        "{% block keystone_header %}LABEL com.example.site=lab-1{% endblock %}\n"
+        "{% block keystone_footer %}RUN echo tuned > /etc/keystone-site{% endblock %}\n"
+        "{% set keystone_packages_append = ['less'] %}\n")
+    _, results = build(engine, ["keystone"], tmp_path / "logs", tag="it-custom", template_override=override,
+                       plugins={"keystone": ["tomli-w==1.2.0"]})
+    assert results["keystone"].status == "done", results["keystone"].error
+    # Parents are untouched by a keystone-only block: they come from the cache.
+    assert results["openstack-base"].status == "cached"
+    image = engine.images.get(f"{NAMESPACE}/keystone:it-custom")
+    assert image.labels["com.example.site"] == "lab-1"
+    code, output = run_container(engine, image.id, [
+        "sh", "-c", "cat /etc/keystone-site; command -v less; "
+                    "python3 -c 'import importlib.metadata as m; print(m.version(\"tomli-w\"))'; "
+                    "keystone-manage --version"])
+    assert code == 0, output
+    assert "tuned" in output and "/usr/bin/less" in output and "1.2.0" in output
+
+
+def test_push_to_a_local_registry(engine, keystone_build, tmp_path):
+    import urllib.request
+
+    from mortar.build.status import StatusBoard
+
+    _, results = build(engine, ["registry"], tmp_path / "logs")
+    assert results["registry"].status in ("done", "cached"), results["registry"].error
+    port = free_port()
+    registry = engine.containers.run(
+        f"{NAMESPACE}/registry:{TAG}", ["docker-registry", "serve", "/etc/docker/registry/config.yml"],
+        detach=True, network_mode="host", labels={"org.mortar.test": "1"},
+        environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
+                     "REGISTRY_STORAGE_FILESYSTEM_ROOTDIRECTORY": "/tmp/registry"})
+    try:
+        url = f"http://127.0.0.1:{port}/v2/"
+        for _ in range(50):
+            try:
+                urllib.request.urlopen(url, timeout=1)
+                break
+            except OSError:
+                time.sleep(0.2)
+        builder, _ = build(engine, ["base"], tmp_path / "logs2", push=True, registry=f"127.0.0.1:{port}")
+        builder.push(["base"], StatusBoard(["base"], live=False))
+        assert builder.results["base"].status != "failed", builder.results["base"].error
+        tags = json.load(urllib.request.urlopen(f"{url}{NAMESPACE}/base/tags/list", timeout=5))
+        assert tags["tags"] == [TAG]
+    finally:
+        registry.remove(force=True)
+        engine.images.remove(f"127.0.0.1:{port}/{NAMESPACE}/base:{TAG}")

@@ -88,3 +88,17 @@ def test_ca_bundle_only_in_build_image():
     tree = ImageTree(BuildOptions())
     users = [name for name in tree.specs if "build-ca.crt" in tree.context(name)]
     assert users == ["python-builder"]
+
+
+def test_one_line_blocks_do_not_glue_onto_the_next_instruction(tmp_path):
+    from mortar.build.builder import BuildOptions, ImageTree
+
+    override = write(tmp_path, "{% extends parent_template %}{% block header %}LABEL a=b{% endblock %}"
+                               "{% block footer %}LABEL c=d{% endblock %}")
+    tree = ImageTree(BuildOptions(template_override=override))
+    for name, spec in tree.specs.items():
+        lines = spec.dockerfile.splitlines()
+        if name != "python-builder":
+            assert "LABEL c=d" in lines, name
+        if "LABEL a=b" in spec.dockerfile:
+            assert "LABEL a=b" in lines, name
