@@ -32,6 +32,6 @@ def cli() -> None:
 
 
 def main() -> None:
-    from mortar.cli import build, engine  # noqa: F401 - registers the commands
+    from mortar.cli import build, deploy, engine  # noqa: F401 - registers the commands
 
     cli(prog_name="mortar")

@@ -1,0 +1,61 @@
+"""`mortar init`: commented samples an operator edits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from mortar.catalogue.loader import load_catalogue
+from mortar.site.config import schema
+
+INVENTORY_AIO = """\
+# All-in-one: this host is every group. For more hosts, list them under each group
+# (name ansible_host=ADDRESS api_address=ADDRESS), see the README.
+[control]
+localhost ansible_connection=local
+
+[network]
+localhost ansible_connection=local
+
+[compute]
+localhost ansible_connection=local
+
+[storage]
+localhost ansible_connection=local
+
+[monitoring]
+localhost ansible_connection=local
+"""
+
+OVERRIDES_HELP = """\
+# Overrides: files under config/ are merged into the rendered files, in this order (later wins):
+#   template, config/global.conf, config/<service>.conf, config/<service>/<file>,
+#   config/<service>/<host>/<file>. INI and YAML merge key by key; other files (e.g. policy)
+#   replace the whole file. Example: config/keystone/keystone.conf with "[token]" "expiration = 3600".
+"""
+
+
+def globals_sample() -> str:
+    lines = ["# mortar site settings. Every key is optional; defaults are shown commented out.",
+             "# Unknown keys are rejected.", OVERRIDES_HELP]
+    for key, decl in sorted(schema(load_catalogue()).items()):
+        if decl.get("help"):
+            lines.append(f"# {decl['help']}" + (f" (one of: {', '.join(map(str, decl['choices']))})"
+                                                 if "choices" in decl else ""))
+        lines.append("#" + yaml.safe_dump({key: decl["default"]}, default_flow_style=True).strip().strip("{}"))
+    return "\n".join(lines) + "\n"
+
+
+def write_samples(config_dir: Path) -> list[tuple[Path, bool]]:
+    config_dir.mkdir(parents=True, exist_ok=True)
+    (config_dir / "config").mkdir(exist_ok=True)
+    files = {config_dir / "globals.yml": globals_sample(), config_dir / "inventory": INVENTORY_AIO}
+    done = []
+    for path, text in files.items():
+        if path.exists():
+            done.append((path, False))
+            continue
+        path.write_text(text)
+        done.append((path, True))
+    return done
