@@ -18,19 +18,23 @@ from pip._vendor.packaging.requirements import Requirement
 canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 dists = {canon(d.metadata["Name"]): d for d in md.distributions()}
 def closure(reqs):
-    seen, stack = set(), [Requirement(r) for r in reqs]
+    # A package is revisited when it is required with extras not seen before.
+    extras_seen, stack = {}, [Requirement(r) for r in reqs]
     while stack:
         req = stack.pop()
         name = canon(req.name)
-        if name in seen or name not in dists:
+        if name not in dists:
             continue
-        seen.add(name)
+        wanted = set(req.extras) | {""}
+        if name in extras_seen and wanted <= extras_seen[name]:
+            continue
+        new = wanted - extras_seen.get(name, set())
+        extras_seen[name] = extras_seen.get(name, set()) | wanted
         for text in dists[name].requires or []:
             dep = Requirement(text)
-            extras = set(req.extras) | {""}
-            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in extras):
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in new):
                 stack.append(dep)
-    return sorted(seen)
+    return sorted(extras_seen)
 tops = json.loads(sys.argv[1])
 print(json.dumps({"python": platform.python_version(),
                   "versions": {n: d.version for n, d in dists.items()},

@@ -33,6 +33,7 @@ MANAGED = LABEL_PREFIX + "managed"
 HASH = LABEL_PREFIX + "config-hash"
 SERVICE = LABEL_PREFIX + "service"
 CONTAINER = LABEL_PREFIX + "container"
+SITE = LABEL_PREFIX + "site"
 
 
 @dataclass
@@ -86,6 +87,10 @@ def gather_facts(engine, host: HostState, state_dir: Path) -> Facts:
     import docker.errors
 
     containers = {c.name: c for c in engine.containers.list(all=True, filters={"label": MANAGED})}
+    others = sorted({c.labels.get(SITE, "?") for c in containers.values()} - {host.site})
+    if others:
+        raise MortarError(f"{host.host}: the engine already runs another mortar deployment (site {others[0]})",
+                          fix=f"use --config-dir {others[0]}, or destroy that deployment first")
     volumes = {v.name for v in engine.volumes.list()}
     refs = {c.image for c in host.containers()} | {
         j.container.image for s in host.services.values() for j in s.jobs}
@@ -138,7 +143,7 @@ def container_reasons(spec: ContainerSpec, existing, facts: Facts, state_dir: Pa
 def job_needed(job: JobSpec, records: dict[str, Any], image_id: str | None) -> str | None:
     recorded = records.get("jobs", {}).get(job.name)
     if job.run == "always":
-        return "runs on every deploy"
+        return None  # planned by the caller, when anything else in the service changes
     if recorded is None:
         return "never ran"
     if job.run == "once":
@@ -220,14 +225,14 @@ def run_args(spec: ContainerSpec, config_dir: Path, labels: dict[str, str]) -> d
     return args
 
 
-def ensure_volume(engine, name: str, service: str) -> None:
-    engine.volumes.create(name=name, labels={MANAGED: "1", SERVICE: service})
+def ensure_volume(engine, name: str, service: str, site: str) -> None:
+    engine.volumes.create(name=name, labels={MANAGED: "1", SITE: site, SERVICE: service})
 
 
-def start_container(engine, spec: ContainerSpec, state_dir: Path) -> Any:
+def start_container(engine, spec: ContainerSpec, state_dir: Path, site: str) -> Any:
     config_dir = state_paths(state_dir)["config"] / spec.name
     write_config_dir(config_dir, spec.rendered_files())
-    labels = {MANAGED: "1", SERVICE: spec.service, CONTAINER: spec.name, HASH: spec.config_hash}
+    labels = {MANAGED: "1", SITE: site, SERVICE: spec.service, CONTAINER: spec.name, HASH: spec.config_hash}
     container = engine.containers.create(restart_policy={"Name": "unless-stopped"},
                                          **run_args(spec, config_dir, labels))
     _definition_path(state_dir, spec.name).write_text(json.dumps(spec.definition(), sort_keys=True, indent=1))
@@ -266,11 +271,13 @@ def wait_healthy(container, spec: ContainerSpec, host: str, timeout: float, secr
         time.sleep(0.5)
 
 
-def run_job(engine, job: JobSpec, host: str, state_dir: Path, secrets: list[str], log_dir: Path) -> None:
+def run_job(engine, job: JobSpec, host: str, state_dir: Path, secrets: list[str], log_dir: Path,
+            host_site: str = "") -> None:
     spec = job.container
     config_dir = state_paths(state_dir)["jobs"] / job.name
     write_config_dir(config_dir, spec.rendered_files())
-    labels = {MANAGED: "1", SERVICE: job.service, LABEL_PREFIX + "purpose": "job", LABEL_PREFIX + "job": job.name}
+    labels = {MANAGED: "1", SITE: host_site, SERVICE: job.service, LABEL_PREFIX + "purpose": "job",
+              LABEL_PREFIX + "job": job.name}
     args = run_args(spec, config_dir, labels)
     args["name"] = f"mortar_job_{spec.name}"
     args.pop("healthcheck", None)
@@ -298,7 +305,7 @@ def run_jobs(engine, host: HostState, service: ServiceState, phase: str, actions
     for job in (j for j in service.jobs if j.phase == phase):
         if ("job", job.name) in todo:
             progress(f"job {job.name}")
-            run_job(engine, job, host.host, state_dir, secrets, log_dir)
+            run_job(engine, job, host.host, state_dir, secrets, log_dir, host.site)
             image_id = engine.images.get(job.container.image).id
             records.setdefault("jobs", {})[job.name] = f"{job.job_hash}:{image_id}"
             save_records(state_dir, records)
@@ -310,7 +317,7 @@ def converge_containers(engine, host: HostState, service: ServiceState, actions:
     todo = {(a.kind, a.target) for a in actions}
     for volume in service.volumes:
         if ("volume", volume) in todo:
-            ensure_volume(engine, volume, service.name)
+            ensure_volume(engine, volume, service.name, host.site)
     started = []
     for spec in service.containers:
         existing = facts.containers.get(spec.name)
@@ -323,7 +330,7 @@ def converge_containers(engine, host: HostState, service: ServiceState, actions:
         if existing is None:
             if ("recreate", spec.name) not in todo:
                 progress(f"create {spec.name}")
-            started.append((start_container(engine, spec, state_dir), spec))
+            started.append((start_container(engine, spec, state_dir, host.site), spec))
         elif ("start", spec.name) in todo:
             progress(f"start {spec.name}")
             existing.start()

@@ -104,6 +104,7 @@ class ServiceState:
 class HostState:
     host: str
     address: str
+    site: str = ""  # which deployment owns the containers (its config directory)
     services: dict[str, ServiceState] = field(default_factory=dict)
 
     def containers(self) -> list[ContainerSpec]:
@@ -144,7 +145,7 @@ def host_state_from_dict(data: dict[str, Any]) -> HostState:
         services[name] = ServiceState(
             name=name, volumes=s["volumes"], containers=[container(c) for c in s["containers"]],
             jobs=[JobSpec(**{**j, "container": container(j["container"])}) for j in s["jobs"]])
-    return HostState(host=data["host"], address=data["address"], services=services)
+    return HostState(host=data["host"], address=data["address"], site=data.get("site", ""), services=services)
 
 
 class Context:
@@ -296,7 +297,8 @@ def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
                                   file=inventory.path, key=f"[{group}]",
                                   fix=f"add at least one host to [{group}] or set enable_{name}: false")
             for host in members:
-                state = hosts.setdefault(host.name, HostState(host.name, ctx.host_address(host.name)))
+                state = hosts.setdefault(host.name, HostState(host.name, ctx.host_address(host.name),
+                                                              str(site.config_dir.resolve())))
                 svc = state.services.setdefault(name, ServiceState(name, volumes=list(spec.volumes)))
                 svc.containers.append(_container(env, spec, decl, ctx.variables(host.name, name), host.name, site))
         first_host = ctx.hosts_of(name)[0]

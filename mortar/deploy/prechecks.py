@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import os
 import shutil
 import socket
 from collections.abc import Callable
@@ -74,7 +75,7 @@ def run_prechecks(deployment, echo: Callable[[str], None]) -> int:
                     busy.append(f"{state.address}:{port} ({container.name})")
         check(not busy, f"{host}: service ports free" + (f"; in use: {', '.join(busy)}" if busy else ""),
               "stop whatever listens there, or change api_address")
-    free_gb = shutil.disk_usage("/var/lib/docker" if shutil.os.path.isdir("/var/lib/docker") else "/").free / 1e9
+    free_gb = shutil.disk_usage("/var/lib/docker" if os.path.isdir("/var/lib/docker") else "/").free / 1e9
     check(free_gb >= MIN_FREE_DISK_GB, f"disk: {free_gb:.0f} GB free for images and volumes (need {MIN_FREE_DISK_GB})",
           "free some disk space")
     memory = available_memory_gb()

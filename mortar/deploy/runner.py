@@ -76,6 +76,13 @@ def make_plan(deployment: Deployment, engine) -> Plan:
                 plan.actions += converge.plan_service(state, state.services[name], facts, deployment.state_dir,
                                                       desired.secrets)
         plan.actions += converge.plan_removals(state, facts)
+    changed = {a.service for a in plan.actions}
+    for state in desired.hosts.values():
+        for service in state.services.values():
+            for job in service.jobs:
+                if job.run == "always" and service.name in changed:
+                    plan.actions.append(converge.Action("job", state.host, service.name, job.name,
+                                                        ["the service changed"]))
     records = converge.load_records(deployment.state_dir)
     for name, reg in desired.registrations.items():
         if records.get("registrations", {}).get(name) != reg.digest:
@@ -158,7 +165,7 @@ def _step(deployment: Deployment, engine, plan: Plan, records: dict, name: str, 
     # Volumes the jobs use must exist before the first job runs.
     for volume in state.services[name].volumes:
         if any(a.kind == "volume" and a.target == volume for a in actions):
-            converge.ensure_volume(engine, volume, name)
+            converge.ensure_volume(engine, volume, name, state.site)
     converge.run_jobs(engine, state, state.services[name], phase, actions, records, deployment.state_dir,
                       desired.secrets, LOG_DIR, progress)
 
@@ -192,10 +199,11 @@ def destroy(deployment: Deployment, engine, echo: Callable[[str], None]) -> None
     """Remove every mortar container, named volume and the site state."""
     import shutil
 
-    for container in engine.containers.list(all=True, filters={"label": converge.MANAGED}):
+    site = f"{converge.SITE}={deployment.site.config_dir.resolve()}"
+    for container in engine.containers.list(all=True, filters={"label": site}):
         container.remove(force=True)
         echo(f"removed container {container.name}")
-    for volume in engine.volumes.list(filters={"label": converge.MANAGED}):
+    for volume in engine.volumes.list(filters={"label": site}):
         volume.remove(force=True)
         echo(f"removed volume {volume.name}")
     if deployment.state_dir.exists():

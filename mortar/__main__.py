@@ -1,0 +1,3 @@
+from mortar.cli.main import main
+
+main()
