@@ -50,7 +50,7 @@ class ContainerDecl:
     volumes: list[str] = field(default_factory=list)
     environment: dict[str, str] = field(default_factory=dict)
     healthcheck: dict[str, Any] = field(default_factory=dict)
-    ports: list[int] = field(default_factory=list)
+    ports: list[str] = field(default_factory=list)  # templates, e.g. "{{ horizon_port }}"
     cap_add: list[str] = field(default_factory=list)
     tmpfs: list[str] = field(default_factory=list)
     stop_timeout: int = 10
@@ -98,7 +98,14 @@ def _unknown(data: dict, allowed: set[str], where: str, path: Path) -> None:
                               file=str(path), key=where)
 
 
+def _expect(value: Any, kind: type, where: str, path: Path, what: str) -> Any:
+    if not isinstance(value, kind):
+        raise MortarError(f"must be {what}, not {type(value).__name__}", file=str(path), key=where)
+    return value
+
+
 def _file(raw: dict, where: str, path: Path) -> FileDecl:
+    _expect(raw, dict, where, path, "a mapping")
     _unknown(raw, FILE_KEYS, where, path)
     if "template" not in raw or "dest" not in raw:
         raise MortarError("a file needs 'template' and 'dest'", file=str(path), key=where)
@@ -118,6 +125,12 @@ def load_service(path: Path) -> ServiceSpec:
     if not isinstance(raw, dict):
         raise MortarError("must be a mapping", file=str(path))
     _unknown(raw, SERVICE_KEYS, "service", path)
+    for key, kind, what in (("depends", list, "a list"), ("volumes", list, "a list"), ("jobs", list, "a list"),
+                            ("databases", list, "a list"), ("options", dict, "a mapping"),
+                            ("passwords", dict, "a mapping"), ("containers", dict, "a mapping"),
+                            ("registration", dict, "a mapping")):
+        if raw.get(key) is not None:
+            _expect(raw[key], kind, key, path, what)
     name = raw.get("name") or path.parent.name
     group = raw.get("group", "control")
     spec = ServiceSpec(name=name, path=path.parent, description=raw.get("description", ""),
@@ -129,12 +142,13 @@ def load_service(path: Path) -> ServiceSpec:
         if not isinstance(decl, dict) or decl.get("type") not in OPTION_TYPES or "default" not in decl:
             raise MortarError("an option needs a type (int, str, bool, list) and a default", file=str(path),
                               key=f"options.{option}")
-    for password, kind in spec.passwords.items():
-        if kind not in PASSWORD_KINDS:
+    for password, password_kind in spec.passwords.items():
+        if password_kind not in PASSWORD_KINDS:
             raise MortarError(f"password kind must be one of {sorted(PASSWORD_KINDS)}", file=str(path),
                               key=f"passwords.{password}")
     for cname, craw in (raw.get("containers") or {}).items():
         where = f"containers.{cname}"
+        _expect(craw, dict, where, path, "a mapping with at least an image")
         _unknown(craw, CONTAINER_KEYS, where, path)
         if "image" not in craw:
             raise MortarError("a container needs an image", file=str(path), key=where)
@@ -143,12 +157,16 @@ def load_service(path: Path) -> ServiceSpec:
             name=cname, image=craw["image"], group=craw.get("group", group), user=craw.get("user", "root"),
             command=craw.get("command"), files=files, directories=list(craw.get("directories", [])),
             volumes=list(craw.get("volumes", [])), environment=dict(craw.get("environment", {})),
-            healthcheck=dict(craw.get("healthcheck", {})), ports=list(craw.get("ports", [])),
+            healthcheck=dict(craw.get("healthcheck", {})), ports=[str(p) for p in craw.get("ports", [])],
             cap_add=list(craw.get("cap_add", [])), tmpfs=list(craw.get("tmpfs", [])),
             stop_timeout=int(craw.get("stop_timeout", 10)))
     for index, jraw in enumerate(raw.get("jobs") or []):
         where = f"jobs[{index}]"
+        _expect(jraw, dict, where, path, "a mapping")
         _unknown(jraw, JOB_KEYS, where, path)
+        for required in ("name", "command"):
+            if not jraw.get(required):
+                raise MortarError(f"a job needs '{required}'", file=str(path), key=where)
         if jraw.get("container") not in spec.containers:
             raise MortarError(f"job container '{jraw.get('container')}' is not a container of this service",
                               file=str(path), key=where)

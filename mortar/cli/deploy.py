@@ -34,7 +34,7 @@ def _load(config_dir: Path, inventory: Path | None, limit: str | None):
 @cli.command("init")
 @config_dir_option
 def init_command(config_dir: Path) -> None:
-    """Write commented samples: globals.yml, passwords.yml, an all-in-one inventory, config/.
+    """Write commented samples: globals.yml, an all-in-one inventory and config/.
 
     Existing files are kept. Then run `mortar genpwd` to fill passwords.yml.
     """

@@ -254,7 +254,8 @@ def wait_healthy(container, spec: ContainerSpec, host: str, timeout: float, secr
     started = time.monotonic()
     while True:
         container.reload()
-        if container.status in ("exited", "dead"):
+        # The restart policy hides a crash loop behind "restarting": fail fast on it.
+        if container.status in ("exited", "dead") or container.attrs.get("RestartCount", 0) >= 2:
             raise DeployError(f"{host}: {spec.service}: container {spec.name} exited "
                               f"(code {container.attrs['State'].get('ExitCode')}):\n"
                               + logs_tail(container, secrets=secrets), fix="fix the cause and run deploy again")

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shlex
+import urllib.parse
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -251,7 +253,8 @@ def _container(env, spec: ServiceSpec, decl: ContainerDecl, variables: dict[str,
         volumes=_render_string(env, decl.volumes, variables, where),
         environment=_render_string(env, decl.environment, variables, where),
         healthcheck=_render_string(env, decl.healthcheck, variables, where),
-        ports=[int(p) for p in decl.ports], cap_add=decl.cap_add, tmpfs=decl.tmpfs, stop_timeout=decl.stop_timeout)
+        ports=[int(_render_string(env, p, variables, where)) for p in decl.ports], cap_add=decl.cap_add,
+        tmpfs=decl.tmpfs, stop_timeout=decl.stop_timeout)
 
 
 DATABASE_SQL = """\
@@ -328,10 +331,19 @@ def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
     return DesiredState(order=order, hosts=hosts, registrations=registrations, secrets=secrets, admin=admin)
 
 
+URL_CREDENTIALS = re.compile(r"(://[^:/\s@]+:)[^@\s]+(@)")
+SECRET_SETTING = re.compile(r"^([-+ ]?\s*[\w.-]*(?:password|secret|passwd)[\w.-]*\s*[=:]\s*)\S.*$",
+                            re.IGNORECASE | re.MULTILINE)
+
+
 def redact(text: str, secrets: list[str]) -> str:
+    """Mask known secrets (as written and URL-encoded), credentials inside URLs, and the
+    value of any *password*/*secret* setting: an old value in a running file is masked too."""
     for secret in secrets:
-        text = text.replace(secret, "********")
-    return text
+        for form in {secret, urllib.parse.quote(secret), urllib.parse.quote(secret, safe="")}:
+            text = text.replace(form, "********")
+    text = URL_CREDENTIALS.sub(r"\1********\2", text)
+    return SECRET_SETTING.sub(r"\1********", text)
 
 
 def write_config_dir(directory: Path, files: dict[str, str]) -> None:

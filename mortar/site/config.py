@@ -64,10 +64,10 @@ def _type_ok(value: Any, kind: str) -> bool:
     return isinstance(value, OPTION_TYPES[kind])
 
 
-def read_yaml(path: Path, *, required: bool = True) -> dict[str, Any]:
+def read_yaml(path: Path, *, required: bool = True, how_to_make: str = "mortar init") -> dict[str, Any]:
     if not path.exists():
         if required:
-            raise MortarError("file not found", file=str(path), fix="run `mortar init` to write samples")
+            raise MortarError("file not found", file=str(path), fix=f"run `{how_to_make}` to write it")
         return {}
     try:
         data = yaml.safe_load(path.read_text())
@@ -113,7 +113,7 @@ def required_passwords(services: dict[str, ServiceSpec], enabled: set[str]) -> d
 
 
 def load_passwords(path: Path, needed: dict[str, str]) -> dict[str, str]:
-    data = read_yaml(path)
+    data = read_yaml(path, how_to_make="mortar genpwd")
     missing = [key for key in needed if not data.get(key)]
     if missing:
         raise MortarError(f"missing password{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",

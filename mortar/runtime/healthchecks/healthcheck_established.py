@@ -63,15 +63,41 @@ def processes(pattern: str, proc_root: str) -> dict[int, str]:
     return matches
 
 
+def become_owner(pid: int, proc_root: str) -> None:
+    """Take the uid/gid of a process: containers lack CAP_SYS_PTRACE, so even root may not
+    read another user's /proc/PID/fd, while the process's own user may."""
+    with open(f"{proc_root}/{pid}/status") as status:
+        ids = {line.split(":")[0]: int(line.split()[1]) for line in status if line.startswith(("Uid:", "Gid:"))}
+    os.setgroups([])
+    os.setgid(ids["Gid"])
+    os.setuid(ids["Uid"])
+
+
 def socket_inodes(pid: int, proc_root: str) -> set[str]:
     inodes: set[str] = set()
     try:
         fds = os.listdir(f"{proc_root}/{pid}/fd")
+    except PermissionError:
+        if os.geteuid() != 0:
+            return inodes
+        try:
+            become_owner(pid, proc_root)
+            fds = os.listdir(f"{proc_root}/{pid}/fd")
+        except OSError:
+            return inodes
     except OSError:
         return inodes
     for fd in fds:
         try:
             target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+        except PermissionError:
+            if os.geteuid() != 0:
+                continue
+            become_owner(pid, proc_root)
+            try:
+                target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
+            except OSError:
+                continue
         except OSError:
             continue
         if target.startswith("socket:["):

@@ -80,7 +80,8 @@ def test_container(site: Path):
     assert [c.name for c in state.containers] == ["horizon"]
     container = state.containers[0]
     assert container.image == "mortar/horizon:2026.2"
-    assert container.user == "horizon"
+    # uWSGI binds the port as root and drops to horizon itself (uid/gid in the ini).
+    assert container.user == "root"
     assert container.command == ["uwsgi", "--ini", "/etc/horizon/horizon-uwsgi.ini"]
     assert container.environment == {"DJANGO_SETTINGS_MODULE": "openstack_dashboard.settings"}
     assert container.volumes == ["horizon_static:/var/lib/horizon/static"]
@@ -88,7 +89,7 @@ def test_container(site: Path):
         "/var/lib/horizon": "horizon:horizon", "/var/lib/horizon/static": "horizon:horizon"}
     assert container.healthcheck == {
         "test": "healthcheck_curl http://127.0.0.1:8089/auth/login/ --expect 200", "interval": 10}
-    assert container.ports == [80]
+    assert container.ports == [8089]
     settings = next(f for f in container.files if f.dest == SETTINGS_DEST)
     assert (settings.owner, settings.mode) == ("horizon", "0640")
     assert set(container.rendered_files()) == {"local_settings.py", "horizon-uwsgi.ini", "spec.json"}
@@ -99,7 +100,8 @@ def test_uwsgi_ini(site: Path):
     parser = configparser.ConfigParser(interpolation=None)
     parser.read_string(ini)
     uwsgi = parser["uwsgi"]
-    assert uwsgi["http-socket"] == "127.0.0.1:8089"
+    assert uwsgi["shared-socket"] == "127.0.0.1:8089" and uwsgi["http-socket"] == "=0"
+    assert (uwsgi["uid"], uwsgi["gid"]) == ("horizon", "horizon")
     assert uwsgi["module"] == "openstack_dashboard.wsgi:application"
     assert uwsgi["virtualenv"] == "/var/lib/openstack"
     assert uwsgi["processes"] == "3"
@@ -159,7 +161,7 @@ def test_defaults_port_and_workers(tmp_path: Path):
     state = horizon_state(make_site(tmp_path / "site"))
     container = state.containers[0]
     ini = files_of(container)["/etc/horizon/horizon-uwsgi.ini"]
-    assert "http-socket = 127.0.0.1:80\n" in ini
+    assert "shared-socket = 127.0.0.1:80\n" in ini
     assert "processes = 2\n" in ini
     assert container.healthcheck["test"] == "healthcheck_curl http://127.0.0.1:80/auth/login/ --expect 200"
 
@@ -171,7 +173,7 @@ def test_debug_and_addresses_follow_globals(tmp_path: Path):
     assert literal(text, "DEBUG") is True
     assert literal(text, "OPENSTACK_KEYSTONE_URL") == "http://192.0.2.10:5000/v3"
     assert literal(text, "CACHES")["default"]["LOCATION"] == "192.0.2.10:11211"
-    assert "http-socket = 192.0.2.10:80\n" in files_of(container)["/etc/horizon/horizon-uwsgi.ini"]
+    assert "shared-socket = 192.0.2.10:80\n" in files_of(container)["/etc/horizon/horizon-uwsgi.ini"]
 
 
 def test_secret_key_is_quoted_safely(tmp_path: Path):
