@@ -142,10 +142,10 @@ def container_reasons(spec: ContainerSpec, existing, facts: Facts, state_dir: Pa
 
 def job_needed(job: JobSpec, records: dict[str, Any], image_id: str | None) -> str | None:
     recorded = records.get("jobs", {}).get(job.name)
-    if job.run == "always":
-        return None  # planned by the caller, when anything else in the service changes
     if recorded is None:
         return "never ran"
+    if job.run == "always" and recorded == f"{job.job_hash}:{image_id}":
+        return None  # planned by the caller, when anything else in the service changes
     if job.run == "once":
         return None
     if recorded != f"{job.job_hash}:{image_id}":

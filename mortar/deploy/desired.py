@@ -176,6 +176,10 @@ class Context:
                     hosts.append(host.name)
         return hosts
 
+    def hosts_of_container(self, service: str, container: str) -> list[str]:
+        spec = self.site.services[service]
+        return [h.name for h in self.inventory.hosts_in(self.group_of(spec, spec.containers[container]))]
+
     def address_of(self, service: str) -> str:
         hosts = self.hosts_of(service)
         if not hosts:
@@ -189,6 +193,7 @@ class Context:
         values.update(
             host=host, api_address=self.host_address(host), service=service, enabled=sorted(self.site.enabled),
             address_of=self.address_of, hosts_of=self.hosts_of, host_address=self.host_address,
+            hosts_of_container=self.hosts_of_container,
             keystone_url=f"http://{self.address_of('keystone')}:5000" if "keystone" in self.site.enabled else "",
         )
         return values

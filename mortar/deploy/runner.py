@@ -80,7 +80,8 @@ def make_plan(deployment: Deployment, engine) -> Plan:
     for state in desired.hosts.values():
         for service in state.services.values():
             for job in service.jobs:
-                if job.run == "always" and service.name in changed:
+                planned = any(a.kind == "job" and a.target == job.name for a in plan.actions)
+                if job.run == "always" and service.name in changed and not planned:
                     plan.actions.append(converge.Action("job", state.host, service.name, job.name,
                                                         ["the service changed"]))
     records = converge.load_records(deployment.state_dir)
