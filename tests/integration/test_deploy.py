@@ -43,9 +43,9 @@ def site(engine, tmp_path_factory):
         pytest.fail(f"another mortar deployment runs on this engine ({managed[0].name}); "
                     "destroy it before running the integration tests")
     logs = tmp_path_factory.mktemp("core-build")
-    _, results = build(engine, ["^mariadb-server$", "^memcached$", "^rabbitmq$", "^ovn-", "^keystone$",
-                                "^glance-api$", "^placement-api$", "^nova-", "^neutron-server$", "^horizon$"],
-                       logs)
+    _, results = build(engine, ["mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", "ovn-sb-db",
+                                "keystone", "glance-api", "placement-api", "nova-api", "nova-conductor",
+                                "nova-scheduler", "nova-compute", "neutron-server", "horizon"], logs)
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("site")

@@ -123,12 +123,15 @@ def test_after_jobs_come_last(host: HostState, state_dir: Path, desired: Desired
     assert max(befores) < min(creates)
 
 
-def test_always_jobs_are_left_to_the_caller(host: HostState, state_dir: Path, desired: DesiredState) -> None:
+def test_always_jobs_run_first_time_then_are_left_to_the_caller(host: HostState, state_dir: Path,
+                                                                 desired: DesiredState) -> None:
     nova = host.services["nova"]
     always = [j.name for j in nova.jobs if j.run == "always"]
     assert always, "nova has a run: always job (discover_hosts)"
     actions = plan_service(host, nova, empty_facts(host), state_dir, desired.secrets)
-    assert not {a.target for a in actions} & set(always)
+    assert set(always) <= {a.target for a in actions}
+    converged = plan_service(host, nova, converged_facts(host), state_dir, desired.secrets)
+    assert not {a.target for a in converged} & set(always)
 
 
 def test_missing_image_is_pulled_before_create(host: HostState, state_dir: Path, desired: DesiredState) -> None:
@@ -296,10 +299,12 @@ def test_job_needed_once(job: JobSpec) -> None:
     assert job_needed(once, {"jobs": {job.name: "anything:at-all"}}, "sha256:other") is None
 
 
-def test_job_needed_always_is_never_planned_here(job: JobSpec) -> None:
+def test_job_needed_always(job: JobSpec) -> None:
+    # Unchanged: left to the caller (run when the service changes); new or changed: run.
     always = replace(job, run="always")
-    assert job_needed(always, {"jobs": {}}, IMAGE_ID) is None
-    assert job_needed(always, {"jobs": {job.name: "x:y"}}, IMAGE_ID) is None
+    assert job_needed(always, {"jobs": {}}, IMAGE_ID) == "never ran"
+    assert job_needed(always, {"jobs": {job.name: f"{job.job_hash}:{IMAGE_ID}"}}, IMAGE_ID) is None
+    assert job_needed(always, {"jobs": {job.name: "x:y"}}, IMAGE_ID) == "its image or files changed"
 
 
 # ---- plan_removals ------------------------------------------------------------------------------
@@ -371,7 +376,7 @@ def test_make_plan_fresh_host(site: Site, aio: Inventory, desired: DesiredState,
     assert sorted(creates) == sorted(c.name for c in host.containers())
     # the always-run job follows because its service changed
     discover = [a for a in plan.actions if a.target == "nova.discover_hosts"]
-    assert len(discover) == 1 and discover[0].reasons == ["the service changed"]
+    assert len(discover) == 1 and discover[0].reasons == ["never ran"]
     assert sorted(plan.registrations) == sorted(desired.registrations)
     assert not plan.empty
     # services come in dependency order
