@@ -25,8 +25,8 @@ from mortar.site.samples import INVENTORY_AIO, write_samples
 
 SERVICES = load_catalogue()
 # Names every template and service.yaml string may use besides globals and passwords (desired.Context).
-CONTEXT_NAMES = {"host", "api_address", "service", "enabled", "address_of", "hosts_of", "hosts_of_container", "host_address",
-                 "keystone_url"}
+CONTEXT_NAMES = {"host", "api_address", "service", "enabled", "address_of", "hosts_of", "hosts_of_container",
+                 "host_address", "keystone_url"}
 
 
 def closure(name: str) -> set[str]:
