@@ -10,6 +10,7 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,8 @@ from mortar.deploy.desired import (
 from mortar.errors import MortarError
 
 STATE_DIR = Path(os.environ.get("MORTAR_STATE_DIR", "/var/lib/mortar"))
+# Services converge in parallel threads; the job/registration records are shared.
+RECORDS_LOCK = threading.Lock()
 MANAGED = LABEL_PREFIX + "managed"
 HASH = LABEL_PREFIX + "config-hash"
 SERVICE = LABEL_PREFIX + "service"
@@ -308,8 +311,9 @@ def run_jobs(engine, host: HostState, service: ServiceState, phase: str, actions
             progress(f"job {job.name}")
             run_job(engine, job, host.host, state_dir, secrets, log_dir, host.site)
             image_id = engine.images.get(job.container.image).id
-            records.setdefault("jobs", {})[job.name] = f"{job.job_hash}:{image_id}"
-            save_records(state_dir, records)
+            with RECORDS_LOCK:
+                records.setdefault("jobs", {})[job.name] = f"{job.job_hash}:{image_id}"
+                save_records(state_dir, records)
 
 
 def converge_containers(engine, host: HostState, service: ServiceState, actions: list[Action], facts: Facts,

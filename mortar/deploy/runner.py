@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -122,30 +123,73 @@ def deploy(deployment: Deployment, engine, echo: Callable[[str], None]) -> Plan:
             echo(f"[{action.host}] remove {action.target}: {'; '.join(action.reasons)}")
             converge.remove_container(engine, action)
     records = converge.load_records(deployment.state_dir)
-    for name in desired.order:
-        started = time.monotonic()
-        hosts = [h for h in desired.hosts_running(name)
-                 if any(a.host == h and a.service == name and a.kind != "remove" for a in plan.actions)]
-        job_host = next((h for h in desired.hosts_running(name) if desired.hosts[h].services[name].jobs), None)
+    run_services(desired.order, lambda name: _deploy_service(deployment, engine, plan, records, name, echo),
+                 {name: deployment.site.services[name].depends for name in desired.order}, echo)
+    return plan
 
-        if job_host in hosts:
-            _step(deployment, engine, plan, records, name, job_host, "before", echo)
-        for host in hosts:
-            _step(deployment, engine, plan, records, name, host, "containers", echo)
-        if job_host in hosts:
-            _step(deployment, engine, plan, records, name, job_host, "after", echo)
-        touched = bool(hosts)
-        if name in plan.registrations:
-            from mortar.deploy.keystone import register
 
-            register(desired.admin, desired.registrations[name])
+def run_services(order: list[str], work: Callable[[str], None], depends: dict[str, list[str]],
+                 echo: Callable[[str], None], workers: int = 4) -> None:
+    """Each service as soon as every service it depends on is done; independent ones at once.
+
+    A failure stops only the services that depend on the failed one; the first error is
+    raised once everything that could run has run.
+    """
+    done: set[str] = set()
+    failed: dict[str, BaseException] = {}
+    pending = list(order)
+    running: dict[Future, str] = {}
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        while pending or running:
+            for name in list(pending):
+                needs = [d for d in depends.get(name, []) if d in order]
+                if any(d in failed for d in needs):
+                    pending.remove(name)
+                    failed[name] = MortarError(f"{name}: not deployed because a service it needs failed")
+                    echo(f"{name}: skipped (a service it needs failed)")
+                elif all(d in done for d in needs):
+                    pending.remove(name)
+                    running[pool.submit(work, name)] = name
+            if not running:
+                break
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                name = running.pop(future)
+                error = future.exception()
+                if error is None:
+                    done.add(name)
+                else:
+                    failed[name] = error
+    first = next((e for n, e in failed.items() if not str(e).endswith("a service it needs failed")), None)
+    if first is not None:
+        raise first
+
+
+def _deploy_service(deployment: Deployment, engine, plan: Plan, records: dict, name: str,
+                    echo: Callable[[str], None]) -> None:
+    desired = deployment.desired
+    started = time.monotonic()
+    hosts = [h for h in desired.hosts_running(name)
+             if any(a.host == h and a.service == name and a.kind != "remove" for a in plan.actions)]
+    job_host = next((h for h in desired.hosts_running(name) if desired.hosts[h].services[name].jobs), None)
+    if job_host in hosts:
+        _step(deployment, engine, plan, records, name, job_host, "before", echo)
+    for host in hosts:
+        _step(deployment, engine, plan, records, name, host, "containers", echo)
+    if job_host in hosts:
+        _step(deployment, engine, plan, records, name, job_host, "after", echo)
+    touched = bool(hosts)
+    if name in plan.registrations:
+        from mortar.deploy.keystone import register
+
+        register(desired.admin, desired.registrations[name])
+        with converge.RECORDS_LOCK:
             records.setdefault("registrations", {})[name] = desired.registrations[name].digest
             converge.save_records(deployment.state_dir, records)
-            echo(f"{name}: registered in keystone")
-            touched = True
-        if touched:
-            echo(f"{name}: done in {time.monotonic() - started:.1f}s")
-    return plan
+        echo(f"{name}: registered in keystone")
+        touched = True
+    if touched:
+        echo(f"{name}: done in {time.monotonic() - started:.1f}s")
 
 
 def _step(deployment: Deployment, engine, plan: Plan, records: dict, name: str, host: str, phase: str,
