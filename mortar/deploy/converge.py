@@ -186,15 +186,13 @@ def plan_service(host: HostState, service: ServiceState, facts: Facts, state_dir
     return actions
 
 
-def plan_removals(host: HostState, facts: Facts, enabled_services: set[str] | None = None) -> list[Action]:
+def plan_removals(host: HostState, facts: Facts) -> list[Action]:
     wanted = {c.name for c in host.containers()}
     actions = []
     for name, container in sorted(facts.containers.items()):
         if name in wanted or container.labels.get(LABEL_PREFIX + "purpose") == "job":
             continue
         service = container.labels.get(SERVICE, "?")
-        if enabled_services is not None and service in enabled_services:
-            continue
         actions.append(Action("remove", host.host, service, name, ["no longer in the desired state"]))
     return actions
 

@@ -1,8 +1,9 @@
 """Deploy operations on the hosts of an inventory: plan, deploy, reconfigure, stop, destroy.
 
-Services go in dependency order; for each one, every host that runs it is converged
-(volumes, jobs before, containers, health, jobs after), then its keystone registrations
-are made. This module orders the work; `converge` does it on a host.
+A service starts as soon as every service it depends on is done (independent ones run at
+once); for each one, every host that runs it is converged (volumes, jobs before,
+containers, health, jobs after), then its keystone registrations are made. This module
+orders the work; `converge` does it on a host.
 """
 
 from __future__ import annotations
@@ -45,8 +46,18 @@ def load_deployment(config_dir: Path, inventory_path: Path | None = None, limit:
         inventory = inventory.limit(limit)
     if (config_dir / "config").is_dir():
         check_override_tree(config_dir / "config", set(services), set(inventory.hosts))
+    remote = [h.name for h in inventory.hosts.values() if not is_local(h.name, h.vars)]
+    if remote:
+        raise MortarError(f"host {remote[0]} is not this machine: only all-in-one deploys are implemented so far",
+                          file=inventory.path, key=remote[0],
+                          fix="use an inventory whose hosts are localhost (ansible_connection=local)")
     desired = compute_desired(site, inventory)
     return Deployment(site, inventory, desired, state_dir or converge.STATE_DIR)
+
+
+def is_local(name: str, variables: dict[str, str]) -> bool:
+    address = variables.get("ansible_host", name)
+    return variables.get("ansible_connection") == "local" or address in ("localhost", "127.0.0.1", "::1")
 
 
 @dataclass

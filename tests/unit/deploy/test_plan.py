@@ -320,8 +320,6 @@ def test_plan_removals(host: HostState) -> None:
     assert kinds(actions) == [("remove", "cinder_api")]
     assert actions[0].service == "cinder"
     assert actions[0].reasons == ["no longer in the desired state"]
-    # a container of a still-enabled service elsewhere (e.g. under --limit) is kept
-    assert plan_removals(host, facts, enabled_services={"cinder"}) == []
 
 
 def test_plan_removals_unlabelled_service(host: HostState) -> None:
