@@ -2,37 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import pytest
 
-from mortar.catalogue.loader import ServiceSpec, load_catalogue
+from mortar.catalogue.loader import ServiceSpec
 from mortar.deploy.desired import DesiredState, compute_desired
-from mortar.site.config import Site, genpwd, load_site, required_passwords
+from mortar.site.config import Site, load_site
 from mortar.site.inventory import Inventory, parse_inventory
-from mortar.site.samples import INVENTORY_AIO, write_samples
-
-
-@pytest.fixture(scope="session")
-def services() -> dict[str, ServiceSpec]:
-    return load_catalogue()
-
-
-@pytest.fixture(scope="session")
-def template_site(tmp_path_factory: pytest.TempPathFactory, services: dict[str, ServiceSpec]) -> Path:
-    root = tmp_path_factory.mktemp("template") / "etc-mortar"
-    write_samples(root)
-    genpwd(root / "passwords.yml", required_passwords(services, set(services)))
-    return root
-
-
-@pytest.fixture
-def site_dir(tmp_path: Path, template_site: Path) -> Path:
-    """A fresh copy of what `mortar init` + `mortar genpwd` write."""
-    root = tmp_path / "etc-mortar"
-    shutil.copytree(template_site, root)
-    return root
+from mortar.site.samples import INVENTORY_AIO
 
 
 @pytest.fixture

@@ -144,23 +144,8 @@ def test_top_level_help_lists_commands() -> None:
     assert "--yes-i-really-really-mean-it" in run("destroy", "--help").output
 
 
-def test_remote_hosts_are_refused_until_multi_host_exists(tmp_path):
-    import shutil
-
-    from mortar.catalogue.loader import load_catalogue
-    from mortar.site.config import genpwd, required_passwords
-    from mortar.site.samples import write_samples
-
-    write_samples(tmp_path)
-    services = load_catalogue()
-    genpwd(tmp_path / "passwords.yml", required_passwords(services, set(services)))
-    (tmp_path / "inventory").write_text("[control]\nnode1 ansible_host=10.213.77.11\n[compute]\nlocalhost\n")
-    shutil.rmtree(tmp_path / "config")
-    from click.testing import CliRunner
-
-    import mortar.cli.deploy  # noqa: F401
-    from mortar.cli.main import cli
-
-    result = CliRunner().invoke(cli, ["plan", "--config-dir", str(tmp_path)])
+def test_remote_hosts_are_refused_until_multi_host_exists(site_dir):
+    (site_dir / "inventory").write_text("[control]\nnode1 ansible_host=10.213.77.11\n[compute]\nlocalhost\n")
+    result = run("plan", "--config-dir", str(site_dir))
     assert result.exit_code == 2
-    assert "node1" in result.output and "all-in-one" in result.output and str(tmp_path / "inventory") in result.output
+    assert "node1" in result.output and "all-in-one" in result.output and str(site_dir / "inventory") in result.output

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import os
 import re
-import shutil
 import stat
 import string
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from mortar.catalogue.loader import ServiceSpec, load_catalogue
+from mortar.catalogue.loader import ServiceSpec
 from mortar.errors import MortarError
 from mortar.site.config import (
     CORE_OPTIONS,
@@ -26,27 +25,6 @@ from mortar.site.config import (
     schema,
 )
 from mortar.site.samples import INVENTORY_AIO, globals_sample, write_samples
-
-
-@pytest.fixture(scope="module")
-def services() -> dict[str, ServiceSpec]:
-    return load_catalogue()
-
-
-@pytest.fixture(scope="module")
-def template_site(tmp_path_factory: pytest.TempPathFactory, services: dict[str, ServiceSpec]) -> Path:
-    root = tmp_path_factory.mktemp("template") / "site"
-    write_samples(root)
-    genpwd(root / "passwords.yml", required_passwords(services, set(services)))
-    return root
-
-
-@pytest.fixture
-def site_dir(tmp_path: Path, template_site: Path) -> Path:
-    """A fresh copy of `mortar init` + `mortar genpwd` output."""
-    root = tmp_path / "site"
-    shutil.copytree(template_site, root)
-    return root
 
 
 def set_globals(site_dir: Path, text: str) -> Path:
