@@ -1,4 +1,5 @@
-"""`mortar init | genpwd | prechecks | plan | deploy | post-deploy | verify | reconfigure | stop | destroy`."""
+"""`mortar init | genpwd | bootstrap-servers | prechecks | plan | pull | deploy | post-deploy | verify | reconfigure
+| stop | destroy`."""
 
 from __future__ import annotations
 
@@ -18,17 +19,41 @@ config_dir_option = click.option(
 inventory_option = click.option(
     "-i", "--inventory", type=click.Path(path_type=Path), default=None,
     help="Ansible INI inventory (default: CONFIG_DIR/inventory).")
-limit_option = click.option("--limit", metavar="HOSTS", help="Only these hosts or groups (Ansible pattern).")
+limit_option = click.option(
+    "--limit", metavar="HOSTS",
+    help="Only touch these hosts or groups (Ansible pattern: 'compute', 'compute:!compute2', 'node[1:3]'). "
+         "The whole inventory still decides addresses and who runs what.")
+executor_option = click.option(
+    "--executor", type=click.Choice(["auto", "local", "ansible"]), default=lambda: env_executor(),
+    show_default="auto, or $MORTAR_EXECUTOR",
+    help="How steps reach the hosts: local (this machine's engine) or ansible (SSH to every host). "
+         "auto picks local when every inventory host is this machine.")
+
+
+def env_executor() -> str:
+    from mortar.deploy.executors import env_executor as from_env
+
+    return from_env()
 
 
 def site_options(func):
-    return config_dir_option(inventory_option(limit_option(func)))
+    return config_dir_option(inventory_option(limit_option(executor_option(func))))
 
 
 def _load(config_dir: Path, inventory: Path | None, limit: str | None):
     from mortar.deploy.runner import load_deployment
 
     return load_deployment(config_dir, inventory, limit)
+
+
+def _executor(deployment, choice: str):
+    from mortar.deploy.executors import executor_for
+
+    return executor_for(deployment, choice)
+
+
+def _tasks_line(executor) -> str:
+    return f", {executor.tasks} Ansible task(s)" if executor.name == "ansible" else ""
 
 
 @cli.command("init")
@@ -60,18 +85,53 @@ def genpwd_command(config_dir: Path) -> None:
     click.echo(f"{config_dir / 'passwords.yml'}: {len(added)} new secret(s){new}")
 
 
-@cli.command("prechecks")
+@cli.command("bootstrap-servers")
 @site_options
-def prechecks_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
-    """Check the site and the hosts without changing anything.
+def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+    """Prepare the inventory's hosts over SSH so mortar can deploy to them. Idempotent.
 
-    Engine reachable, images present or pullable, ports free (or held by mortar's own
-    containers), disk and memory enough, passwords complete, inventory sane.
+    On every host: hostname set to its inventory name and every host in /etc/hosts, clock
+    checked against this machine, Debian's docker.io, python3 and python3-docker installed
+    when missing, the container engine configured as `mortar engine setup` does here (no
+    bridge, no iptables) with the site's registry (docker_registry in globals.yml) trusted
+    when docker_registry_insecure is true, and started. Only what differs is changed.
     """
-    from mortar.deploy.prechecks import run_prechecks
+    from mortar.deploy.ansible import AnsibleExecutor
 
     deployment = _load(config_dir, inventory, limit)
-    failures = run_prechecks(deployment, click.echo)
+    started = time.monotonic()
+    runner = AnsibleExecutor(deployment)
+    registry = str(deployment.site.globals.get("docker_registry") or "")
+    insecure = [registry] if registry and deployment.site.globals.get("docker_registry_insecure") else []
+    result = runner.bootstrap(deployment.targets, insecure, click.echo)
+    result.raise_for_failures()
+    click.echo(f"bootstrap-servers: {len(deployment.targets)} host(s) ready in {time.monotonic() - started:.1f}s"
+               f"{_tasks_line(runner)}")
+
+
+@cli.command("prechecks")
+@site_options
+def prechecks_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+    """Check the site and every host without changing anything; exit 2 when any check fails.
+
+    The site files load (globals, passwords, inventory groups every enabled service needs);
+    then on each host: reachable (SSH for remote hosts), engine answering, images present or
+    pullable from the registry, api_address one of the host's own addresses, service ports
+    free (or held by mortar's own containers), disk and memory enough.
+    """
+    deployment = _load(config_dir, inventory, limit)
+    click.echo(f"ok   site {config_dir}: {len(deployment.site.enabled)} service(s) on "
+               f"{len(deployment.desired.hosts)} host(s)")
+    runner = _executor(deployment, executor)
+    failures = 0
+    for host, checks in runner.prechecks(deployment.targets).items():
+        if not checks:
+            checks_line = f"FAIL {host}: no result  -> see the Ansible log in /var/log/mortar/ansible"
+            click.echo(checks_line)
+            failures += 1
+        for check in checks:
+            click.echo(check.line())
+            failures += not check.ok
     if failures:
         click.echo(f"{failures} precheck(s) failed", err=True)
         sys.exit(2)
@@ -80,45 +140,62 @@ def prechecks_command(config_dir: Path, inventory: Path | None, limit: str | Non
 
 @cli.command("plan")
 @site_options
-def plan_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
+def plan_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
     """Show what deploy would do, per host, and why. Changes nothing.
 
     Containers to create, recreate (with the field or rendered file that changed and a
-    short diff, secrets masked) or remove; jobs to run; keystone registrations to make.
+    short diff, secrets masked) or remove; images to pull; jobs to run; keystone
+    registrations to make.
     """
-    from mortar.deploy.runner import engine_for, make_plan, print_plan
+    from mortar.deploy.runner import make_plan, print_plan
 
     deployment = _load(config_dir, inventory, limit)
-    plan = make_plan(deployment, engine_for("localhost", deployment))
+    plan = make_plan(deployment, _executor(deployment, executor))
     print_plan(plan, deployment, click.echo)
 
 
-def _deploy(config_dir: Path, inventory: Path | None, limit: str | None, verb: str) -> None:
-    from mortar.deploy.runner import deploy, engine_for
+@cli.command("pull")
+@site_options
+def pull_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+    """Pull every image each host needs, on all hosts in parallel (before a deploy or upgrade)."""
+    from mortar.deploy.runner import pull
 
     started = time.monotonic()
     deployment = _load(config_dir, inventory, limit)
-    deploy(deployment, engine_for("localhost", deployment), click.echo)
-    click.echo(f"{verb} finished in {time.monotonic() - started:.1f}s")
+    runner = _executor(deployment, executor)
+    pull(deployment, runner, click.echo)
+    click.echo(f"pull finished in {time.monotonic() - started:.1f}s{_tasks_line(runner)}")
+
+
+def _deploy(config_dir: Path, inventory: Path | None, limit: str | None, executor: str, verb: str) -> None:
+    from mortar.deploy.runner import deploy
+
+    started = time.monotonic()
+    deployment = _load(config_dir, inventory, limit)
+    runner = _executor(deployment, executor)
+    deploy(deployment, runner, click.echo)
+    click.echo(f"{verb} finished in {time.monotonic() - started:.1f}s{_tasks_line(runner)}")
 
 
 @cli.command("deploy")
 @site_options
-def deploy_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
-    """Apply the plan: create what is missing, recreate what changed, nothing else.
+def deploy_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+    """Apply the plan on every host: create what is missing, recreate what changed, nothing else.
 
-    Runs one-shot jobs (databases, db sync, bootstrap) once and again only when their
-    image or files change, waits for every started container to be healthy, and registers
-    services in keystone. Safe to re-run after a failure: it converges.
+    Services go level by level through their dependencies; within a level every host
+    converges in parallel. Runs one-shot jobs (databases, db sync, bootstrap) once and
+    again only when their image or files change, waits for every started container to be
+    healthy, and registers services in keystone. A failed host is named with its error;
+    the others are left as they are, and re-running converges.
     """
-    _deploy(config_dir, inventory, limit, "deploy")
+    _deploy(config_dir, inventory, limit, executor, "deploy")
 
 
 @cli.command("reconfigure")
 @site_options
-def reconfigure_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
+def reconfigure_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
     """Re-render every config file and restart only the containers whose files changed."""
-    _deploy(config_dir, inventory, limit, "reconfigure")
+    _deploy(config_dir, inventory, limit, executor, "reconfigure")
 
 
 @cli.command("post-deploy")
@@ -152,24 +229,25 @@ def verify_command(config_dir: Path, inventory: Path | None) -> None:
 
 @cli.command("stop")
 @site_options
-def stop_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
+def stop_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
     """Stop every container (dependents first). Volumes and data are kept; deploy starts them again."""
-    from mortar.deploy.runner import engine_for, stop
+    from mortar.deploy.runner import stop
 
     deployment = _load(config_dir, inventory, limit)
-    stop(deployment, engine_for("localhost", deployment), click.echo)
+    stop(deployment, _executor(deployment, executor), click.echo)
 
 
 @cli.command("destroy")
 @site_options
 @click.option("--yes-i-really-really-mean-it", "confirmed", is_flag=True,
               help="Required: destroy deletes every database, queue and image store.")
-def destroy_command(config_dir: Path, inventory: Path | None, limit: str | None, confirmed: bool) -> None:
-    """Remove every mortar container, named volume (all data) and the site state."""
+def destroy_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str,
+                    confirmed: bool) -> None:
+    """Remove every mortar container, named volume (all data) and the site state on the hosts."""
     if not confirmed:
         raise MortarError("destroy deletes every container, volume and all data; refusing",
                           fix="add --yes-i-really-really-mean-it if that is what you want")
-    from mortar.deploy.runner import destroy, engine_for
+    from mortar.deploy.runner import destroy
 
     deployment = _load(config_dir, inventory, limit)
-    destroy(deployment, engine_for("localhost", deployment), click.echo)
+    destroy(deployment, _executor(deployment, executor), click.echo)

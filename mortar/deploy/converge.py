@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mortar.deploy.desired import (
+from mortar.deploy.model import (
     CONFIG_MOUNT,
     LABEL_PREFIX,
     ContainerSpec,
@@ -301,17 +301,22 @@ def run_job(engine, job: JobSpec, host: str, state_dir: Path, secrets: list[str]
                           fix=f"full log: {log_dir / (job.name + '.log')}; fix the cause and run deploy again")
 
 
-def run_jobs(engine, host: HostState, service: ServiceState, phase: str, actions: list[Action], records: dict,
-             state_dir: Path, secrets: list[str], log_dir: Path, progress: Callable[[str], None]) -> None:
+def record_job(state_dir: Path, name: str, value: str) -> None:
+    with RECORDS_LOCK:
+        records = load_records(state_dir)
+        records.setdefault("jobs", {})[name] = value
+        save_records(state_dir, records)
+
+
+def run_jobs(engine, host: HostState, service: ServiceState, phase: str, actions: list[Action], state_dir: Path,
+             secrets: list[str], log_dir: Path, progress: Callable[[str], None]) -> None:
     todo = {(a.kind, a.target) for a in actions}
     for job in (j for j in service.jobs if j.phase == phase):
         if ("job", job.name) in todo:
             progress(f"job {job.name}")
             run_job(engine, job, host.host, state_dir, secrets, log_dir, host.site)
             image_id = engine.images.get(job.container.image).id
-            with RECORDS_LOCK:
-                records.setdefault("jobs", {})[job.name] = f"{job.job_hash}:{image_id}"
-                save_records(state_dir, records)
+            record_job(state_dir, job.name, f"{job.job_hash}:{image_id}")
 
 
 def converge_containers(engine, host: HostState, service: ServiceState, actions: list[Action], facts: Facts,
@@ -348,3 +353,180 @@ def remove_container(engine, action: Action) -> None:
         engine.containers.get(action.target).remove(force=True)
     except Exception:  # noqa: BLE001 - already gone is fine
         pass
+
+
+# ---- one host, one step: what the local executor calls and the Ansible module runs ---------
+
+@dataclass
+class StepReport:
+    """What one host did in one step: a one-line summary and the detailed lines."""
+
+    host: str
+    step: str
+    changed: bool = False
+    lines: list[str] = field(default_factory=list)
+    actions: list[Action] = field(default_factory=list)
+
+    def summary(self) -> str:
+        if not self.changed:
+            return "ok (no change)"
+        shown = "; ".join(self.lines[:3])
+        return shown if len(self.lines) <= 3 else f"{shown} (+{len(self.lines) - 3} more)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"host": self.host, "step": self.step, "changed": self.changed, "lines": self.lines,
+                "actions": [vars(a) for a in self.actions]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> StepReport:
+        return cls(data["host"], data["step"], bool(data.get("changed")), list(data.get("lines", [])),
+                   [Action(**a) for a in data.get("actions", [])])
+
+
+def plan_host(engine, host: HostState, state_dir: Path, secrets: list[str]) -> StepReport:
+    """Facts of this host against its desired state: every action needed, with reasons."""
+    facts = gather_facts(engine, host, state_dir)
+    actions: list[Action] = []
+    for service in host.services.values():
+        actions += plan_service(host, service, facts, state_dir, secrets)
+    actions += plan_removals(host, facts)
+    return StepReport(host.host, "plan", changed=False, actions=actions)
+
+
+def prepare_host(engine, host: HostState, state_dir: Path, secrets: list[str], threads: int = 3) -> StepReport:
+    """Pull missing images (in parallel) and remove containers no longer desired."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    report = StepReport(host.host, "prepare")
+    planned = plan_host(engine, host, state_dir, secrets).actions
+    refs = sorted({a.target for a in planned if a.kind == "pull"})
+    if refs:
+        started = time.monotonic()
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            list(pool.map(lambda ref: pull_image(engine, ref, host.host), refs))
+        report.lines.append(f"pulled {len(refs)} image(s) in {time.monotonic() - started:.1f}s")
+    for action in (a for a in planned if a.kind == "remove"):
+        remove_container(engine, action)
+        report.lines.append(f"removed {action.target}")
+    report.changed = bool(report.lines)
+    return report
+
+
+def pull_images(engine, host: HostState, threads: int = 3) -> StepReport:
+    """Pull every image this host needs (present ones are checked against the registry)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    refs = sorted({c.image for c in host.containers()} |
+                  {j.container.image for s in host.services.values() for j in s.jobs})
+    before = {ref: _image_id(engine, ref) for ref in refs}
+    started = time.monotonic()
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda ref: pull_image(engine, ref, host.host), refs))
+    changed = [ref for ref in refs if _image_id(engine, ref) != before[ref]]
+    report = StepReport(host.host, "pull", changed=bool(changed))
+    report.lines.append(f"{len(refs)} image(s) up to date, {len(changed)} new, {time.monotonic() - started:.1f}s")
+    return report
+
+
+def _image_id(engine, ref: str) -> str | None:
+    import docker.errors
+
+    try:
+        return engine.images.get(ref).id
+    except docker.errors.ImageNotFound:
+        return None
+
+
+def pull_image(engine, ref: str, host: str) -> None:
+    import docker.errors
+
+    repository, _, tag = ref.rpartition(":")
+    try:
+        engine.images.pull(repository, tag=tag)
+    except docker.errors.APIError as exc:
+        first = repository.split("/")[0]
+        if "." in first or ":" in first or first == "localhost":
+            fix = "push it there with `mortar build --push` and check the host trusts the registry"
+        else:
+            fix = "build it with `mortar build --profile core`, or set docker_registry and push there"
+        raise DeployError(f"{host}: image {ref} is not on the host and cannot be pulled ({exc.explanation})",
+                          fix=fix) from exc
+
+
+def apply_phase(engine, host: HostState, services: list[str], phase: str, force_jobs: list[str], state_dir: Path,
+                secrets: list[str], timeout: float, log_dir: Path) -> StepReport:
+    """One phase (jobs before, containers, jobs after) of some services on this host.
+
+    The host re-plans from its own facts, so a retried or concurrent step does only what
+    is still missing. Services of one step do not depend on each other: they run at once.
+    """
+    from concurrent.futures import ThreadPoolExecutor
+
+    report = StepReport(host.host, phase)
+    facts = gather_facts(engine, host, state_dir)
+    lock = threading.Lock()
+
+    def one(name: str) -> None:
+        service = host.services[name]
+        actions = plan_service(host, service, facts, state_dir, secrets)
+        actions += [Action("job", host.host, name, job.name, ["the service changed"])
+                    for job in service.jobs if job.name in force_jobs]
+
+        def progress(message: str) -> None:
+            with lock:
+                report.lines.append(f"{name}: {message}")
+
+        if phase == "containers":
+            converge_containers(engine, host, service, actions, facts, state_dir, secrets, timeout, progress)
+            return
+        # Volumes the jobs use must exist before the first job runs.
+        for volume in service.volumes:
+            if any(a.kind == "volume" and a.target == volume for a in actions):
+                ensure_volume(engine, volume, name, host.site)
+        run_jobs(engine, host, service, phase, actions, state_dir, secrets, log_dir, progress)
+
+    names = [n for n in services if n in host.services]
+    with ThreadPoolExecutor(max_workers=max(1, len(names))) as pool:
+        for future in [pool.submit(one, n) for n in names]:
+            future.result()
+    report.changed = bool(report.lines)
+    return report
+
+
+def stop_host(engine, host: HostState, order: list[str]) -> StepReport:
+    """Stop this host's containers, dependents first; volumes and data stay."""
+    import docker.errors
+
+    report = StepReport(host.host, "stop")
+    for name in reversed(order):
+        for spec in host.services[name].containers if name in host.services else []:
+            try:
+                container = engine.containers.get(spec.name)
+            except docker.errors.NotFound:
+                continue
+            if container.status in ("running", "restarting"):
+                container.stop(timeout=spec.stop_timeout)
+                report.lines.append(f"stopped {spec.name}")
+    report.changed = bool(report.lines)
+    return report
+
+
+def destroy_host(engine, site: str, state_dir: Path) -> StepReport:
+    """Remove this site's containers, named volumes (all data) and state on this host."""
+    import shutil
+
+    report = StepReport(host="", step="destroy")
+    label = f"{SITE}={site}"
+    for container in engine.containers.list(all=True, filters={"label": label}):
+        container.remove(force=True)
+        report.lines.append(f"removed container {container.name}")
+    for volume in engine.volumes.list(filters={"label": label}):
+        volume.remove(force=True)
+        report.lines.append(f"removed volume {volume.name}")
+    for path in (state_paths(state_dir)["config"], state_paths(state_dir)["jobs"], state_paths(state_dir)["records"]):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+    report.changed = bool(report.lines)
+    return report

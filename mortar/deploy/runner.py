@@ -1,28 +1,32 @@
-"""Deploy operations on the hosts of an inventory: plan, deploy, reconfigure, stop, destroy.
+"""Deploy operations on the hosts of an inventory: plan, deploy, reconfigure, pull, stop, destroy.
 
-A service starts as soon as every service it depends on is done (independent ones run at
-once); for each one, every host that runs it is converged (volumes, jobs before,
-containers, health, jobs after), then its keystone registrations are made. This module
-orders the work; `converge` does it on a host.
+The whole inventory decides the desired state (addresses, who runs what); `--limit`
+only narrows which hosts are touched, as in Ansible. A deploy goes level by level through
+the service dependency graph: the services of one level converge together on every host
+that needs a change (jobs before, containers, jobs after, each phase across all hosts
+before the next), then their keystone registrations are made. An executor carries each
+step to the hosts; this module decides what the steps are.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import os
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from mortar.catalogue.loader import load_catalogue
 from mortar.deploy import converge
 from mortar.deploy.desired import DesiredState, compute_desired
+from mortar.deploy.executors import Executor, StepResult
 from mortar.errors import MortarError
 from mortar.site.config import Site, load_site
 from mortar.site.inventory import Inventory, load_inventory
 from mortar.site.overrides import check_override_tree
-
-LOG_DIR = Path("/var/log/mortar/deploy")
 
 
 @dataclass
@@ -31,10 +35,24 @@ class Deployment:
     inventory: Inventory
     desired: DesiredState
     state_dir: Path = converge.STATE_DIR
+    targets: list[str] = field(default_factory=list)  # hosts this run may touch (--limit)
+
+    def __post_init__(self) -> None:
+        if not self.targets:
+            self.targets = list(self.desired.hosts)
 
     @property
     def timeout(self) -> float:
         return float(self.site.globals["healthcheck_timeout"])
+
+    @property
+    def site_id(self) -> str:
+        return hashlib.sha256(str(self.site.config_dir.resolve()).encode()).hexdigest()[:12]
+
+    @property
+    def controller_dir(self) -> Path:
+        """This machine's records of the site: keystone registrations, per-host state files."""
+        return self.state_dir / "sites" / self.site_id
 
 
 def load_deployment(config_dir: Path, inventory_path: Path | None = None, limit: str | None = None,
@@ -42,226 +60,179 @@ def load_deployment(config_dir: Path, inventory_path: Path | None = None, limit:
     services = load_catalogue()
     site = load_site(config_dir, services)
     inventory = load_inventory(inventory_path or config_dir / "inventory")
-    if limit:
-        inventory = inventory.limit(limit)
     if (config_dir / "config").is_dir():
         check_override_tree(config_dir / "config", set(services), set(inventory.hosts))
-    remote = [h.name for h in inventory.hosts.values() if not is_local(h.name, h.vars)]
-    if remote:
-        raise MortarError(f"host {remote[0]} is not this machine: only all-in-one deploys are implemented so far",
-                          file=inventory.path, key=remote[0],
-                          fix="use an inventory whose hosts are localhost (ansible_connection=local)")
     desired = compute_desired(site, inventory)
-    return Deployment(site, inventory, desired, state_dir or converge.STATE_DIR)
-
-
-def is_local(name: str, variables: dict[str, str]) -> bool:
-    address = variables.get("ansible_host", name)
-    return variables.get("ansible_connection") == "local" or address in ("localhost", "127.0.0.1", "::1")
+    targets = list(desired.hosts)
+    if limit:
+        chosen = set(inventory.limit(limit).hosts)
+        targets = [h for h in desired.hosts if h in chosen]
+        if not targets:
+            raise MortarError(f"--limit {limit!r} matches no host that runs a service", key="--limit",
+                              file=inventory.path, fix="name hosts or groups of the inventory")
+    return Deployment(site, inventory, desired, state_dir or converge.STATE_DIR, targets)
 
 
 @dataclass
 class Plan:
     actions: list[converge.Action] = field(default_factory=list)
     registrations: list[str] = field(default_factory=list)
+    forced_jobs: list[str] = field(default_factory=list)
+    tasks: int = 0
 
     @property
     def empty(self) -> bool:
         return not self.actions and not self.registrations
 
+    def hosts_for(self, services: list[str]) -> list[str]:
+        hosts: list[str] = []
+        for action in self.actions:
+            if action.service in services and action.kind not in ("pull", "remove") and action.host not in hosts:
+                hosts.append(action.host)
+        return hosts
 
-def engine_for(host: str, deployment: Deployment):
-    from mortar.engine.client import engine_client
 
-    del host, deployment  # every host of an all-in-one inventory is this one
-
-    return engine_client()
+def registration_records(deployment: Deployment) -> dict[str, str]:
+    path = deployment.controller_dir / "registrations.json"
+    return json.loads(path.read_text()) if path.exists() else {}
 
 
-def make_plan(deployment: Deployment, engine) -> Plan:
-    plan = Plan()
+def record_registration(deployment: Deployment, name: str, digest: str) -> None:
+    with converge.RECORDS_LOCK:
+        records = registration_records(deployment)
+        records[name] = digest
+        path = deployment.controller_dir / "registrations.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(deployment.state_dir, 0o700)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
+        tmp.replace(path)
+
+
+def make_plan(deployment: Deployment, executor: Executor) -> Plan:
     desired = deployment.desired
-    for state in desired.hosts.values():
-        facts = converge.gather_facts(engine, state, deployment.state_dir)
-        for name in desired.order:
-            if name in state.services:
-                plan.actions += converge.plan_service(state, state.services[name], facts, deployment.state_dir,
-                                                      desired.secrets)
-        plan.actions += converge.plan_removals(state, facts)
+    result = executor.plan(deployment.targets)
+    result.raise_for_failures()
+    by_host = {r.host: r.actions for r in result.reports}
+    plan = Plan(tasks=result.tasks)
+    for host in deployment.targets:
+        plan.actions += by_host.get(host, [])
     changed = {a.service for a in plan.actions}
-    for state in desired.hosts.values():
-        for service in state.services.values():
+    for host in deployment.targets:
+        for service in desired.hosts[host].services.values():
             for job in service.jobs:
                 planned = any(a.kind == "job" and a.target == job.name for a in plan.actions)
                 if job.run == "always" and service.name in changed and not planned:
-                    plan.actions.append(converge.Action("job", state.host, service.name, job.name,
-                                                        ["the service changed"]))
-    records = converge.load_records(deployment.state_dir)
+                    plan.actions.append(converge.Action("job", host, service.name, job.name, ["the service changed"]))
+                    plan.forced_jobs.append(job.name)
+    records = registration_records(deployment)
     for name, reg in desired.registrations.items():
-        if records.get("registrations", {}).get(name) != reg.digest:
+        if records.get(name) != reg.digest:
             plan.registrations.append(name)
     return plan
 
 
 def print_plan(plan: Plan, deployment: Deployment, echo: Callable[[str], None]) -> None:
-    if plan.empty:
-        echo("No changes: every container, job and registration is as desired.")
-        return
-    for host in deployment.desired.hosts:
+    for host in deployment.targets:
         host_actions = [a for a in plan.actions if a.host == host]
         if not host_actions:
+            echo(f"host {host}: no changes")
             continue
-        echo(f"host {host}:")
+        echo(f"host {host}: {len(host_actions)} change(s)")
         for action in host_actions:
             echo(f"  {action.service:10} {action.line()}")
             for line in action.diff.splitlines()[:20]:
                 echo(f"      {line}")
     if plan.registrations:
         echo("keystone registrations: " + ", ".join(plan.registrations))
-
-
-def deploy(deployment: Deployment, engine, echo: Callable[[str], None]) -> Plan:
-    desired = deployment.desired
-    plan = make_plan(deployment, engine)
     if plan.empty:
-        echo("Nothing to do: the deployment is as desired.")
+        echo("No changes: every container, job and registration is as desired.")
+
+
+def levels(order: list[str], depends: dict[str, list[str]]) -> list[list[str]]:
+    """Services grouped so that each one comes after everything it depends on."""
+    depth: dict[str, int] = {}
+    for name in order:
+        depth[name] = 1 + max((depth[d] for d in depends.get(name, []) if d in depth), default=-1)
+    return [[n for n in order if depth[n] == level] for level in range(max(depth.values(), default=-1) + 1)]
+
+
+def echo_reports(result: StepResult, step: str, echo: Callable[[str], None], quiet_unchanged: bool = True) -> None:
+    for report in result.reports:
+        if report.changed or not quiet_unchanged:
+            echo(f"[{report.host}] {step:10} {report.summary()}")
+
+
+def deploy(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> Plan:
+    desired = deployment.desired
+    plan = make_plan(deployment, executor)
+    if plan.empty:
+        echo(f"Nothing to do: the deployment is as desired on {len(deployment.targets)} host(s).")
         return plan
-    for action in plan.actions:
-        if action.kind == "pull":
-            pull_image(engine, action.target, action.host)
-    for action in plan.actions:
-        if action.kind == "remove":
-            echo(f"[{action.host}] remove {action.target}: {'; '.join(action.reasons)}")
-            converge.remove_container(engine, action)
-    records = converge.load_records(deployment.state_dir)
-    run_services(desired.order, lambda name: _deploy_service(deployment, engine, plan, records, name, echo),
-                 {name: deployment.site.services[name].depends for name in desired.order}, echo)
+    echo(f"{len(plan.actions)} change(s) on {len({a.host for a in plan.actions})} host(s), "
+         f"{len(plan.registrations)} registration(s)")
+    prepare_hosts = sorted({a.host for a in plan.actions if a.kind in ("pull", "remove")},
+                           key=deployment.targets.index)
+    if prepare_hosts:
+        result = executor.prepare(prepare_hosts)
+        echo_reports(result, "prepare", echo)
+        result.raise_for_failures()
+    depends = {name: deployment.site.services[name].depends for name in desired.order}
+    for level in levels(desired.order, depends):
+        services = [s for s in level if any(a.service == s and a.kind not in ("pull", "remove")
+                                            for a in plan.actions)]
+        hosts = plan.hosts_for(services)
+        if hosts:
+            started = time.monotonic()
+            result = executor.apply(hosts, services, plan.forced_jobs, echo)
+            result.raise_for_failures()
+            echo(f"{', '.join(services)}: done on {len(hosts)} host(s) in {time.monotonic() - started:.1f}s")
+        _register(deployment, [s for s in level if s in plan.registrations], echo)
+    plan.tasks += executor.tasks
     return plan
 
 
-def run_services(order: list[str], work: Callable[[str], None], depends: dict[str, list[str]],
-                 echo: Callable[[str], None], workers: int = 4) -> None:
-    """Each service as soon as every service it depends on is done; independent ones at once.
-
-    A failure stops only the services that depend on the failed one; the first error is
-    raised once everything that could run has run.
-    """
-    done: set[str] = set()
-    failed: dict[str, BaseException] = {}
-    pending = list(order)
-    running: dict[Future, str] = {}
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        while pending or running:
-            for name in list(pending):
-                needs = [d for d in depends.get(name, []) if d in order]
-                if any(d in failed for d in needs):
-                    pending.remove(name)
-                    failed[name] = MortarError(f"{name}: not deployed because a service it needs failed")
-                    echo(f"{name}: skipped (a service it needs failed)")
-                elif all(d in done for d in needs):
-                    pending.remove(name)
-                    running[pool.submit(work, name)] = name
-            if not running:
-                break
-            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            for future in finished:
-                name = running.pop(future)
-                error = future.exception()
-                if error is None:
-                    done.add(name)
-                else:
-                    failed[name] = error
-    first = next((e for n, e in failed.items() if not str(e).endswith("a service it needs failed")), None)
-    if first is not None:
-        raise first
-
-
-def _deploy_service(deployment: Deployment, engine, plan: Plan, records: dict, name: str,
-                    echo: Callable[[str], None]) -> None:
-    desired = deployment.desired
-    started = time.monotonic()
-    hosts = [h for h in desired.hosts_running(name)
-             if any(a.host == h and a.service == name and a.kind != "remove" for a in plan.actions)]
-    job_host = next((h for h in desired.hosts_running(name) if desired.hosts[h].services[name].jobs), None)
-    if job_host in hosts:
-        _step(deployment, engine, plan, records, name, job_host, "before", echo)
-    for host in hosts:
-        _step(deployment, engine, plan, records, name, host, "containers", echo)
-    if job_host in hosts:
-        _step(deployment, engine, plan, records, name, job_host, "after", echo)
-    touched = bool(hosts)
-    if name in plan.registrations:
-        from mortar.deploy.keystone import register
-
-        register(desired.admin, desired.registrations[name])
-        with converge.RECORDS_LOCK:
-            records.setdefault("registrations", {})[name] = desired.registrations[name].digest
-            converge.save_records(deployment.state_dir, records)
-        echo(f"{name}: registered in keystone")
-        touched = True
-    if touched:
-        echo(f"{name}: done in {time.monotonic() - started:.1f}s")
-
-
-def _step(deployment: Deployment, engine, plan: Plan, records: dict, name: str, host: str, phase: str,
-          echo: Callable[[str], None]) -> None:
-    """One phase of one service on one host: jobs before, containers, or jobs after."""
-    desired = deployment.desired
-    state = desired.hosts[host]
-    actions = [a for a in plan.actions if a.host == host and a.service == name]
-
-    def progress(message: str) -> None:
-        echo(f"[{host}] {name}: {message}")
-
-    if phase == "containers":
-        facts = converge.gather_facts(engine, state, deployment.state_dir)
-        converge.converge_containers(engine, state, state.services[name], actions, facts, deployment.state_dir,
-                                     desired.secrets, deployment.timeout, progress)
+def _register(deployment: Deployment, names: list[str], echo: Callable[[str], None]) -> None:
+    if not names:
         return
-    # Volumes the jobs use must exist before the first job runs.
-    for volume in state.services[name].volumes:
-        if any(a.kind == "volume" and a.target == volume for a in actions):
-            converge.ensure_volume(engine, volume, name, state.site)
-    converge.run_jobs(engine, state, state.services[name], phase, actions, records, deployment.state_dir,
-                      desired.secrets, LOG_DIR, progress)
+    from mortar.deploy.keystone import register
+
+    desired = deployment.desired
+
+    def one(name: str) -> None:
+        register(desired.admin, desired.registrations[name])
+        record_registration(deployment, name, desired.registrations[name].digest)
+        echo(f"{name}: registered in keystone")
+
+    with ThreadPoolExecutor(max_workers=len(names)) as pool:
+        for future in [pool.submit(one, n) for n in names]:
+            future.result()
 
 
-def pull_image(engine, ref: str, host: str) -> None:
-    import docker.errors
-
-    repository, _, tag = ref.rpartition(":")
-    try:
-        engine.images.pull(repository, tag=tag)
-    except docker.errors.APIError as exc:
-        raise MortarError(f"{host}: image {ref} is not on the host and cannot be pulled ({exc.explanation})",
-                          fix="build it with `mortar build --profile core` (or push it to image_registry)") from exc
+def pull(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
+    result = executor.pull(deployment.targets)
+    echo_reports(result, "pull", echo, quiet_unchanged=False)
+    result.raise_for_failures()
 
 
-def stop(deployment: Deployment, engine, echo: Callable[[str], None]) -> None:
+def stop(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
     """Stop every container, dependents first; data volumes stay."""
-    for name in reversed(deployment.desired.order):
-        for host in deployment.desired.hosts_running(name):
-            for spec in deployment.desired.hosts[host].services[name].containers:
-                try:
-                    container = engine.containers.get(spec.name)
-                except Exception:  # noqa: BLE001 - not there: nothing to stop
-                    continue
-                if container.status == "running":
-                    container.stop(timeout=spec.stop_timeout)
-                    echo(f"[{host}] stopped {spec.name}")
+    result = executor.stop(deployment.targets)
+    for report in result.reports:
+        for line in report.lines:
+            echo(f"[{report.host}] {line}")
+    result.raise_for_failures()
 
 
-def destroy(deployment: Deployment, engine, echo: Callable[[str], None]) -> None:
-    """Remove every mortar container, named volume and the site state."""
+def destroy(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
+    """Remove every mortar container, named volume and the site state on the hosts."""
     import shutil
 
-    site = f"{converge.SITE}={deployment.site.config_dir.resolve()}"
-    for container in engine.containers.list(all=True, filters={"label": site}):
-        container.remove(force=True)
-        echo(f"removed container {container.name}")
-    for volume in engine.volumes.list(filters={"label": site}):
-        volume.remove(force=True)
-        echo(f"removed volume {volume.name}")
-    if deployment.state_dir.exists():
-        shutil.rmtree(deployment.state_dir)
-        echo(f"removed {deployment.state_dir}")
+    result = executor.destroy(deployment.targets)
+    for report in result.reports:
+        for line in report.lines:
+            echo(f"[{report.host}] {line}")
+    result.raise_for_failures()
+    if deployment.targets == list(deployment.desired.hosts) and deployment.controller_dir.exists():
+        shutil.rmtree(deployment.controller_dir)
+        echo(f"removed {deployment.controller_dir}")

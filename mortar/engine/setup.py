@@ -78,9 +78,18 @@ def install_engine() -> bool:
     return True
 
 
-def write_daemon_config(path: Path = DAEMON_JSON) -> bool:
+def wanted_settings(insecure_registries: list[str] | tuple[str, ...] = ()) -> dict:
+    """mortar's settings, plus registries served over plain HTTP (kept with the operator's)."""
+    wanted: dict = dict(DAEMON_SETTINGS)
+    if insecure_registries:
+        existing = read_daemon_config().get("insecure-registries", [])
+        wanted["insecure-registries"] = sorted(set(existing) | set(insecure_registries))
+    return wanted
+
+
+def write_daemon_config(path: Path = DAEMON_JSON, wanted: dict = DAEMON_SETTINGS) -> bool:
     existing = read_daemon_config(path)
-    merged = merged_daemon_config(existing)
+    merged = merged_daemon_config(existing, wanted)
     if merged == existing:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -94,8 +103,44 @@ def _systemd_is_init() -> bool:
     return Path("/run/systemd/system").is_dir()
 
 
-def start_engine(config_changed: bool) -> str:
+def _our_dockerd() -> int | None:
+    """The pid of a dockerd mortar started in the background, if it still runs."""
+    try:
+        pid = int(PID_FILE.read_text().strip())
+        os.kill(pid, 0)
+        return pid
+    except (OSError, ValueError):
+        return None
+
+
+def restart_engine() -> str | None:
+    """Restart an engine mortar manages (systemd's docker unit, or our background dockerd).
+
+    Containers with a restart policy come back when the engine does. None: not ours to restart.
+    """
+    if _systemd_is_init():
+        subprocess.run(["systemctl", "restart", "docker"], check=False)
+    else:
+        pid = _our_dockerd()
+        if pid is None:
+            return None
+        os.kill(pid, 15)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.2)
+    return start_engine(config_changed=False)
+
+
+def start_engine(config_changed: bool, restart: bool = False) -> str:
     if engine_answers():
+        if config_changed and restart:
+            how = restart_engine()
+            if how is not None:
+                return f"restarted ({how})"
         if config_changed:
             # A running engine keeps its old settings until restarted; say so rather than
             # restart an engine mortar did not start.
@@ -136,10 +181,12 @@ def _clear_stale_pid() -> None:
             pass
 
 
-def setup_engine() -> SetupReport:
+def setup_engine(insecure_registries: list[str] | tuple[str, ...] = (), restart: bool = False) -> SetupReport:
+    """Install, configure and start the engine; `restart` applies a changed daemon.json to an
+    engine mortar manages (`mortar bootstrap-servers` does; `mortar engine setup` asks)."""
     if os.geteuid() != 0 and not engine_answers():
         raise EngineError("setting up the engine needs root", fix="run `sudo mortar engine setup`")
     installed = install_engine() if not engine_answers() else False
-    changed = write_daemon_config() if os.geteuid() == 0 else False
-    how = start_engine(changed)
+    changed = write_daemon_config(wanted=wanted_settings(insecure_registries)) if os.geteuid() == 0 else False
+    how = start_engine(changed, restart)
     return SetupReport(installed=installed, config_changed=changed, started=how)

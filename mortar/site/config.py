@@ -28,7 +28,11 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
                     "help": "address every API and infra service binds and is reached at"},
     "api_interface": {"type": "str", "default": "lo", "help": "interface that carries api_address"},
     "region_name": {"type": "str", "default": "RegionOne", "help": "keystone region of every endpoint"},
-    "image_registry": {"type": "str", "default": "", "help": "registry HOST:PORT to pull images from; empty: local"},
+    "docker_registry": {"type": "str", "default": "",
+                        "help": "registry HOST:PORT every host pulls images from (`mortar registry start` runs one); "
+                                "empty: images are local to each host"},
+    "docker_registry_insecure": {"type": "bool", "default": True,
+                                 "help": "the registry speaks plain HTTP: engines are told to trust it"},
     "image_namespace": {"type": "str", "default": "mortar", "help": "image namespace (as given to mortar build)"},
     "image_tag": {"type": "str", "default": "2026.2", "help": "image tag (as given to mortar build)"},
     "openstack_debug": {"type": "bool", "default": False, "help": "debug logging in every OpenStack service"},
@@ -45,7 +49,7 @@ class Site:
     enabled: set[str] = field(default_factory=set)
 
     def image_ref(self, image: str) -> str:
-        prefix = f"{self.globals['image_registry']}/" if self.globals["image_registry"] else ""
+        prefix = f"{self.globals['docker_registry']}/" if self.globals["docker_registry"] else ""
         return f"{prefix}{self.globals['image_namespace']}/{image}:{self.globals['image_tag']}"
 
 

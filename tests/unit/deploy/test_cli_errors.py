@@ -144,8 +144,20 @@ def test_top_level_help_lists_commands() -> None:
     assert "--yes-i-really-really-mean-it" in run("destroy", "--help").output
 
 
-def test_remote_hosts_are_refused_until_multi_host_exists(site_dir):
+def test_local_executor_refuses_remote_hosts(site_dir):
     (site_dir / "inventory").write_text("[control]\nnode1 ansible_host=10.213.77.11\n[compute]\nlocalhost\n")
-    result = run("plan", "--config-dir", str(site_dir))
+    result = run("plan", "--config-dir", str(site_dir), "--executor", "local")
     assert result.exit_code == 2
-    assert "node1" in result.output and "all-in-one" in result.output and str(site_dir / "inventory") in result.output
+    assert "node1" in result.output and "--executor ansible" in result.output
+    assert str(site_dir / "inventory") in result.output
+
+
+def test_unreachable_host_fails_prechecks_by_name(site_dir):
+    # A real SSH attempt through Ansible to a loopback port nothing listens on.
+    (site_dir / "inventory").write_text(
+        "[control]\nnode1 ansible_host=127.0.0.2 ansible_port=1 ansible_user=root api_address=127.0.0.2\n"
+        "[compute]\nnode1\n")
+    result = run("prechecks", "--config-dir", str(site_dir))
+    assert result.exit_code == 2, result.output
+    assert "FAIL node1: unreachable" in result.output
+    assert "bootstrap-servers" in result.output

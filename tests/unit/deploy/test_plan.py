@@ -13,7 +13,8 @@ import yaml
 from mortar.deploy import converge
 from mortar.deploy.converge import Action, Facts, container_reasons, job_needed, plan_removals, plan_service
 from mortar.deploy.desired import ContainerSpec, DesiredState, HostState, JobSpec, compute_desired
-from mortar.deploy.runner import Deployment, make_plan
+from mortar.deploy.executors import LocalExecutor
+from mortar.deploy.runner import Deployment, make_plan, record_registration
 from mortar.site.config import Site, load_site
 from mortar.site.inventory import Inventory
 
@@ -367,9 +368,14 @@ def deployment_for(site: Site, aio: Inventory, desired: DesiredState, state_dir:
     return Deployment(site, aio, desired, state_dir)
 
 
+def plan_with(site: Site, aio: Inventory, desired: DesiredState, state_dir: Path, facts: Facts):
+    deployment = deployment_for(site, aio, desired, state_dir)
+    return make_plan(deployment, LocalExecutor(deployment, FakeEngine(facts)))
+
+
 def test_make_plan_fresh_host(site: Site, aio: Inventory, desired: DesiredState, host: HostState,
                               state_dir: Path) -> None:
-    plan = make_plan(deployment_for(site, aio, desired, state_dir), FakeEngine(empty_facts(host)))
+    plan = plan_with(site, aio, desired, state_dir, empty_facts(host))
     creates = [a.target for a in plan.actions if a.kind == "create"]
     assert sorted(creates) == sorted(c.name for c in host.containers())
     # the always-run job follows because its service changed
@@ -384,10 +390,11 @@ def test_make_plan_fresh_host(site: Site, aio: Inventory, desired: DesiredState,
 
 def test_make_plan_converged_is_empty(site: Site, aio: Inventory, desired: DesiredState, host: HostState,
                                       state_dir: Path) -> None:
-    records = {"jobs": {j.name: f"{j.job_hash}:{IMAGE_ID}" for j in all_jobs(host)},
-               "registrations": {name: reg.digest for name, reg in desired.registrations.items()}}
-    converge.save_records(state_dir, records)
-    plan = make_plan(deployment_for(site, aio, desired, state_dir), FakeEngine(converged_facts(host)))
+    converge.save_records(state_dir, {"jobs": {j.name: f"{j.job_hash}:{IMAGE_ID}" for j in all_jobs(host)}})
+    deployment = deployment_for(site, aio, desired, state_dir)
+    for name, reg in desired.registrations.items():
+        record_registration(deployment, name, reg.digest)
+    plan = plan_with(site, aio, desired, state_dir, converged_facts(host))
     assert plan.actions == []
     assert plan.registrations == []
     assert plan.empty
@@ -398,7 +405,7 @@ def test_make_plan_missing_image_is_pulled(site: Site, aio: Inventory, desired: 
     facts = converged_facts(host)
     ref = next(c.image for c in host.containers() if c.name == "memcached")
     facts.image_ids[ref] = None
-    plan = make_plan(deployment_for(site, aio, desired, state_dir), FakeEngine(facts))
+    plan = plan_with(site, aio, desired, state_dir, facts)
     assert ("pull", ref) in kinds(plan.actions)
 
 
@@ -411,5 +418,5 @@ def test_make_plan_refuses_another_sites_containers(site: Site, aio: Inventory, 
     assert SITE_LABEL is not None
     facts.containers["keystone"].labels[SITE_LABEL] = "/etc/other-site"
     with pytest.raises(MortarError, match="another mortar deployment") as info:
-        make_plan(deployment_for(site, aio, desired, state_dir), FakeEngine(facts))
+        plan_with(site, aio, desired, state_dir, facts)
     assert "/etc/other-site" in str(info.value)

@@ -58,7 +58,7 @@ def test_fresh_site_loads_with_defaults(site_dir: Path, services: dict[str, Serv
 
 
 def test_image_ref_uses_registry_namespace_and_tag(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
-    set_globals(site_dir, "image_registry: reg.example:5000\nimage_namespace: ns\nimage_tag: t1\n")
+    set_globals(site_dir, "docker_registry: reg.example:5000\nimage_namespace: ns\nimage_tag: t1\n")
     site = load_site(site_dir, services)
     assert site.image_ref("keystone") == "reg.example:5000/ns/keystone:t1"
     set_globals(site_dir, "image_namespace: ns\nimage_tag: t1\n")

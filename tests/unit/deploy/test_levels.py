@@ -1,0 +1,29 @@
+"""Tests for the dependency levels a deploy goes through (mortar/deploy/runner.levels)."""
+
+from mortar.deploy.runner import levels
+
+DEPENDS = {"mariadb": [], "memcached": [], "rabbitmq": [], "keystone": ["mariadb", "memcached"],
+           "glance": ["keystone"], "placement": ["keystone"], "nova": ["keystone", "glance", "rabbitmq", "placement"]}
+ORDER = ["mariadb", "memcached", "rabbitmq", "keystone", "glance", "placement", "nova"]
+
+
+def test_every_service_comes_after_its_dependencies():
+    result = levels(ORDER, DEPENDS)
+    depth = {name: i for i, level in enumerate(result) for name in level}
+    for name, needs in DEPENDS.items():
+        for dep in needs:
+            assert depth[dep] < depth[name], (dep, name)
+    assert sorted(n for level in result for n in level) == sorted(ORDER)
+
+
+def test_independent_services_share_a_level():
+    assert levels(ORDER, DEPENDS) == [["mariadb", "memcached", "rabbitmq"], ["keystone"], ["glance", "placement"],
+                                      ["nova"]]
+
+
+def test_disabled_dependencies_are_ignored():
+    assert levels(["keystone"], {"keystone": ["mariadb", "memcached"]}) == [["keystone"]]
+
+
+def test_nothing_enabled_means_no_levels():
+    assert levels([], {}) == []
