@@ -5,8 +5,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" != 0 ]; then echo "run as root (mortar installs and starts the Docker Engine)" >&2; exit 2; fi
 PY=${PYTHON:-python3}
-if ! "$PY" -c 'import venv, ensurepip' 2>/dev/null; then
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q python3-venv
+# Host tools: venv for mortar, skopeo to push to a plain-HTTP registry the engine does not
+# trust, ssh for the Ansible executor.
+missing=()
+"$PY" -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3-venv)
+command -v skopeo >/dev/null || missing+=(skopeo)
+command -v ssh >/dev/null || missing+=(openssh-client)
+if [ ${#missing[@]} -gt 0 ]; then
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/pip install -q --disable-pip-version-check -e '.[test]'

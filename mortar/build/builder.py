@@ -8,8 +8,11 @@ branches in parallel.
 from __future__ import annotations
 
 import io
+import ipaddress
 import json
 import re
+import shutil
+import subprocess
 import tarfile
 import threading
 import time
@@ -46,6 +49,7 @@ class BuildOptions:
     manifests_dir: Path | None = None
     push: bool = False
     registry: str | None = None
+    registry_insecure: bool = True
     images_dir: Path = IMAGES_DIR
 
     @property
@@ -326,30 +330,62 @@ class Builder:
 
     # push
     def push(self, names: list[str], board: StatusBoard) -> None:
+        """Push in parallel: through the engine when it trusts the registry, else with skopeo."""
         registry = self.options.registry
         assert registry
-        for name in names:
-            result = self.results[name]
-            if result.status not in ("done", "cached"):
-                continue
-            repository = f"{registry}/{self.options.namespace}/{name}"
-            board.set(name, "pushing")
-            try:
+        via_engine = not self.options.registry_insecure or daemon_trusts(self.client, registry)
+        if not via_engine and shutil.which("skopeo") is None:
+            raise EngineError(f"the engine does not trust the plain-HTTP registry {registry} and skopeo is missing",
+                              fix="apt-get install skopeo (scripts/bootstrap.sh does), or add the registry to "
+                                  "insecure-registries in /etc/docker/daemon.json")
+        todo = [n for n in names if self.results[n].status in ("done", "cached")]
+        with ThreadPoolExecutor(max_workers=max(1, min(4, len(todo)))) as pool:
+            for _ in pool.map(lambda n: self._push_one(n, registry, via_engine, board), todo):
+                pass
+
+    def _push_one(self, name: str, registry: str, via_engine: bool, board: StatusBoard) -> None:
+        result = self.results[name]
+        repository = f"{registry}/{self.options.namespace}/{name}"
+        board.set(name, "pushing")
+        try:
+            if via_engine:
                 self.client.api.tag(result.image_id, repository, self.options.tag)
                 for chunk in self.client.api.push(repository, self.options.tag, stream=True, decode=True):
                     if "error" in chunk:
                         raise EngineError(f"push of {repository}:{self.options.tag} failed: {chunk['error']}")
-            except EngineError as exc:
-                result.status = "failed"
-                result.error = str(exc)
-                board.set(name, "failed", str(exc)[:80])
-                continue
-            except Exception as exc:  # transport errors from the SDK
-                result.status = "failed"
-                result.error = f"push failed: {exc}"
-                board.set(name, "failed", result.error[:80])
-                continue
-            board.set(name, "pushed", f"{repository}:{self.options.tag}")
+            else:
+                command = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
+                           f"docker-daemon:{self.options.ref(name)}", f"docker://{repository}:{self.options.tag}"]
+                done = subprocess.run(command, capture_output=True, text=True)
+                if done.returncode != 0:
+                    raise EngineError(f"push of {repository}:{self.options.tag} failed: "
+                                      f"{(done.stderr.strip().splitlines() or ['skopeo failed'])[-1]}")
+        except EngineError as exc:
+            result.status = "failed"
+            result.error = str(exc)
+            board.set(name, "failed", str(exc)[:80])
+            return
+        except Exception as exc:  # transport errors from the SDK
+            result.status = "failed"
+            result.error = f"push failed: {exc}"
+            board.set(name, "failed", result.error[:80])
+            return
+        board.set(name, "pushed", f"{repository}:{self.options.tag}")
+
+
+def daemon_trusts(client, registry: str) -> bool:
+    """Whether the engine will talk plain HTTP to this registry (listed, or in an insecure CIDR)."""
+    config = client.info().get("RegistryConfig") or {}
+    index = (config.get("IndexConfigs") or {}).get(registry)
+    if index is not None and not index.get("Secure", True):
+        return True
+    host = registry.rsplit(":", 1)[0].strip("[]")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(address in ipaddress.ip_network(cidr, strict=False)
+               for cidr in config.get("InsecureRegistryCIDRs") or [])
 
 
 def _short(result: ImageResult) -> str:

@@ -85,11 +85,15 @@ def make_options(**kw) -> BuildOptions:
 @click.option("--plugins-file", type=click.Path(path_type=Path), multiple=True, metavar="FILE",
               help="File of IMAGE=PIP-REQUIREMENT lines (# comments allowed).")
 @click.option("--no-cache", is_flag=True, help="Rebuild the selected images even when their identity exists.")
-@click.option("--push", is_flag=True, help="Push the built images to --registry.")
+@click.option("--push", is_flag=True,
+              help="Push the selected images to --registry, in parallel (`mortar registry start` runs one).")
 @click.option("--registry", metavar="HOST:PORT", help="Registry to push to (with --push).")
+@click.option("--registry-insecure/--registry-secure", default=True, show_default=True,
+              help="The registry speaks plain HTTP (as `mortar registry start`'s does). When this engine does "
+                   "not trust it, images go through skopeo from the engine's store instead.")
 @common_build_options
 def build(patterns, profile, list_images, list_dependencies, summary_json, plugins, plugins_file, no_cache,
-          push, registry, **kw) -> None:
+          push, registry, registry_insecure, **kw) -> None:
     """Build images and every parent they need, in dependency order, in parallel.
 
     REGEX selects images by name (searched, as kolla-build does: `nova` selects every nova
@@ -104,7 +108,7 @@ def build(patterns, profile, list_images, list_dependencies, summary_json, plugi
       mortar build --profile core
       mortar build keystone --summary-json out/summary.json
       mortar build --template-override site.j2 --plugin neutron-server=networking-foo==1.0 neutron
-      mortar build --profile core --push --registry 127.0.0.1:4000
+      mortar build --profile core --push --registry 10.0.0.10:4000
     """
     if push and not registry:
         raise MortarError("--push needs --registry HOST:PORT", key="--push")
@@ -113,6 +117,7 @@ def build(patterns, profile, list_images, list_dependencies, summary_json, plugi
     options.plugins = parse_plugins(plugins, plugins_file)
     options.push = push
     options.registry = registry
+    options.registry_insecure = registry_insecure
     if options.template_override is not None and not options.template_override.is_file():
         raise MortarError("no such file", file=str(options.template_override), key="--template-override")
     tree = ImageTree(options)
@@ -157,7 +162,7 @@ def run_build(tree: ImageTree, selected: list[str], summary_json: Path | None) -
     manifests_dir = (summary_json.parent if summary_json else options.logs_dir) / "manifests"
     builder.write_manifests(manifests_dir, CACHE_DIR / "manifests")
     if options.push:
-        to_push = [n for n in results if n != "python-builder"]
+        to_push = [n for n in results if n in selected and n != "python-builder"]
         board = StatusBoard(to_push)
         board.start()
         builder.push(to_push, board)

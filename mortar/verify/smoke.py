@@ -116,6 +116,40 @@ class Checks:
                 self.conn.network.delete_port(port)
         return f"ACTIVE with a port in {seconds:.1f}s, deleted"
 
+    def compute_hosts(self) -> list[str]:
+        return [h for h, state in self.deployment.desired.hosts.items()
+                if any(c.name == "nova_compute" for c in state.containers())]
+
+    def every_compute_host(self) -> str:
+        """Each compute host is up in nova and placement, and servers land on every one of them."""
+        wanted = set(self.compute_hosts())
+        up = {s.host for s in self.conn.compute.services(binary="nova-compute") if s.state == "up"}
+        if wanted - up:
+            raise AssertionError(f"nova-compute not up on {', '.join(sorted(wanted - up))}")
+        providers = {p.name for p in self.conn.placement.resource_providers()}
+        if wanted - providers:
+            raise AssertionError(f"no placement resource provider for {', '.join(sorted(wanted - providers))}")
+        flavor = self._flavor()
+        landed: dict[str, str] = {}
+        servers = []
+        try:
+            for attempt in range(3 * len(wanted)):
+                server = self.conn.compute.create_server(name=f"{PREFIX}-spread-{attempt}", image_id=self.image_id,
+                                                         flavor_id=flavor.id, networks="none")
+                servers.append(server)
+                server = self.conn.compute.wait_for_server(server, status="ACTIVE", wait=180, interval=1)
+                landed.setdefault(server.compute_host, server.name)
+                if wanted <= set(landed):
+                    break
+        finally:
+            for server in servers:
+                self.conn.compute.delete_server(server)
+            for server in servers:
+                self.conn.compute.wait_for_delete(server, wait=120, interval=1)
+        if not wanted <= set(landed):
+            raise AssertionError(f"{len(servers)} servers landed only on {', '.join(sorted(landed))}")
+        return f"{len(servers)} servers spread over {', '.join(sorted(landed))}, deleted"
+
     def horizon(self) -> str:
         address = self.deployment.site.globals["api_address"]
         hosts = self.deployment.desired.hosts_running("horizon")
@@ -160,6 +194,8 @@ def run_smoke_tests(deployment, echo: Callable[[str], None]) -> bool:
         ("network and subnet", checks.network, "neutron" in enabled),
         ("server boots (no NIC)", checks.server_no_nic, {"nova", "glance"} <= enabled),
         ("server boots (with port)", checks.server_with_port, {"nova", "glance", "neutron"} <= enabled),
+        ("servers on every compute host", checks.every_compute_host,
+         {"nova", "glance"} <= enabled and len(checks.compute_hosts()) > 1),
         ("horizon login", checks.horizon, "horizon" in enabled),
     ]
     try:
