@@ -28,10 +28,22 @@ def cli() -> None:
     Typical all-in-one run:
       mortar engine setup          install and start the Docker Engine
       mortar build --profile core  build the core image set
+      mortar init && mortar genpwd write /etc/mortar (globals, inventory, passwords)
+      mortar deploy && mortar post-deploy && mortar verify
+
+    \b
+    Multi-host (an Ansible INI inventory, hosts reached over SSH):
+      mortar registry start        serve images at docker_registry
+      mortar build --profile core --push --registry ADDR:4000
+      mortar bootstrap-servers     engine, Python and registry trust on every host
+      mortar prechecks && mortar pull && mortar deploy
     """
 
 
 def main() -> None:
-    from mortar.cli import build, deploy, engine  # noqa: F401 - registers the commands
+    from mortar.cli import build, deploy, engine, registry  # noqa: F401 - registers the commands
+    from mortar.cli.testbed import testbed
+
+    cli.add_command(testbed)
 
     cli(prog_name="mortar")

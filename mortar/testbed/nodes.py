@@ -1,0 +1,477 @@
+"""Node containers that stand in for hosts: create them, reach them over SSH, describe them to Ansible.
+
+Every bed shares one docker network in a dedicated subnet; the host is the subnet's gateway
+address, so the nodes reach the host (and each other) but nothing beyond. A bed's containers and
+volumes carry the label `org.mortar.testbed=<bed>`, and `down` removes only what carries it.
+"""
+
+from __future__ import annotations
+
+import io
+import ipaddress
+import re
+import shlex
+import shutil
+import subprocess
+import tarfile
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mortar.errors import EngineError, MortarError
+from mortar.testbed.image import ensure_node_image
+
+NETWORK = "mortar-testbed"
+SUBNET = "10.213.77.0/24"
+GATEWAY = "10.213.77.1"
+FIRST_ADDRESS = "10.213.77.11"
+# Named so an operator finds the host's side of the subnet with `ip addr show mortar-testbed`.
+BRIDGE = "mortar-testbed"
+LABEL = "org.mortar.testbed"
+NODE_LABEL = "org.mortar.testbed.node"
+STATE_ROOT = Path("/var/lib/mortar-testbed")
+HOSTS_MARK = "# mortar-testbed"
+STANDARD_GROUPS = ("control", "network", "compute", "storage", "monitoring")
+SSH_OPTIONS = ("-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR")
+SSH_READY_TIMEOUT = 60.0
+# docker-py keeps 10 connections per client; more threads than that only queue.
+MAX_THREADS = 8
+
+_BED_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,30}")
+_NODE_NAME = re.compile(r"[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?")
+_GROUP_NAME = re.compile(r"[A-Za-z_][\w-]*")
+
+Log = Callable[[str], None]
+Layout = Sequence[tuple[str, Sequence[str]]]
+
+
+@dataclass
+class Node:
+    name: str
+    address: str
+    groups: list[str] = field(default_factory=list)
+
+
+def standard_layout(control: int = 1, compute: int = 2, network: int = 0) -> list[tuple[str, list[str]]]:
+    """controlN, computeN, networkN; without network nodes control1 is the network node too."""
+    layout: list[tuple[str, list[str]]] = []
+    for i in range(1, control + 1):
+        layout.append((f"control{i}", ["control", "network"] if i == 1 and network == 0 else ["control"]))
+    layout += [(f"compute{i}", ["compute"]) for i in range(1, compute + 1)]
+    layout += [(f"network{i}", ["network"]) for i in range(1, network + 1)]
+    return layout
+
+
+def check_bed_name(name: str) -> str:
+    if not _BED_NAME.fullmatch(name):
+        raise MortarError(f"test bed name {name!r} is not usable", key="--name",
+                          fix="use lowercase letters, digits and '-', starting with a letter or digit, "
+                              "at most 31 characters")
+    return name
+
+
+def check_layout(layout: Layout) -> None:
+    seen: set[str] = set()
+    for name, groups in layout:
+        if not _NODE_NAME.fullmatch(name):
+            raise MortarError(f"node name {name!r} is not a usable host name",
+                              fix="use lowercase letters, digits and '-', e.g. compute1")
+        if name in seen:
+            raise MortarError(f"node {name!r} appears twice in the layout", fix="give every node its own name")
+        seen.add(name)
+        for group in groups:
+            if not _GROUP_NAME.fullmatch(group) or group in ("all", "ungrouped"):
+                raise MortarError(f"node {name!r}: {group!r} is not a usable group name",
+                                  fix="use letters, digits, '_' and '-'; 'all' and 'ungrouped' are implicit")
+    if not layout:
+        raise MortarError("the layout has no nodes", fix="ask for at least one node")
+    if len(layout) > len(free_addresses(set())):
+        raise MortarError(f"{len(layout)} nodes do not fit in {SUBNET}",
+                          fix=f"ask for at most {len(free_addresses(set()))} nodes")
+
+
+def _assignable(address: str) -> bool:
+    try:
+        ip = ipaddress.IPv4Address(address)
+    except ValueError:
+        return False
+    subnet = ipaddress.IPv4Network(SUBNET)
+    return ip in subnet and ip != subnet.broadcast_address and ip >= ipaddress.IPv4Address(FIRST_ADDRESS)
+
+
+def free_addresses(taken: set[str]) -> list[str]:
+    """Addresses a node may get, in order: from FIRST_ADDRESS up, skipping those taken."""
+    return [str(a) for a in ipaddress.IPv4Network(SUBNET).hosts() if _assignable(str(a)) and str(a) not in taken]
+
+
+def assign_addresses(names: Sequence[str], current: dict[str, str], taken: set[str]) -> dict[str, str]:
+    """Each node keeps its current address unless another container holds it; new ones get the lowest free.
+
+    `taken` holds the addresses of every other container on the network.
+    """
+    assigned: dict[str, str] = {}
+    used = set(taken)
+    for name in names:
+        address = current.get(name)
+        if address and address not in used and _assignable(address):
+            assigned[name] = address
+            used.add(address)
+    free = iter(free_addresses(used))
+    for name in names:
+        if name not in assigned:
+            try:
+                assigned[name] = next(free)
+            except StopIteration:
+                raise MortarError(f"no free address left in {SUBNET} for node {name!r}",
+                                  fix="remove other test beds (`mortar testbed down --name BED`)") from None
+    return {name: assigned[name] for name in names}
+
+
+def hosts_command(nodes: Sequence[Node], path: str = "/etc/hosts") -> str:
+    """Shell that puts the bed's nodes into a node's /etc/hosts, replacing what an earlier `up` put there.
+
+    Docker's DNS on the shared network answers a node name with every bed's node of that name;
+    /etc/hosts is read first, so a node finds its own bed's peers. In place: /etc/hosts is a bind mount
+    that cannot be renamed over (sed -i fails), and docker rewrites it when the node restarts.
+    """
+    block = "".join(f"{node.address} {node.name} {HOSTS_MARK}\n" for node in nodes)
+    return (f"kept=$(grep -v ' {HOSTS_MARK}$' {path} || true); "
+            f"printf '%s\\n%s' \"$kept\" {shlex.quote(block)} > {path}")
+
+
+def inventory_text(bed: str, nodes: Sequence[Node], key_path: Path) -> str:
+    """An Ansible INI inventory of the nodes: the standard groups always present, even when empty."""
+    groups: dict[str, list[Node]] = {group: [] for group in STANDARD_GROUPS}
+    for node in nodes:
+        for group in node.groups:
+            groups.setdefault(group, []).append(node)
+    lines = [f"# Test bed {bed!r}: written by `mortar testbed up`, removed by `mortar testbed down`.", ""]
+    for group, members in groups.items():
+        lines.append(f"[{group}]")
+        lines += [f"{node.name} ansible_host={node.address} api_address={node.address}" for node in members]
+        lines.append("")
+    common_args = " ".join(SSH_OPTIONS)
+    lines += [
+        "[all:vars]",
+        "ansible_user=root",
+        f"ansible_ssh_private_key_file={key_path}",
+        f"ansible_ssh_common_args='{common_args}'",
+        "ansible_python_interpreter=/usr/bin/python3",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def container_name(bed: str, node: str) -> str:
+    return f"mortar-testbed-{bed}-{node}"
+
+
+def volume_name(bed: str, node: str) -> str:
+    return f"mortar-testbed-{bed}-{node}-docker"
+
+
+def container_address(attrs: dict[str, Any]) -> str | None:
+    """A container's address on the test bed network, also when it is stopped."""
+    endpoint = ((attrs.get("NetworkSettings") or {}).get("Networks") or {}).get(NETWORK) or {}
+    return (endpoint.get("IPAMConfig") or {}).get("IPv4Address") or endpoint.get("IPAddress") or None
+
+
+def authorized_keys_tar(public_key: bytes) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        info = tarfile.TarInfo("authorized_keys")
+        info.size = len(public_key)
+        info.mode = 0o600
+        info.mtime = int(time.time())
+        tar.addfile(info, io.BytesIO(public_key))
+    return buf.getvalue()
+
+
+def _in_parallel(work: Callable[[Any], Any], items: Iterable[Any]) -> list[Any]:
+    """Run work on every item; the results in order, or every node's MortarError as one error."""
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=min(MAX_THREADS, len(items))) as pool:
+        futures = [pool.submit(work, item) for item in items]
+    errors: list[BaseException] = [e for f in futures if (e := f.exception()) is not None]
+    for error in errors:
+        if not isinstance(error, MortarError):
+            raise error
+    if len(errors) == 1:
+        raise errors[0]
+    if errors:
+        raise MortarError(f"{len(errors)} nodes failed:\n  " + "\n  ".join(str(e) for e in errors))
+    return [f.result() for f in futures]
+
+
+class Testbed:
+    """One named bed of node containers and what it needs on this host (key, inventory)."""
+
+    __test__ = False  # the name starts with "Test"; pytest must not collect it where tests import it
+
+    def __init__(self, name: str = "mortar", client=None, state_root: Path = STATE_ROOT) -> None:
+        self.name = check_bed_name(name)
+        self._client = client
+        self.state_root = state_root
+
+    @property
+    def client(self):
+        if self._client is None:
+            from mortar.engine.client import engine_client
+
+            self._client = engine_client()
+        return self._client
+
+    @property
+    def state_dir(self) -> Path:
+        return self.state_root / self.name
+
+    @property
+    def key_path(self) -> Path:
+        return self.state_dir / "id_ed25519"
+
+    @property
+    def inventory_path(self) -> Path:
+        return self.state_dir / "inventory"
+
+    def up(self, layout: Layout, log: Log = print) -> list[Node]:
+        """Make the bed match the layout: node containers running and reachable, inventory written."""
+        import docker.errors
+
+        check_layout(layout)
+        try:
+            image = ensure_node_image(self.client, log=log)
+            image_id = self.client.images.get(image).id
+            self._ensure_network(log)
+            public_key = self._ensure_key()
+            existing = {c.labels.get(NODE_LABEL, ""): c for c in self._containers()}
+            wanted = [name for name, _ in layout]
+            for node, container in existing.items():
+                if node not in wanted:
+                    log(f"{node}: not in the layout; removing it")
+                    container.remove(force=True)
+                    self._remove_volume(volume_name(self.name, node))
+            current = {node: container_address(c.attrs) for node, c in existing.items() if node in wanted}
+            taken = {address for c in self.client.containers.list(all=True, filters={"network": NETWORK})
+                     if c.labels.get(LABEL) != self.name and (address := container_address(c.attrs))}
+        except docker.errors.APIError as exc:
+            raise EngineError(f"test bed {self.name!r}: {exc.explanation or exc}") from exc
+        addresses = assign_addresses(wanted, {k: v for k, v in current.items() if v}, taken)
+        nodes = [Node(name, addresses[name], list(groups)) for name, groups in layout]
+
+        def bring_up(node: Node) -> None:
+            self._ensure_node(node, image, image_id, existing.get(node.name), public_key, log)
+            self._wait_for_ssh(node)
+            proc = self.run(node, hosts_command(nodes), timeout=30)
+            if proc.returncode != 0:
+                raise MortarError(f"node {node.name}: cannot write /etc/hosts: {proc.stderr.strip()}")
+            log(f"{node.name}: ready at {node.address}")
+
+        _in_parallel(bring_up, nodes)
+        # Whole or not at all: a deploy may be reading the previous one.
+        partial = self.inventory_path.with_suffix(".partial")
+        partial.write_text(inventory_text(self.name, nodes, self.key_path))
+        partial.replace(self.inventory_path)
+        return nodes
+
+    def down(self, log: Log = print) -> None:
+        """Remove the bed's containers, volumes, state and (when nothing else uses it) the network."""
+        import docker.errors
+
+        try:
+            containers = self._containers()
+            _in_parallel(lambda c: c.remove(force=True), containers)
+            if containers:
+                log(f"removed {len(containers)} node container(s): "
+                    + ", ".join(sorted(c.labels.get(NODE_LABEL, c.name) for c in containers)))
+            volumes = self.client.volumes.list(filters={"label": f"{LABEL}={self.name}"})
+            for volume in volumes:
+                volume.remove(force=True)
+            if volumes:
+                log(f"removed {len(volumes)} volume(s)")
+            self._remove_network_if_unused(log)
+        except docker.errors.APIError as exc:
+            raise EngineError(f"test bed {self.name!r}: {exc.explanation or exc}") from exc
+        if self.state_dir.exists():
+            shutil.rmtree(self.state_dir)
+            log(f"removed {self.state_dir}")
+
+    def status(self) -> list[dict[str, str]]:
+        rows = [{"node": c.labels.get(NODE_LABEL, ""), "address": container_address(c.attrs) or "",
+                 "state": c.status, "container": c.name} for c in self._containers()]
+        return sorted(rows, key=lambda r: (ipaddress.ip_address(r["address"] or "0.0.0.0"), r["node"]))
+
+    def ssh_command(self, node: str | Node) -> list[str]:
+        """argv of an ssh to the node as root with the bed's key; append a command to run one."""
+        address = node.address if isinstance(node, Node) else self._address_of(node)
+        if not self.key_path.exists():
+            raise MortarError(f"test bed {self.name!r} has no SSH key at {self.key_path}",
+                              fix=f"run `mortar testbed up --name {self.name}`")
+        return ["ssh", "-i", str(self.key_path), "-o", "IdentitiesOnly=yes", "-o", "BatchMode=yes",
+                *SSH_OPTIONS, f"root@{address}"]
+
+    def run(self, node: str | Node, command: str | Sequence[str], timeout: float | None = None,
+            check: bool = False) -> subprocess.CompletedProcess[str]:
+        """Run a shell command on the node; output captured as text."""
+        text = command if isinstance(command, str) else shlex.join(command)
+        return subprocess.run([*self.ssh_command(node), text], capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=timeout, check=check)
+
+    def _containers(self) -> list:
+        return self.client.containers.list(all=True, filters={"label": f"{LABEL}={self.name}"})
+
+    def _address_of(self, node: str) -> str:
+        import docker.errors
+
+        try:
+            container = self.client.containers.get(container_name(self.name, node))
+        except docker.errors.NotFound:
+            known = ", ".join(r["node"] for r in self.status()) or "none"
+            raise MortarError(f"test bed {self.name!r} has no node {node!r} (nodes: {known})",
+                              fix=f"see `mortar testbed status --name {self.name}`") from None
+        address = container_address(container.attrs)
+        if not address:
+            raise MortarError(f"node {node!r} has no address on {NETWORK}",
+                              fix=f"run `mortar testbed up --name {self.name}` again")
+        return address
+
+    def _ensure_key(self) -> bytes:
+        self.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        if not self.key_path.exists():
+            proc = subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", f"mortar-testbed-{self.name}",
+                                   "-f", str(self.key_path)], capture_output=True, text=True)
+            if proc.returncode != 0:
+                raise MortarError(f"ssh-keygen failed: {proc.stderr.strip()}", fix="install openssh-client")
+        self.key_path.chmod(0o600)
+        return Path(f"{self.key_path}.pub").read_bytes()
+
+    def _ensure_network(self, log: Log) -> None:
+        import docker.errors
+        from docker.types import IPAMConfig, IPAMPool
+
+        try:
+            network = self.client.networks.get(NETWORK)
+        except docker.errors.NotFound:
+            log(f"creating network {NETWORK} ({SUBNET}, host at {GATEWAY})")
+            try:
+                self.client.networks.create(
+                    NETWORK, driver="bridge", check_duplicate=True, labels={LABEL: ""},
+                    options={"com.docker.network.bridge.name": BRIDGE},
+                    ipam=IPAMConfig(pool_configs=[IPAMPool(subnet=SUBNET, gateway=GATEWAY)]))
+                return
+            except docker.errors.APIError as exc:
+                if exc.status_code != 409:  # another bed's `up` made it at the same moment
+                    raise EngineError(f"cannot create network {NETWORK} ({SUBNET}): {exc.explanation or exc}",
+                                      fix=f"remove the network that already uses {SUBNET} or the bridge "
+                                          f"named {BRIDGE}") from exc
+                network = self.client.networks.get(NETWORK)
+        pools = [(p.get("Subnet"), p.get("Gateway")) for p in (network.attrs.get("IPAM") or {}).get("Config") or []]
+        if (SUBNET, GATEWAY) not in pools:
+            raise MortarError(f"network {NETWORK} exists but is not {SUBNET} with gateway {GATEWAY} ({pools})",
+                              fix=f"remove it (`docker network rm {NETWORK}`) when nothing uses it")
+
+    def _ensure_node(self, node: Node, image: str, image_id: str, container, public_key: bytes, log: Log) -> None:
+        import docker.errors
+
+        try:
+            if container is not None and (container.attrs.get("Image") != image_id
+                                          or container_address(container.attrs) != node.address):
+                log(f"{node.name}: image or address changed; recreating (its /var/lib/docker volume is kept)")
+                container.remove(force=True)
+                container = None
+            if container is None:
+                container = self._create_node(node, image)
+                log(f"{node.name}: created")
+            container.put_archive("/root/.ssh", authorized_keys_tar(public_key))
+            if container.status != "running":
+                container.start()
+                log(f"{node.name}: started")
+        except docker.errors.APIError as exc:
+            raise EngineError(f"node {node.name}: {exc.explanation or exc}") from exc
+
+    def _create_node(self, node: Node, image: str):
+        import docker.errors
+        from docker.types import Mount
+
+        api = self.client.api
+        volume = volume_name(self.name, node.name)
+        try:
+            self.client.volumes.get(volume)
+        except docker.errors.NotFound:
+            self.client.volumes.create(volume, labels={LABEL: self.name, NODE_LABEL: node.name})
+        host_config = api.create_host_config(
+            # What a host needs that a container lacks, without --privileged (see FIELD-NOTES: this VM
+            # withholds CAP_SYS_RESOURCE, so a privileged container cannot start here).
+            cap_add=["ALL"], cap_drop=["SYS_RESOURCE"],
+            security_opt=["seccomp=unconfined", "apparmor=unconfined"],
+            device_cgroup_rules=["a *:* rwm"], cgroupns="private",
+            # The node's dockerd cannot put overlay2 on the container's overlay root.
+            mounts=[Mount("/var/lib/docker", volume, type="volume")],
+            network_mode=NETWORK)
+        # `--security-opt systempaths=unconfined` is the docker CLI's own spelling: the engine rejects it
+        # and wants what the CLI sends instead, empty (not absent) masked and read-only path lists.
+        host_config.update(MaskedPaths=[], ReadonlyPaths=[])
+        networking = api.create_networking_config({NETWORK: api.create_endpoint_config(ipv4_address=node.address)})
+        created = api.create_container(
+            image, name=container_name(self.name, node.name), hostname=node.name, detach=True,
+            labels={LABEL: self.name, NODE_LABEL: node.name}, host_config=host_config,
+            networking_config=networking)
+        return self.client.containers.get(created["Id"])
+
+    def _wait_for_ssh(self, node: Node, timeout: float = SSH_READY_TIMEOUT) -> None:
+        import docker.errors
+
+        deadline = time.monotonic() + timeout
+        argv = [*self.ssh_command(node)[:-1], "-o", "ConnectTimeout=2", f"root@{node.address}", "true"]
+        last = ""
+        while time.monotonic() < deadline:
+            try:
+                proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=10)
+                if proc.returncode == 0:
+                    return
+                last = proc.stderr.strip()
+            except subprocess.TimeoutExpired:
+                last = "ssh timed out"
+            try:
+                container = self.client.containers.get(container_name(self.name, node.name))
+            except docker.errors.NotFound:
+                raise MortarError(f"node {node.name}: its container disappeared while starting") from None
+            if container.status not in ("running", "created"):
+                logs = container.logs(tail=10).decode(errors="replace").strip()
+                raise MortarError(f"node {node.name}: container {container.status} while starting:\n{logs}",
+                                  fix=f"see `docker logs {container.name}`")
+            time.sleep(0.3)
+        raise MortarError(f"node {node.name} ({node.address}) does not answer SSH after {timeout:.0f}s"
+                          + (f": {last}" if last else ""),
+                          fix=f"check that this host reaches {SUBNET} (`ip addr show {BRIDGE}`) and see "
+                              f"`docker logs {container_name(self.name, node.name)}`")
+
+    def _remove_volume(self, name: str) -> None:
+        import docker.errors
+
+        try:
+            self.client.volumes.get(name).remove(force=True)
+        except docker.errors.NotFound:
+            pass
+
+    def _remove_network_if_unused(self, log: Log) -> None:
+        import docker.errors
+
+        try:
+            network = self.client.networks.get(NETWORK)
+        except docker.errors.NotFound:
+            return
+        if LABEL not in (network.attrs.get("Labels") or {}):
+            log(f"kept network {NETWORK}: mortar did not create it")
+            return
+        users = self.client.containers.list(all=True, filters={"network": NETWORK})
+        if users:
+            beds = sorted({c.labels.get(LABEL) or f"container {c.name}" for c in users})
+            log(f"kept network {NETWORK}: still used by {', '.join(beds)}")
+            return
+        network.remove()
+        log(f"removed network {NETWORK}")
