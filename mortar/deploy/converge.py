@@ -424,7 +424,8 @@ def pull_images(engine, host: HostState, threads: int = 3) -> StepReport:
         list(pool.map(lambda ref: pull_image(engine, ref, host.host), refs))
     changed = [ref for ref in refs if _image_id(engine, ref) != before[ref]]
     report = StepReport(host.host, "pull", changed=bool(changed))
-    report.lines.append(f"{len(refs)} image(s) up to date, {len(changed)} new, {time.monotonic() - started:.1f}s")
+    report.lines.append(f"{len(refs)} image(s) checked, {len(changed)} new or updated, "
+                        f"{time.monotonic() - started:.1f}s")
     return report
 
 

@@ -233,6 +233,13 @@ def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
                                 container=container))
         # One-shot jobs run once per deployment, on the first host of the service.
         hosts[first_host].services[name].jobs = jobs
+        # A host gets only the service volumes its own containers and jobs mount.
+        for state in hosts.values():
+            if name in state.services:
+                svc = state.services[name]
+                mounted = {entry.split(":", 1)[0] for c in [*svc.containers, *(j.container for j in svc.jobs)]
+                           for entry in c.volumes}
+                svc.volumes = [v for v in svc.volumes if v in mounted]
         if spec.registration:
             reg = _render_string(env, spec.registration, variables, f"{name}.registration")
             registrations[name] = Registration(

@@ -192,6 +192,19 @@ def deploy(deployment: Deployment, executor: Executor, echo: Callable[[str], Non
     return plan
 
 
+REGISTER_ATTEMPTS = 5
+
+
+def _transient(exc: Exception) -> bool:
+    """A dropped connection or a 5xx from a keystone that is still warming up: worth another try."""
+    from keystoneauth1 import exceptions as ksa
+
+    if isinstance(exc, ksa.ConnectFailure | ksa.ConnectTimeout):
+        return True
+    status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
+    return isinstance(status, int) and status >= 500
+
+
 def _register(deployment: Deployment, names: list[str], echo: Callable[[str], None]) -> None:
     if not names:
         return
@@ -200,7 +213,18 @@ def _register(deployment: Deployment, names: list[str], echo: Callable[[str], No
     desired = deployment.desired
 
     def one(name: str) -> None:
-        register(desired.admin, desired.registrations[name])
+        for attempt in range(REGISTER_ATTEMPTS):
+            try:
+                register(desired.admin, desired.registrations[name])
+                break
+            except Exception as exc:  # noqa: BLE001 - keystoneauth and SDK errors alike
+                if not _transient(exc) or attempt == REGISTER_ATTEMPTS - 1:
+                    keystone = ", ".join(desired.hosts_running("keystone")) or "its host"
+                    raise converge.DeployError(
+                        f"{name}: keystone registration failed: {type(exc).__name__}: {exc}",
+                        fix=f"check keystone (`docker logs keystone` on {keystone}) and run the same command "
+                            "again; registrations are idempotent") from exc
+                time.sleep(2 ** attempt)
         record_registration(deployment, name, desired.registrations[name].digest)
         echo(f"{name}: registered in keystone")
 

@@ -107,7 +107,9 @@ def _our_dockerd() -> int | None:
     """The pid of a dockerd mortar started in the background, if it still runs."""
     try:
         pid = int(PID_FILE.read_text().strip())
-        os.kill(pid, 0)
+        # After a reboot the pid in the file may belong to anything: only a dockerd counts.
+        if Path(f"/proc/{pid}/comm").read_text().strip() != "dockerd":
+            return None
         return pid
     except (OSError, ValueError):
         return None

@@ -90,7 +90,7 @@ def start(client, address: str, image: str, log: Callable[[str], None] = print, 
         image, name=CONTAINER, detach=True, network_mode="host", environment=environment,
         command=["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"],
         user="docker-registry", volumes={VOLUME: {"bind": DATA_DIR, "mode": "rw"}},
-        labels={LABEL: address, "org.mortar.managed": "registry"}, restart_policy={"Name": "unless-stopped"})
+        labels={LABEL: address}, restart_policy={"Name": "unless-stopped"})
     deadline = time.monotonic() + timeout
     while True:
         try:
