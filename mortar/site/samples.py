@@ -28,6 +28,31 @@ localhost ansible_connection=local
 localhost ansible_connection=local
 """
 
+INVENTORY_MULTINODE = """\
+# Multi-host: copy to `inventory` and edit. mortar reaches these hosts over SSH (Ansible);
+# api_address is what each host's services bind and are reached at. Then, in order:
+#   mortar registry start; mortar build --profile core --push --registry <docker_registry>
+#   mortar bootstrap-servers; mortar prechecks; mortar pull; mortar deploy
+[control]
+ctl1 ansible_host=10.0.0.11 api_address=10.0.0.11
+
+[network]
+ctl1
+
+[compute]
+cmp1 ansible_host=10.0.0.21 api_address=10.0.0.21
+cmp2 ansible_host=10.0.0.22 api_address=10.0.0.22
+
+[storage]
+
+[monitoring]
+
+[all:vars]
+ansible_user=root
+# ansible_ssh_private_key_file=/root/.ssh/id_ed25519
+# ansible_become=true   (for a non-root ansible_user with sudo)
+"""
+
 OVERRIDES_HELP = """\
 # Overrides: files under config/ are merged into the rendered files, in this order (later wins):
 #   template, config/global.conf, config/<service>.conf, config/<service>/<file>,
@@ -50,7 +75,8 @@ def globals_sample() -> str:
 def write_samples(config_dir: Path) -> list[tuple[Path, bool]]:
     config_dir.mkdir(parents=True, exist_ok=True)
     (config_dir / "config").mkdir(exist_ok=True)
-    files = {config_dir / "globals.yml": globals_sample(), config_dir / "inventory": INVENTORY_AIO}
+    files = {config_dir / "globals.yml": globals_sample(), config_dir / "inventory": INVENTORY_AIO,
+             config_dir / "inventory.multinode": INVENTORY_MULTINODE}
     done = []
     for path, text in files.items():
         if path.exists():

@@ -49,7 +49,7 @@ def started(bed: Testbed, node: str) -> dict[str, str]:
     return dict(line.lstrip("/").split(" ", 1) for line in out.stdout.splitlines() if line.strip())
 
 
-def testinfra_host(bed: Testbed, node: str):
+def infra_host(bed: Testbed, node: str):
     import testinfra
 
     address = next(n["address"] for n in bed.status() if n["node"] == node)
@@ -121,7 +121,7 @@ def test_deploy_places_services_by_group(deployed):
 
 
 def test_services_bind_the_hosts_address_not_loopback(deployed):
-    host = testinfra_host(deployed["bed"], "control1")
+    host = infra_host(deployed["bed"], "control1")
     address = next(n["address"] for n in deployed["bed"].status() if n["node"] == "control1")
     assert host.socket(f"tcp://{address}:5000").is_listening
     assert not host.socket("tcp://127.0.0.1:5000").is_listening
@@ -170,7 +170,7 @@ def test_host_state_with_testinfra(deployed):
                  if isinstance(v, str) and len(v) >= 8]
     for node, containers in (("control1", ["mariadb", "keystone", "nova_api"]), ("compute1", ["nova_compute"]),
                              ("compute2", ["nova_compute"])):
-        host = testinfra_host(deployed["bed"], node)
+        host = infra_host(deployed["bed"], node)
         for name in containers:
             assert host.docker(name).is_running, (node, name)
         state = host.file("/var/lib/mortar")

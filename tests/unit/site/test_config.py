@@ -24,7 +24,7 @@ from mortar.site.config import (
     required_passwords,
     schema,
 )
-from mortar.site.samples import INVENTORY_AIO, globals_sample, write_samples
+from mortar.site.samples import INVENTORY_AIO, INVENTORY_MULTINODE, globals_sample, write_samples
 
 
 def set_globals(site_dir: Path, text: str) -> Path:
@@ -224,7 +224,7 @@ def test_missing_passwords_file_points_at_genpwd(site_dir: Path, services: dict[
 
 def test_init_does_not_write_passwords(tmp_path: Path) -> None:
     written = write_samples(tmp_path)
-    assert {p.name for p, _ in written} == {"globals.yml", "inventory"}
+    assert {p.name for p, _ in written} == {"globals.yml", "inventory", "inventory.multinode"}
     assert not (tmp_path / "passwords.yml").exists()
     assert (tmp_path / "config").is_dir()
 
@@ -362,7 +362,23 @@ def test_globals_sample_shows_help_and_choices(services: dict[str, ServiceSpec])
 def test_write_samples_keeps_existing_files(tmp_path: Path) -> None:
     (tmp_path / "globals.yml").write_text("keystone_workers: 4\n")
     done = dict(write_samples(tmp_path))
-    assert done == {tmp_path / "globals.yml": False, tmp_path / "inventory": True}
+    assert done == {tmp_path / "globals.yml": False, tmp_path / "inventory": True,
+                    tmp_path / "inventory.multinode": True}
     assert (tmp_path / "globals.yml").read_text() == "keystone_workers: 4\n"
     assert (tmp_path / "inventory").read_text() == INVENTORY_AIO
     assert set(dict(write_samples(tmp_path)).values()) == {False}
+
+
+def test_multinode_sample_places_every_service(tmp_path: Path, services: dict[str, ServiceSpec]) -> None:
+    from mortar.deploy.desired import compute_desired
+    from mortar.site.inventory import parse_inventory
+
+    inventory = parse_inventory(INVENTORY_MULTINODE, "inventory.multinode")
+    assert set(inventory.hosts) == {"ctl1", "cmp1", "cmp2"}
+    write_samples(tmp_path)
+    genpwd(tmp_path / "passwords.yml", required_passwords(services, set(services)))
+    desired = compute_desired(load_site(tmp_path, services), inventory)
+    for host in ("cmp1", "cmp2"):
+        assert [c.name for c in desired.hosts[host].containers()] == ["nova_compute"]
+        assert desired.hosts[host].address == inventory.hosts[host].vars["api_address"]
+    assert "keystone" in desired.hosts["ctl1"].services

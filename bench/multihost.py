@@ -1,0 +1,138 @@
+#!/usr/bin/env python3
+"""Multi-host benchmark: deploys over Ansible on test bed nodes against the all-in-one, in one run.
+
+Prints, for the all-in-one (this machine's engine, local executor) and for test beds of
+1 control + N compute hosts (default N = 2 and 4; N = 2 is the 3-host deploy): deploy wall
+time with the images already in the registry (pulled by `mortar pull` first, timed apart),
+a no-op deploy, a one-option reconfigure (keystone_workers), and the Ansible tasks each
+ran; then the ratios the goals are stated in. Needs the core images
+(`mortar build --profile core`) and no other mortar deployment on this engine. Starts the
+registry on the test bed gateway and pushes to it; removes every deployment, bed and the
+registry it made at the end. Compare ratios from one run: these machines are noisy.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from mortar.testbed.nodes import GATEWAY, Testbed, standard_layout  # noqa: E402
+
+REGISTRY = f"{GATEWAY}:4000"
+BED = "bench-mh"
+
+
+def mortar(site: Path | None, state: Path, *args: str) -> tuple[float, str, int]:
+    env = dict(os.environ, MORTAR_STATE_DIR=str(state))
+    started = time.monotonic()
+    extra = ["--config-dir", str(site)] if site else []
+    proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], cwd=ROOT, capture_output=True, text=True,
+                          env=env)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit(f"mortar {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}")
+    match = re.search(r"(\d+) Ansible task\(s\)", proc.stdout)
+    return wall, proc.stdout, int(match.group(1)) if match else 0
+
+
+def make_site(root: Path, state: Path, inventory: str | None, extra: dict) -> Path:
+    site = root / "etc"
+    mortar(site, state, "init")
+    (site / "globals.yml").write_text(yaml.safe_dump(extra))
+    if inventory is not None:
+        (site / "inventory").write_text(inventory)
+    mortar(site, state, "genpwd")
+    return site
+
+
+def measure(site: Path, state: Path, label: str) -> dict:
+    row: dict = {"setup": label}
+    row["deploy"], _, row["deploy_tasks"] = mortar(site, state, "deploy")
+    row["noop"], out, row["noop_tasks"] = mortar(site, state, "deploy")
+    assert "Nothing to do" in out, out
+    globals_path = site / "globals.yml"
+    data = yaml.safe_load(globals_path.read_text()) or {}
+    data["keystone_workers"] = 3
+    globals_path.write_text(yaml.safe_dump(data))
+    row["reconfigure"], out, row["reconfigure_tasks"] = mortar(site, state, "reconfigure")
+    row["restarted"] = ", ".join(sorted(set(re.findall(r"recreate (\w+)", out)))) or "-"
+    mortar(site, state, "destroy", "--yes-i-really-really-mean-it")
+    return row
+
+
+def all_in_one(work: Path) -> dict:
+    state = work / "aio-state"
+    site = make_site(work / "aio", state, None, {})
+    return measure(site, state, "all-in-one")
+
+
+def multi_host(work: Path, computes: int) -> dict:
+    bed = Testbed(BED)
+    try:
+        bed.up(standard_layout(1, computes, 0), log=lambda _: None)
+        state = work / f"mh{computes}-state"
+        site = make_site(work / f"mh{computes}", state, bed.inventory_path.read_text(), {"docker_registry": REGISTRY})
+        bootstrap, _, bootstrap_tasks = mortar(site, state, "bootstrap-servers")
+        pull, _, _ = mortar(site, state, "pull")
+        row = measure(site, state, f"1 control + {computes} compute")
+        row.update(bootstrap=bootstrap, pull=pull, bootstrap_tasks=bootstrap_tasks)
+        return row
+    finally:
+        bed.down(log=lambda _: None)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--computes", default="2,4", help="compute host counts to measure (default 2,4)")
+    parser.add_argument("--skip-aio", action="store_true", help="only the multi-host runs")
+    args = parser.parse_args()
+    counts = [int(c) for c in args.computes.split(",")]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="mortar-bench-mh-") as tmp:
+        work = Path(tmp)
+        scratch = work / "registry-state"
+        if not args.skip_aio:
+            rows.append(all_in_one(work))
+        mortar(None, scratch, "registry", "start", "--address", REGISTRY)
+        try:
+            push, _, _ = mortar(None, scratch, "build", "--profile", "core", "--push", "--registry", REGISTRY)
+            print(f"push of the core images to {REGISTRY}: {push:.1f}s (not part of any deploy below)")
+            for count in counts:
+                rows.append(multi_host(work, count))
+        finally:
+            mortar(None, scratch, "registry", "stop", "--remove-data")
+    print(f"\n{'setup':24} {'bootstrap':>9} {'pull':>6} {'deploy':>7} {'no-op':>6} {'reconf':>7}   "
+          f"tasks (deploy/no-op/reconf)   restarted by reconfigure")
+    for r in rows:
+        boot = f"{r['bootstrap']:.1f}" if "bootstrap" in r else "-"
+        pull = f"{r['pull']:.1f}" if "pull" in r else "-"
+        print(f"{r['setup']:24} {boot:>9} {pull:>6} {r['deploy']:7.1f} {r['noop']:6.1f} {r['reconfigure']:7.1f}   "
+              f"{r['deploy_tasks']:>5}/{r['noop_tasks']}/{r['reconfigure_tasks']:<20} {r['restarted']}")
+    by = {r["setup"]: r for r in rows}
+    aio = by.get("all-in-one")
+    three = by.get("1 control + 2 compute")
+    if aio and three:
+        print(f"\n3-host deploy / all-in-one deploy: {three['deploy'] / aio['deploy']:.2f}x (goal <= 1.5x)")
+    if three:
+        print(f"no-op multi-host deploy: {three['noop']:.1f}s (goal <= 15 s)")
+    measured = sorted(c for c in counts if f"1 control + {c} compute" in by)
+    if len(measured) >= 2:
+        low, high = measured[0], measured[-1]
+        per_host = (by[f"1 control + {high} compute"]["deploy"] - by[f"1 control + {low} compute"]["deploy"]) / (
+            high - low)
+        print(f"each extra compute host adds {per_host:.1f}s to a deploy (goal <= 10 s; {low} -> {high} computes)")
+
+
+if __name__ == "__main__":
+    main()
