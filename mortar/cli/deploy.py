@@ -59,7 +59,7 @@ def _tasks_line(executor) -> str:
 @cli.command("init")
 @config_dir_option
 def init_command(config_dir: Path) -> None:
-    """Write commented samples: globals.yml, an all-in-one inventory and config/.
+    """Write commented samples: globals.yml, inventory (all-in-one), inventory.multinode and config/.
 
     Existing files are kept. Then run `mortar genpwd` to fill passwords.yml.
     """

@@ -26,6 +26,7 @@ from mortar.deploy.model import (
     ServiceState,
     redact,
     write_config_dir,
+    write_private,
 )
 from mortar.errors import MortarError
 
@@ -81,9 +82,7 @@ def load_records(state_dir: Path) -> dict[str, Any]:
 def save_records(state_dir: Path, records: dict[str, Any]) -> None:
     path = state_paths(state_dir)["records"]
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(records, indent=1, sort_keys=True))
-    tmp.replace(path)
+    write_private(path, json.dumps(records, indent=1, sort_keys=True))
 
 
 def gather_facts(engine, host: HostState, state_dir: Path) -> Facts:
@@ -236,7 +235,7 @@ def start_container(engine, spec: ContainerSpec, state_dir: Path, site: str) -> 
     labels = {MANAGED: "1", SITE: site, SERVICE: spec.service, CONTAINER: spec.name, HASH: spec.config_hash}
     container = engine.containers.create(restart_policy={"Name": "unless-stopped"},
                                          **run_args(spec, config_dir, labels))
-    _definition_path(state_dir, spec.name).write_text(json.dumps(spec.definition(), sort_keys=True, indent=1))
+    write_private(_definition_path(state_dir, spec.name), json.dumps(spec.definition(), sort_keys=True, indent=1))
     container.start()
     return container
 
@@ -294,7 +293,7 @@ def run_job(engine, job: JobSpec, host: str, state_dir: Path, secrets: list[str]
     finally:
         container.remove(force=True)
     log_dir.mkdir(parents=True, exist_ok=True)
-    (log_dir / f"{job.name}.log").write_text(output)
+    write_private(log_dir / f"{job.name}.log", output)
     if code != 0:
         tail = "\n".join(output.splitlines()[-20:])
         raise DeployError(f"{host}: {job.service}: job {job.name} failed (exit {code}):\n{tail}",

@@ -133,6 +133,16 @@ def redact(text: str, secrets: list[str]) -> str:
     return SECRET_SETTING.sub(r"\1********", text)
 
 
+def write_private(path: Path, text: str) -> None:
+    """Replace PATH atomically with TEXT, readable by root only (0600) from the first byte."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
 def write_config_dir(directory: Path, files: dict[str, str]) -> None:
     """Replace a container's rendered files (root only: they hold secrets)."""
     directory.mkdir(parents=True, exist_ok=True)
