@@ -27,7 +27,7 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from mortar.testbed.nodes import GATEWAY, Testbed, standard_layout  # noqa: E402
+from mortar.testbed.nodes import GATEWAY, Testbed, inventory_text, standard_layout  # noqa: E402
 
 REGISTRY = f"{GATEWAY}:4000"
 BED = "bench-mh"
@@ -77,19 +77,18 @@ def all_in_one(work: Path) -> dict:
     return measure(site, state, "all-in-one")
 
 
-def multi_host(work: Path, computes: int) -> dict:
-    bed = Testbed(BED)
-    try:
-        bed.up(standard_layout(1, computes, 0), log=lambda _: None)
-        state = work / f"mh{computes}-state"
-        site = make_site(work / f"mh{computes}", state, bed.inventory_path.read_text(), {"docker_registry": REGISTRY})
-        bootstrap, _, bootstrap_tasks = mortar(site, state, "bootstrap-servers")
-        pull, _, _ = mortar(site, state, "pull")
-        row = measure(site, state, f"1 control + {computes} compute")
-        row.update(bootstrap=bootstrap, pull=pull, bootstrap_tasks=bootstrap_tasks)
-        return row
-    finally:
-        bed.down(log=lambda _: None)
+def multi_host(work: Path, bed: Testbed, nodes: list, computes: int) -> dict:
+    """A site on the control node and the first COMPUTES compute nodes of the bed."""
+    wanted = {"control1", *(f"compute{i}" for i in range(1, computes + 1))}
+    chosen = [n for n in nodes if n.name in wanted]
+    state = work / f"mh{computes}-state"
+    site = make_site(work / f"mh{computes}", state, inventory_text(BED, chosen, bed.key_path),
+                     {"docker_registry": REGISTRY})
+    bootstrap, _, bootstrap_tasks = mortar(site, state, "bootstrap-servers")
+    pull, _, _ = mortar(site, state, "pull")
+    row = measure(site, state, f"1 control + {computes} compute")
+    row.update(bootstrap=bootstrap, pull=pull, bootstrap_tasks=bootstrap_tasks)
+    return row
 
 
 def main() -> None:
@@ -104,14 +103,18 @@ def main() -> None:
         scratch = work / "registry-state"
         if not args.skip_aio:
             rows.append(all_in_one(work))
-        mortar(None, scratch, "registry", "start", "--address", REGISTRY)
+            print(f"all-in-one: {rows[-1]}", flush=True)
+        bed = Testbed(BED)
         try:
+            nodes = bed.up(standard_layout(1, max(counts), 0), log=lambda _: None)
+            mortar(None, scratch, "registry", "start", "--address", REGISTRY)
             push, _, _ = mortar(None, scratch, "build", "--profile", "core", "--push", "--registry", REGISTRY)
-            print(f"push of the core images to {REGISTRY}: {push:.1f}s (not part of any deploy below)")
+            print(f"push of the core images to {REGISTRY}: {push:.1f}s (not part of any deploy below)", flush=True)
             for count in counts:
-                rows.append(multi_host(work, count))
+                rows.append(multi_host(work, bed, nodes, count))
         finally:
             mortar(None, scratch, "registry", "stop", "--remove-data")
+            bed.down(log=lambda _: None)
     print(f"\n{'setup':24} {'bootstrap':>9} {'pull':>6} {'deploy':>7} {'no-op':>6} {'reconf':>7}   "
           f"tasks (deploy/no-op/reconf)   restarted by reconfigure")
     for r in rows:
