@@ -196,13 +196,15 @@ REGISTER_ATTEMPTS = 5
 
 
 def _transient(exc: Exception) -> bool:
-    """A dropped connection or a 5xx from a keystone that is still warming up: worth another try."""
+    """Worth another try: a dropped connection or 5xx from a keystone still warming up, or a create race."""
     from keystoneauth1 import exceptions as ksa
+    from openstack import exceptions as sdk
 
-    if isinstance(exc, ksa.ConnectFailure | ksa.ConnectTimeout):
+    if isinstance(exc, ksa.ConnectFailure | ksa.ConnectTimeout | sdk.ConflictException):
         return True
     status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
-    return isinstance(status, int) and status >= 500
+    # 409: a registration running beside this one just created the same shared project or role.
+    return isinstance(status, int) and (status >= 500 or status == 409)
 
 
 def _register(deployment: Deployment, names: list[str], echo: Callable[[str], None]) -> None:

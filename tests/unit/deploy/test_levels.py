@@ -27,3 +27,16 @@ def test_disabled_dependencies_are_ignored():
 
 def test_nothing_enabled_means_no_levels():
     assert levels([], {}) == []
+
+
+def test_registration_retries_only_transient_errors():
+    from keystoneauth1 import exceptions as ksa
+    from openstack import exceptions as sdk
+
+    from mortar.deploy.runner import _transient
+
+    assert _transient(ksa.ConnectFailure("connection reset"))
+    assert _transient(sdk.ConflictException("project 'service' exists"))
+    assert _transient(sdk.HttpException("bad gateway", http_status=503))
+    assert not _transient(sdk.HttpException("forbidden", http_status=403))
+    assert not _transient(ValueError("bad input"))
