@@ -8,17 +8,10 @@ import time
 
 import click
 
-from mortar.errors import MortarError
+from mortar.cli.main import MortarGroup
 
-
-class _TestbedGroup(click.Group):
-    # The same one-line errors as the `mortar` group, also when this group is run on its own.
-    def invoke(self, ctx: click.Context):
-        try:
-            return super().invoke(ctx)
-        except MortarError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(exc.exit_code)
+# The same one-line errors as the `mortar` group, also when this group is run on its own.
+_TestbedGroup = MortarGroup
 
 
 def _bed(name: str):

@@ -241,24 +241,24 @@ def pull(deployment: Deployment, executor: Executor, echo: Callable[[str], None]
     result.raise_for_failures()
 
 
-def stop(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
-    """Stop every container, dependents first; data volumes stay."""
-    result = executor.stop(deployment.targets)
+def _echo_lines(result: StepResult, echo: Callable[[str], None]) -> None:
+    """Every line of every host's report, then one error naming the hosts that failed."""
     for report in result.reports:
         for line in report.lines:
             echo(f"[{report.host}] {line}")
     result.raise_for_failures()
+
+
+def stop(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
+    """Stop every container, dependents first; data volumes stay."""
+    _echo_lines(executor.stop(deployment.targets), echo)
 
 
 def destroy(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
     """Remove every mortar container, named volume and the site state on the hosts."""
     import shutil
 
-    result = executor.destroy(deployment.targets)
-    for report in result.reports:
-        for line in report.lines:
-            echo(f"[{report.host}] {line}")
-    result.raise_for_failures()
+    _echo_lines(executor.destroy(deployment.targets), echo)
     if deployment.targets == list(deployment.desired.hosts) and deployment.controller_dir.exists():
         shutil.rmtree(deployment.controller_dir)
         echo(f"removed {deployment.controller_dir}")
