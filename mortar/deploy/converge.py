@@ -523,10 +523,19 @@ def destroy_host(engine, site: str, state_dir: Path) -> StepReport:
     for volume in engine.volumes.list(filters={"label": label}):
         volume.remove(force=True)
         report.lines.append(f"removed volume {volume.name}")
-    for path in (state_paths(state_dir)["config"], state_paths(state_dir)["jobs"], state_paths(state_dir)["records"]):
+    # The desired state a remote executor copied here holds rendered secrets: it goes too.
+    paths = state_paths(state_dir)
+    for path in (paths["config"], paths["jobs"], paths["records"], state_dir / "desired.json"):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
     report.changed = bool(report.lines)
     return report
+
+
+def remove_if_empty(*directories: Path) -> None:
+    """rmdir each directory, in order, when nothing is left in it."""
+    for directory in directories:
+        if directory.is_dir() and not any(directory.iterdir()):
+            directory.rmdir()

@@ -262,3 +262,9 @@ def destroy(deployment: Deployment, executor: Executor, echo: Callable[[str], No
     if deployment.targets == list(deployment.desired.hosts) and deployment.controller_dir.exists():
         shutil.rmtree(deployment.controller_dir)
         echo(f"removed {deployment.controller_dir}")
+        # Nothing of any site left here: the state directory goes too (the lib cache is rebuilt on demand).
+        state = deployment.state_dir
+        sites = state / "sites"
+        if not (sites.is_dir() and any(sites.iterdir())):
+            shutil.rmtree(state / "lib", ignore_errors=True)
+            converge.remove_if_empty(sites, state)

@@ -233,7 +233,8 @@ def test_destroy_removes_everything_on_every_host(deployed):
     mortar(deployed, "destroy", "--yes-i-really-really-mean-it")
     for node in ("control1", "compute1", "compute2"):
         out = bed.run(node, "docker ps -aq --filter label=org.mortar.managed; docker volume ls -q "
-                            "--filter label=org.mortar.managed; ls /var/lib/mortar/config 2>/dev/null", timeout=60)
+                            "--filter label=org.mortar.managed; ls /var/lib/mortar/config 2>/dev/null; "
+                            "ls /var/lib/mortar/desired.json 2>/dev/null", timeout=60)
         assert out.stdout.strip() == "", (node, out.stdout)
 
 
