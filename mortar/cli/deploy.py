@@ -53,7 +53,11 @@ def _executor(deployment, choice: str):
 
 
 def _tasks_line(executor) -> str:
-    return f", {executor.tasks} Ansible task(s)" if executor.name == "ansible" else ""
+    if executor.name != "ansible":
+        return ""
+    from mortar.deploy.ansible import ANSIBLE_LOG_DIR
+
+    return f", {executor.tasks} Ansible task(s) (full Ansible output under {ANSIBLE_LOG_DIR})"
 
 
 @cli.command("init")
