@@ -107,3 +107,25 @@ def test_limit_narrows_targets_but_not_the_desired_state(site_dir: Path, tmp_pat
         whole.desired.hosts["cmp2"].services["nova"].containers[0].files
     with pytest.raises(MortarError, match="matches no host"):
         load_deployment(site_dir, limit="storage", state_dir=tmp_path)
+
+
+def test_kolla_style_child_groups_place_services_on_network_hosts(site_dir: Path, tmp_path: Path) -> None:
+    from mortar.deploy.runner import load_deployment
+
+    (site_dir / "inventory").write_text(
+        "[control]\nctl1 ansible_host=10.0.0.11 api_address=10.0.0.11\n"
+        "[network]\nnet1 ansible_host=10.0.0.31 api_address=10.0.0.31\n"
+        "[compute]\ncmp1 ansible_host=10.0.0.21\ncmp2 ansible_host=10.0.0.22\n"
+        "[storage]\n[monitoring]\n"
+        "[neutron-server:children]\nnetwork\n[ovn:children]\nnetwork\n")
+    desired = load_deployment(site_dir, state_dir=tmp_path).desired
+    assert sorted(c.name for c in desired.hosts["net1"].containers()) == [
+        "neutron_server", "ovn_nb_db", "ovn_northd", "ovn_sb_db"]
+    assert "neutron" not in desired.hosts["ctl1"].services and "ovn" not in desired.hosts["ctl1"].services
+    # every other service stays on control, nova-compute on each compute host
+    assert {"mariadb", "keystone", "nova"} <= set(desired.hosts["ctl1"].services)
+    assert [c.name for c in desired.hosts["cmp2"].containers()] == ["nova_compute"]
+    # neutron's config on the network host points at the OVN databases there
+    neutron_files = "\n".join(f.content for c in desired.hosts["net1"].containers() if c.name == "neutron_server"
+                              for f in c.files)
+    assert "10.0.0.31:6641" in neutron_files
