@@ -37,6 +37,11 @@ def test_registration_retries_only_transient_errors():
 
     assert _transient(ksa.ConnectFailure("connection reset"))
     assert _transient(sdk.ConflictException("project 'service' exists"))
-    assert _transient(sdk.HttpException("bad gateway", http_status=503))
-    assert not _transient(sdk.HttpException("forbidden", http_status=403))
+    def http(status: int) -> Exception:
+        error = sdk.HttpException(f"status {status}")
+        error.status_code = status
+        return error
+
+    assert _transient(http(503))
+    assert not _transient(http(403))
     assert not _transient(ValueError("bad input"))
