@@ -36,8 +36,12 @@ def env_executor() -> str:
     return from_env()
 
 
+def hosts_options(func):
+    return config_dir_option(inventory_option(limit_option(func)))
+
+
 def site_options(func):
-    return config_dir_option(inventory_option(limit_option(executor_option(func))))
+    return hosts_options(executor_option(func))
 
 
 def _load(config_dir: Path, inventory: Path | None, limit: str | None):
@@ -90,8 +94,8 @@ def genpwd_command(config_dir: Path) -> None:
 
 
 @cli.command("bootstrap-servers")
-@site_options
-def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+@hosts_options
+def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
     """Prepare the inventory's hosts over SSH so mortar can deploy to them. Idempotent.
 
     On every host: hostname set to its inventory name and every host in /etc/hosts, clock

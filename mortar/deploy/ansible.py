@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import mortar
 from mortar.deploy.converge import StepReport
 from mortar.deploy.executors import APPLY_PHASES, HostFailure, StepResult
+from mortar.deploy.model import write_private
 from mortar.deploy.prechecks import Check
 from mortar.errors import MortarError
 
@@ -105,7 +106,7 @@ class AnsibleRun:
                     report.host = host
                     self.result.reports.append(report)
                     if self.echo and report.step in APPLY_PHASES and report.changed:
-                        self.echo(f"[{host}] {report.step:10} {report.summary()}")
+                        self.echo(report.line())
                 if "checks" in res:
                     self.checks[host] = [Check(**c) for c in res["checks"]]
                 if res.get("changed"):
@@ -145,10 +146,7 @@ class AnsibleExecutor:
         for host, state in d.desired.hosts.items():
             data = {"host": asdict(state), "secrets": d.desired.secrets, "timeout": d.timeout,
                     "order": d.desired.order}
-            path = self.states_dir / f"{host}.json"
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w") as out:
-                json.dump(data, out, sort_keys=True)
+            write_private(self.states_dir / f"{host}.json", json.dumps(data, sort_keys=True))
 
     def run(self, playbook: str, hosts: list[str], steps: list[str], extravars: dict[str, Any] | None = None,
             echo: Callable[[str], None] | None = None) -> AnsibleRun:

@@ -86,7 +86,6 @@ def save_records(state_dir: Path, records: dict[str, Any]) -> None:
 
 
 def gather_facts(engine, host: HostState, state_dir: Path) -> Facts:
-    import docker.errors
 
     containers = {c.name: c for c in engine.containers.list(all=True, filters={"label": MANAGED})}
     others = sorted({c.labels.get(SITE, "?") for c in containers.values()} - {host.site})
@@ -94,14 +93,7 @@ def gather_facts(engine, host: HostState, state_dir: Path) -> Facts:
         raise MortarError(f"{host.host}: the engine already runs another mortar deployment (site {others[0]})",
                           fix=f"use --config-dir {others[0]}, or destroy that deployment first")
     volumes = {v.name for v in engine.volumes.list()}
-    refs = {c.image for c in host.containers()} | {
-        j.container.image for s in host.services.values() for j in s.jobs}
-    image_ids: dict[str, str | None] = {}
-    for ref in sorted(refs):
-        try:
-            image_ids[ref] = engine.images.get(ref).id
-        except docker.errors.ImageNotFound:
-            image_ids[ref] = None
+    image_ids = {ref: _image_id(engine, ref) for ref in host.images()}
     return Facts(containers, volumes, image_ids, load_records(state_dir))
 
 
@@ -372,6 +364,10 @@ class StepReport:
         shown = "; ".join(self.lines[:3])
         return shown if len(self.lines) <= 3 else f"{shown} (+{len(self.lines) - 3} more)"
 
+    def line(self) -> str:
+        """The operator's one line for this host and step."""
+        return f"[{self.host}] {self.step:10} {self.summary()}"
+
     def to_dict(self) -> dict[str, Any]:
         return {"host": self.host, "step": self.step, "changed": self.changed, "lines": self.lines,
                 "actions": [vars(a) for a in self.actions]}
@@ -394,15 +390,12 @@ def plan_host(engine, host: HostState, state_dir: Path, secrets: list[str]) -> S
 
 def prepare_host(engine, host: HostState, state_dir: Path, secrets: list[str], threads: int = 3) -> StepReport:
     """Pull missing images (in parallel) and remove containers no longer desired."""
-    from concurrent.futures import ThreadPoolExecutor
-
     report = StepReport(host.host, "prepare")
     planned = plan_host(engine, host, state_dir, secrets).actions
     refs = sorted({a.target for a in planned if a.kind == "pull"})
     if refs:
         started = time.monotonic()
-        with ThreadPoolExecutor(max_workers=threads) as pool:
-            list(pool.map(lambda ref: pull_image(engine, ref, host.host), refs))
+        pull_all(engine, refs, host.host, threads)
         report.lines.append(f"pulled {len(refs)} image(s) in {time.monotonic() - started:.1f}s")
     for action in (a for a in planned if a.kind == "remove"):
         remove_container(engine, action)
@@ -413,19 +406,22 @@ def prepare_host(engine, host: HostState, state_dir: Path, secrets: list[str], t
 
 def pull_images(engine, host: HostState, threads: int = 3) -> StepReport:
     """Pull every image this host needs (present ones are checked against the registry)."""
-    from concurrent.futures import ThreadPoolExecutor
-
-    refs = sorted({c.image for c in host.containers()} |
-                  {j.container.image for s in host.services.values() for j in s.jobs})
+    refs = host.images()
     before = {ref: _image_id(engine, ref) for ref in refs}
     started = time.monotonic()
-    with ThreadPoolExecutor(max_workers=threads) as pool:
-        list(pool.map(lambda ref: pull_image(engine, ref, host.host), refs))
+    pull_all(engine, refs, host.host, threads)
     changed = [ref for ref in refs if _image_id(engine, ref) != before[ref]]
     report = StepReport(host.host, "pull", changed=bool(changed))
     report.lines.append(f"{len(refs)} image(s) checked, {len(changed)} new or updated, "
                         f"{time.monotonic() - started:.1f}s")
     return report
+
+
+def pull_all(engine, refs: list[str], host: str, threads: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        list(pool.map(lambda ref: pull_image(engine, ref, host), refs))
 
 
 def _image_id(engine, ref: str) -> str | None:

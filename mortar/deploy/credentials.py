@@ -2,17 +2,11 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import yaml
 
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.chmod(path, 0o600)
+from mortar.deploy.model import write_private
 
 
 def write_credentials(deployment, directory: Path) -> list[Path]:
@@ -28,6 +22,6 @@ def write_credentials(deployment, directory: Path) -> list[Path]:
               f"export OS_USER_DOMAIN_NAME=Default\nexport OS_PROJECT_DOMAIN_NAME=Default\n"
               f"export OS_REGION_NAME={admin['region_name']}\nexport OS_IDENTITY_API_VERSION=3\n")
     clouds_path, openrc_path = directory / "clouds.yaml", directory / "admin-openrc.sh"
-    _write_private(clouds_path, yaml.safe_dump(clouds, sort_keys=False))
-    _write_private(openrc_path, openrc)
+    write_private(clouds_path, yaml.safe_dump(clouds, sort_keys=False))
+    write_private(openrc_path, openrc)
     return [clouds_path, openrc_path]

@@ -128,7 +128,7 @@ class LocalExecutor:
                 LOG_DIR))
             for report in step.reports:
                 if report.changed:
-                    echo(f"[{report.host}] {phase:10} {report.summary()}")
+                    echo(report.line())
             total.reports += step.reports
             total.failures += step.failures
             if step.failures:

@@ -105,6 +105,11 @@ class HostState:
     def containers(self) -> list[ContainerSpec]:
         return [c for s in self.services.values() for c in s.containers]
 
+    def images(self) -> list[str]:
+        """Every image this host runs, for its containers and its jobs, sorted."""
+        return sorted({c.image for c in self.containers()} |
+                      {j.container.image for s in self.services.values() for j in s.jobs})
+
 
 def host_state_from_dict(data: dict[str, Any]) -> HostState:
     def container(c: dict[str, Any]) -> ContainerSpec:
@@ -155,7 +160,4 @@ def write_config_dir(directory: Path, files: dict[str, str]) -> None:
         path = directory / name
         if path.exists() and path.read_text() == content:
             continue
-        tmp = directory / f".{name}.tmp"
-        tmp.write_text(content)
-        os.chmod(tmp, 0o600)
-        tmp.replace(path)
+        write_private(path, content)

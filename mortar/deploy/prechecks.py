@@ -49,9 +49,11 @@ def available_memory_gb() -> float:
 
 
 def address_is_local(address: str) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+    """Whether this machine has ADDRESS (IPv4, or IPv6 with or without brackets): bind, send nothing."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
         try:
-            sock.bind((address, 0))
+            sock.bind((address.strip("[]"), 0))
         except OSError:
             return False
     return True
@@ -70,8 +72,7 @@ def host_checks(state: HostState) -> list[Check]:
         return [Check(False, f"{name}: container engine reachable ({exc})",
                       "run `mortar bootstrap-servers` (or `mortar engine setup` on this machine)")]
     checks = [Check(True, f"{name}: container engine reachable")]
-    refs = sorted({c.image for c in state.containers()} |
-                  {j.container.image for s in state.services.values() for j in s.jobs})
+    refs = state.images()
     missing = []
     for ref in refs:
         try:

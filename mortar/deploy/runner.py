@@ -78,7 +78,6 @@ class Plan:
     actions: list[converge.Action] = field(default_factory=list)
     registrations: list[str] = field(default_factory=list)
     forced_jobs: list[str] = field(default_factory=list)
-    tasks: int = 0
 
     @property
     def empty(self) -> bool:
@@ -114,7 +113,7 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
     result = executor.plan(deployment.targets)
     result.raise_for_failures()
     by_host = {r.host: r.actions for r in result.reports}
-    plan = Plan(tasks=result.tasks)
+    plan = Plan()
     for host in deployment.targets:
         plan.actions += by_host.get(host, [])
     changed = {a.service for a in plan.actions}
@@ -157,10 +156,10 @@ def levels(order: list[str], depends: dict[str, list[str]]) -> list[list[str]]:
     return [[n for n in order if depth[n] == level] for level in range(max(depth.values(), default=-1) + 1)]
 
 
-def echo_reports(result: StepResult, step: str, echo: Callable[[str], None], quiet_unchanged: bool = True) -> None:
+def echo_reports(result: StepResult, echo: Callable[[str], None], quiet_unchanged: bool = True) -> None:
     for report in result.reports:
         if report.changed or not quiet_unchanged:
-            echo(f"[{report.host}] {step:10} {report.summary()}")
+            echo(report.line())
 
 
 def deploy(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> Plan:
@@ -175,7 +174,7 @@ def deploy(deployment: Deployment, executor: Executor, echo: Callable[[str], Non
                            key=deployment.targets.index)
     if prepare_hosts:
         result = executor.prepare(prepare_hosts)
-        echo_reports(result, "prepare", echo)
+        echo_reports(result, echo)
         result.raise_for_failures()
     depends = {name: deployment.site.services[name].depends for name in desired.order}
     for level in levels(desired.order, depends):
@@ -188,7 +187,6 @@ def deploy(deployment: Deployment, executor: Executor, echo: Callable[[str], Non
             result.raise_for_failures()
             echo(f"{', '.join(services)}: done on {len(hosts)} host(s) in {time.monotonic() - started:.1f}s")
         _register(deployment, [s for s in level if s in plan.registrations], echo)
-    plan.tasks += executor.tasks
     return plan
 
 
@@ -237,7 +235,7 @@ def _register(deployment: Deployment, names: list[str], echo: Callable[[str], No
 
 def pull(deployment: Deployment, executor: Executor, echo: Callable[[str], None]) -> None:
     result = executor.pull(deployment.targets)
-    echo_reports(result, "pull", echo, quiet_unchanged=False)
+    echo_reports(result, echo, quiet_unchanged=False)
     result.raise_for_failures()
 
 

@@ -40,17 +40,6 @@ def split_address(address: str) -> tuple[str, int]:
     return host, int(port)
 
 
-def _is_local(host: str) -> bool:
-    import socket
-
-    try:
-        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((host.strip("[]"), 0))
-    except OSError:
-        return False
-    return True
-
-
 def catalog(address: str, timeout: float = 5) -> list[str]:
     with urllib.request.urlopen(f"http://{address}/v2/_catalog?n=1000", timeout=timeout) as answer:
         return list(json.load(answer).get("repositories") or [])
@@ -84,7 +73,9 @@ def start(client, address: str, image: str, log: Callable[[str], None] = print, 
     import docker.errors
 
     host, port = split_address(address)
-    if not _is_local(host):
+    from mortar.deploy.prechecks import address_is_local
+
+    if not address_is_local(host):
         raise MortarError(f"{host} is not an address of this machine, so the registry cannot listen on it",
                           key="docker_registry",
                           fix="use one of this machine's addresses (`ip -br addr`) that every host reaches; "
