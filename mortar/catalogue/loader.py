@@ -1,70 +1,90 @@
 """The service catalogue: one folder per service, `service.yaml` plus config templates.
 
-Everything a deployer needs to know about a service lives here as data: containers and
-the inventory group that runs them, files, volumes, healthchecks, one-shot jobs,
-databases, keystone registrations, options it adds to globals.yml and passwords it needs.
-Executors read these specs; none of them knows any service by name.
+Everything a deployer needs to know about a service lives here as data: its containers and
+the inventory group that runs them, files, volumes, healthchecks, one-shot jobs, the
+capabilities it provides (a database, identity, messaging, ...) and consumes, keystone-style
+registrations, verify checks, options it adds to globals.yml and passwords it needs.
+Executors and the planner read these specs; none of them knows any service by name.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
-import yaml
-
+from mortar.agent.wire import Container, File, Job
+from mortar.catalogue.schema import Where, is_template, load, unknown_keys
 from mortar.errors import MortarError
+from mortar.files import load_yaml
 
 CATALOGUE_DIR = Path(__file__).resolve().parent
+IMAGES_DIR = CATALOGUE_DIR.parent / "images"
 
-SERVICE_KEYS = {"name", "description", "enabled", "depends", "group", "options", "passwords", "databases",
-                "volumes", "containers", "jobs", "registration"}
-CONTAINER_KEYS = {"image", "group", "user", "command", "files", "directories", "volumes", "environment",
-                  "healthcheck", "ports", "cap_add", "tmpfs", "stop_timeout"}
-FILE_KEYS = {"template", "dest", "owner", "mode", "merge", "main"}
-JOB_KEYS = {"name", "container", "phase", "command", "user", "run", "files", "image", "volumes"}
+SERVICE_KEYS = ["name", "description", "enabled", "enabled_with", "group", "options", "passwords", "volumes",
+                "provides", "consumes", "containers", "jobs", "registration", "verify"]
+PROVIDES_KEYS = ["container", "values", "per_request", "data", "provision", "request_keys"]
+CONSUMES_KEYS = ["optional", "multiple", "request"]
+PROVISION_KEYS = ["user", "command", "script", "files", "environment", "timeout", "retry_delay"]
+REGISTRATION_KEYS = ["container", "name", "type", "description", "endpoints", "users"]
+VERIFY_KEYS = ["name", "check", "container", "when"]
 OPTION_TYPES = {"int": int, "str": str, "bool": bool, "list": list}
 PASSWORD_KINDS = {"password", "fernet", "hex"}
+MERGE_KINDS = ("ini", "yaml", "json", "replace")
+INTERFACES = ("public", "internal", "admin")
+NAME = re.compile(r"[a-z][a-z0-9_]*")
+CAPABILITY = re.compile(r"[a-z][a-z0-9_]*")
+VOLUME_ENTRY = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*):(?P<path>/[^:]*)(:(?P<mode>ro|rw))?")
+OCTAL = re.compile(r"[0-7]{3,4}")
+CAP_NAME = re.compile(r"[A-Z][A-Z_]*")
+ULIMITS = {"core", "cpu", "data", "fsize", "locks", "memlock", "msgqueue", "nice", "nofile", "nproc", "rss",
+           "rtprio", "rttime", "sigpending", "stack"}
 
 
 @dataclass
-class FileDecl:
-    template: str
-    dest: str
-    owner: str = "root"
-    mode: str = "0640"
-    merge: str = "ini"  # ini | yaml | replace
-    main: bool = False  # global.conf and <service>.conf merge into it
+class Provision:
+    """The job a provider runs for each consumer that sends it a request (a database, a user)."""
+
+    job: Job
+    request_keys: dict[str, str]  # key -> required | optional
 
 
 @dataclass
-class ContainerDecl:
-    name: str
-    image: str
-    group: str
-    user: str = "root"
-    command: Any = None
-    files: list[FileDecl] = field(default_factory=list)
-    directories: list[dict] = field(default_factory=list)
-    volumes: list[str] = field(default_factory=list)
-    environment: dict[str, str] = field(default_factory=dict)
-    healthcheck: dict[str, Any] = field(default_factory=dict)
-    ports: list[str] = field(default_factory=list)  # templates, e.g. "{{ horizon_port }}"
-    cap_add: list[str] = field(default_factory=list)
-    tmpfs: list[str] = field(default_factory=list)
-    stop_timeout: int = 10
+class Provides:
+    capability: str
+    container: str  # where the capability is served: its instances are this container's hosts
+    values: dict[str, Any] = field(default_factory=dict)  # rendered on each instance's host
+    per_request: dict[str, str] = field(default_factory=dict)  # rendered per request entry, keyed by its name
+    data: str = ""  # the volume holding what consumers' jobs initialise
+    provision: Provision | None = None
 
 
 @dataclass
-class JobDecl:
-    name: str
+class Consumes:
+    capability: str
+    optional: bool = False  # absent provider: the template sees none, and no ordering is implied
+    multiple: bool = False  # every provider's instances, not exactly one provider
+    request: Any = None  # what the provider's provision job makes for this service
+
+
+@dataclass
+class RegistrationDecl:
     container: str
-    phase: str  # before | after
-    command: Any
-    user: str = "root"
-    run: str = "on_change"  # on_change | once | always
-    files: list[FileDecl] = field(default_factory=list)
+    name: str
+    type: str
+    description: str = ""
+    endpoints: dict[str, str] = field(default_factory=dict)
+    users: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass
+class VerifyDecl:
+    name: str
+    check: str
+    container: str
+    when: list[str] = field(default_factory=list)  # capabilities that must be provided
+    params: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -73,142 +93,310 @@ class ServiceSpec:
     path: Path
     description: str = ""
     enabled: bool = True
-    depends: list[str] = field(default_factory=list)
+    enabled_with: str = ""  # default of enable_<name> is the value of enable_<enabled_with>
     group: str = "control"
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
-    databases: list[dict[str, str]] = field(default_factory=list)
     volumes: list[str] = field(default_factory=list)
-    containers: dict[str, ContainerDecl] = field(default_factory=dict)
-    jobs: list[JobDecl] = field(default_factory=list)
-    registration: dict[str, Any] = field(default_factory=dict)
+    provides: dict[str, Provides] = field(default_factory=dict)
+    consumes: dict[str, Consumes] = field(default_factory=dict)
+    containers: dict[str, Container] = field(default_factory=dict)
+    jobs: list[Job] = field(default_factory=list)
+    registration: RegistrationDecl | None = None
+    verify: list[VerifyDecl] = field(default_factory=list)
 
     @property
     def template_dir(self) -> Path:
         return self.path / "templates"
 
-
-def _unknown(data: dict, allowed: set[str], where: str, path: Path) -> None:
-    import difflib
-
-    for key in data:
-        if key not in allowed:
-            close = difflib.get_close_matches(str(key), sorted(allowed), n=1)
-            raise MortarError(f"unknown key '{key}'" + (f" (did you mean '{close[0]}'?)" if close else ""),
-                              file=str(path), key=where)
+    @property
+    def file(self) -> Path:
+        return self.path / "service.yaml"
 
 
-def _expect(value: Any, kind: type, where: str, path: Path, what: str) -> Any:
-    if not isinstance(value, kind):
-        raise MortarError(f"must be {what}, not {type(value).__name__}", file=str(path), key=where)
+def _expect(value: Any, kind: type, where: Where, what: str) -> Any:
+    if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+        raise where.error(f"must be {what}, not {type(value).__name__}")
     return value
 
 
-def _file(raw: dict, where: str, path: Path) -> FileDecl:
-    _expect(raw, dict, where, path, "a mapping")
-    _unknown(raw, FILE_KEYS, where, path)
-    if "template" not in raw or "dest" not in raw:
-        raise MortarError("a file needs 'template' and 'dest'", file=str(path), key=where)
-    decl = FileDecl(**raw)
-    if decl.merge not in ("ini", "yaml", "replace"):
-        raise MortarError(f"merge must be ini, yaml or replace, not '{decl.merge}'", file=str(path), key=where)
-    if not (path.parent / "templates" / decl.template).is_file():
-        raise MortarError(f"template '{decl.template}' not found in templates/", file=str(path), key=where)
-    return decl
+def _check_file(decl: File, where: Where, spec: ServiceSpec) -> None:
+    if not decl.template:
+        raise where.error("a file needs a 'template'")
+    if not (spec.template_dir / decl.template).is_file():
+        raise where.at("template").error(f"template '{decl.template}' not found in {spec.template_dir}")
+    if not PurePosixPath(decl.dest).is_absolute():
+        raise where.at("dest").error(f"dest must be an absolute path, not '{decl.dest}'")
+    if not OCTAL.fullmatch(decl.mode):
+        raise where.at("mode").error(f"mode must be a quoted octal string like \"0640\", not {decl.mode!r}")
+    if decl.merge not in MERGE_KINDS:
+        raise where.at("merge").error(f"merge must be one of {', '.join(MERGE_KINDS)}, not '{decl.merge}'")
 
 
-def load_service(path: Path) -> ServiceSpec:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise MortarError(f"not valid YAML: {exc}", file=str(path)) from exc
-    if not isinstance(raw, dict):
-        raise MortarError("must be a mapping", file=str(path))
-    _unknown(raw, SERVICE_KEYS, "service", path)
-    for key, kind, what in (("depends", list, "a list"), ("volumes", list, "a list"), ("jobs", list, "a list"),
-                            ("databases", list, "a list"), ("options", dict, "a mapping"),
+def _check_files(files: list[File], where: Where, spec: ServiceSpec) -> None:
+    seen: set[str] = set()
+    for i, decl in enumerate(files):
+        _check_file(decl, where.at(i), spec)
+        if decl.name in seen:
+            raise where.at(i).error(f"two files named '{decl.name}' in one container",
+                                    fix="file names (the last part of dest) must differ within a container")
+        seen.add(decl.name)
+
+
+def _check_command(holder: Container | Job, where: Where) -> None:
+    if holder.command and holder.script:
+        raise where.error("give either 'command' or 'script', not both")
+
+
+def _check_container(c: Container, where: Where, spec: ServiceSpec, images: set[str]) -> None:
+    if images and c.image not in images:
+        import difflib
+
+        close = difflib.get_close_matches(c.image, sorted(images), n=1)
+        raise where.at("image").error(f"no image named '{c.image}' in {IMAGES_DIR}",
+                                      fix=f"did you mean '{close[0]}'?" if close else "add the image first")
+    _check_command(c, where)
+    _check_files(c.files, where.at("files"), spec)
+    for i, entry in enumerate(c.volumes):
+        match = VOLUME_ENTRY.fullmatch(entry)
+        if not match:
+            raise where.at("volumes").at(i).error(f"'{entry}' is not VOLUME:/path or VOLUME:/path:ro")
+        if match["name"] not in spec.volumes:
+            raise where.at("volumes").at(i).error(f"volume '{match['name']}' is not one of the service's "
+                                                  f"volumes ({', '.join(spec.volumes) or 'none'})",
+                                                  fix="list it under the service's `volumes:`")
+    for i, mount in enumerate(c.mounts):
+        for key in ("source", "target"):
+            if not PurePosixPath(getattr(mount, key)).is_absolute() and not is_template(getattr(mount, key)):
+                raise where.at("mounts").at(i).at(key).error(f"{key} must be an absolute path")
+        if mount.propagation not in ("", "rshared", "rslave", "shared", "slave", "private", "rprivate"):
+            raise where.at("mounts").at(i).at("propagation").error(f"unknown propagation '{mount.propagation}'")
+    for i, d in enumerate(c.directories):
+        if not PurePosixPath(d.path).is_absolute():
+            raise where.at("directories").at(i).error(f"path must be absolute, not '{d.path}'")
+        if d.mode and not OCTAL.fullmatch(d.mode):
+            raise where.at("directories").at(i).at("mode").error(f"mode must be quoted octal, not {d.mode!r}")
+    for i, port in enumerate(c.ports):
+        if not is_template(port) and not 0 < int(port) < 65536:
+            raise where.at("ports").at(i).error(f"port {port} is not between 1 and 65535")
+    if c.healthcheck is not None:
+        h = c.healthcheck
+        if not h.test.strip():
+            raise where.at("healthcheck").at("test").error("the health test is empty")
+        for key in ("interval", "timeout", "start_period"):
+            if getattr(h, key) <= 0:
+                raise where.at("healthcheck").at(key).error("must be more than 0 seconds")
+        if h.retries < 1:
+            raise where.at("healthcheck").at("retries").error("must be at least 1")
+    for key in ("cap_add", "cap_drop"):
+        for i, cap in enumerate(getattr(c, key)):
+            if not CAP_NAME.fullmatch(cap):
+                raise where.at(key).at(i).error(f"'{cap}' is not a capability name (e.g. NET_ADMIN)")
+    for i, device in enumerate(c.devices):
+        if not device.startswith("/dev/"):
+            raise where.at("devices").at(i).error(f"'{device}' is not /dev/... [:/dev/...[:rwm]]")
+    if c.pid_mode not in ("", "host"):
+        raise where.at("pid_mode").error("pid_mode must be '' or host")
+    if c.ipc_mode not in ("", "host", "shareable", "private"):
+        raise where.at("ipc_mode").error("ipc_mode must be '', host, shareable or private")
+    for name, limits in c.ulimits.items():
+        if name not in ULIMITS:
+            raise where.at("ulimits").at(name).error(f"unknown ulimit '{name}'",
+                                                     fix=f"one of {', '.join(sorted(ULIMITS))}")
+        if len(limits) != 2 or limits[0] > limits[1]:
+            raise where.at("ulimits").at(name).error("give one number, or [soft, hard] with soft <= hard")
+    if c.stop_timeout < 1:
+        raise where.at("stop_timeout").error("must be at least 1 second")
+
+
+def _check_job(job: Job, where: Where, spec: ServiceSpec) -> None:
+    _check_command(job, where)
+    if not job.command and not job.script:
+        raise where.error("a job needs a 'command' or a 'script'")
+    if job.run not in ("on_change", "once", "always"):
+        raise where.at("run").error(f"run must be on_change, once or always, not '{job.run}'")
+    if job.timeout < 1:
+        raise where.at("timeout").error("must be at least 1 second")
+    if job.retry_delay < 0:
+        raise where.at("retry_delay").error("must not be negative")
+    _check_files(job.files, where.at("files"), spec)
+
+
+def _load_provides(spec: ServiceSpec, raw: Any, where: Where) -> None:
+    for capability, entry in _expect(raw, dict, where, "a mapping of capability: declaration").items():
+        at = where.at(str(capability))
+        if not CAPABILITY.fullmatch(str(capability)):
+            raise at.error("a capability name uses lowercase letters, digits and '_'")
+        _expect(entry, dict, at, "a mapping with at least 'container'")
+        unknown_keys(entry, PROVIDES_KEYS, at)
+        container = entry.get("container") or (next(iter(spec.containers)) if len(spec.containers) == 1 else "")
+        if container not in spec.containers:
+            raise at.at("container").error(f"'{container}' is not a container of {spec.name}",
+                                           fix=f"one of {', '.join(spec.containers)}")
+        provides = Provides(str(capability), container, dict(_expect(entry.get("values", {}), dict,
+                                                                     at.at("values"), "a mapping")),
+                            {str(k): str(v) for k, v in _expect(entry.get("per_request", {}), dict,
+                                                                at.at("per_request"), "a mapping").items()},
+                            str(entry.get("data", "")))
+        if provides.data and provides.data not in spec.volumes:
+            raise at.at("data").error(f"'{provides.data}' is not one of the service's volumes")
+        if entry.get("provision") is not None:
+            job_raw = _expect(entry["provision"], dict, at.at("provision"), "a mapping")
+            unknown_keys(job_raw, PROVISION_KEYS, at.at("provision"))
+            job = load(Job, {**job_raw, "name": str(capability), "container": container, "phase": "provision"},
+                       at.at("provision"))
+            _check_job(job, at.at("provision"), spec)
+            keys = _expect(entry.get("request_keys", {}), dict, at.at("request_keys"), "a mapping")
+            for key, need in keys.items():
+                if need not in ("required", "optional"):
+                    raise at.at("request_keys").at(str(key)).error("must be required or optional")
+            if "name" not in keys:
+                raise at.at("request_keys").error("request entries need a 'name' (they are keyed by it)",
+                                                  fix="add `name: required`")
+            provides.provision = Provision(job, {str(k): str(v) for k, v in keys.items()})
+        spec.provides[provides.capability] = provides
+
+
+def _load_consumes(spec: ServiceSpec, raw: Any, where: Where) -> None:
+    if isinstance(raw, list):
+        raw = {str(name): {} for name in raw}
+    for capability, entry in _expect(raw, dict, where, "a list or mapping of capabilities").items():
+        at = where.at(str(capability))
+        entry = entry or {}
+        _expect(entry, dict, at, "a mapping (optional, multiple, request)")
+        unknown_keys(entry, CONSUMES_KEYS, at)
+        for key in ("optional", "multiple"):
+            if not isinstance(entry.get(key, False), bool):
+                raise at.at(key).error("must be true or false")
+        spec.consumes[str(capability)] = Consumes(str(capability), bool(entry.get("optional", False)),
+                                                  bool(entry.get("multiple", False)), entry.get("request"))
+
+
+def _load_registration(spec: ServiceSpec, raw: Any, where: Where) -> None:
+    _expect(raw, dict, where, "a mapping")
+    unknown_keys(raw, REGISTRATION_KEYS, where)
+    container = raw.get("container") or (next(iter(spec.containers)) if len(spec.containers) == 1 else "")
+    if container not in spec.containers:
+        raise where.at("container").error("name the container whose host serves the endpoints",
+                                          fix=f"one of {', '.join(spec.containers)}")
+    if not raw.get("type"):
+        raise where.at("type").error("a registration needs a service type (e.g. image, compute)")
+    endpoints = _expect(raw.get("endpoints", {}), dict, where.at("endpoints"), "a mapping of interface: URL")
+    for interface in endpoints:
+        if interface not in INTERFACES:
+            raise where.at("endpoints").at(str(interface)).error(f"interface must be one of {', '.join(INTERFACES)}")
+    users = _expect(raw.get("users", []), list, where.at("users"), "a list")
+    for i, user in enumerate(users):
+        _expect(user, dict, where.at("users").at(i), "a mapping with name and password")
+        unknown_keys(user, ["name", "password"], where.at("users").at(i))
+        if not user.get("name") or not user.get("password"):
+            raise where.at("users").at(i).error("a service user needs a name and a password")
+    spec.registration = RegistrationDecl(container, str(raw.get("name") or spec.name), str(raw["type"]),
+                                         str(raw.get("description", "")),
+                                         {str(k): str(v) for k, v in endpoints.items()},
+                                         [{"name": str(u["name"]), "password": str(u["password"])} for u in users])
+
+
+def _load_verify(spec: ServiceSpec, raw: Any, where: Where) -> None:
+    from mortar.verify.checks import KINDS
+
+    for i, entry in enumerate(_expect(raw, list, where, "a list of checks")):
+        at = where.at(i)
+        _expect(entry, dict, at, "a mapping with name and check")
+        kind = KINDS.get(str(entry.get("check")))
+        if kind is None:
+            raise at.at("check").error(f"unknown check kind {entry.get('check')!r}",
+                                       fix=f"one of {', '.join(sorted(KINDS))}")
+        unknown_keys(entry, VERIFY_KEYS + sorted(kind.params), at)
+        if not entry.get("name"):
+            raise at.at("name").error("a check needs a name (the row of `mortar verify`)")
+        container = entry.get("container") or next(iter(spec.containers), "")
+        if container not in spec.containers:
+            raise at.at("container").error(f"'{container}' is not a container of {spec.name}")
+        params = {k: v for k, v in entry.items() if k in kind.params}
+        missing = [p for p, required in kind.params.items() if required and p not in params]
+        if missing:
+            raise at.error(f"check {entry['check']} needs {', '.join(missing)}")
+        when = entry.get("when", [])
+        spec.verify.append(VerifyDecl(str(entry["name"]), str(entry["check"]), container,
+                                      [str(w) for w in _expect(when, list, at.at("when"), "a list")], params))
+
+
+def image_names(root: Path = IMAGES_DIR) -> set[str]:
+    return {p.parent.name for p in root.glob("*/Dockerfile.j2")}
+
+
+def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
+    raw = load_yaml(path, what="service definition")
+    where = Where(path)
+    unknown_keys(raw, SERVICE_KEYS, where)
+    name = str(raw.get("name") or path.parent.name)
+    if not NAME.fullmatch(name):
+        raise where.at("name").error(f"service name '{name}' must be lowercase letters, digits and '_'")
+    for key, kind, what in (("volumes", list, "a list"), ("jobs", list, "a list"), ("options", dict, "a mapping"),
                             ("passwords", dict, "a mapping"), ("containers", dict, "a mapping"),
-                            ("registration", dict, "a mapping")):
+                            ("verify", list, "a list")):
         if raw.get(key) is not None:
-            _expect(raw[key], kind, key, path, what)
-    name = raw.get("name") or path.parent.name
-    group = raw.get("group", "control")
-    spec = ServiceSpec(name=name, path=path.parent, description=raw.get("description", ""),
-                       enabled=bool(raw.get("enabled", True)), depends=list(raw.get("depends", [])), group=group,
-                       options=dict(raw.get("options", {})), passwords=dict(raw.get("passwords", {})),
-                       databases=list(raw.get("databases", [])), volumes=list(raw.get("volumes", [])),
-                       registration=dict(raw.get("registration", {})))
+            _expect(raw[key], kind, where.at(key), what)
+    spec = ServiceSpec(name=name, path=path.parent, description=str(raw.get("description", "")),
+                       enabled=bool(raw.get("enabled", True)), enabled_with=str(raw.get("enabled_with", "")),
+                       group=str(raw.get("group", "control")), options=dict(raw.get("options") or {}),
+                       passwords=dict(raw.get("passwords") or {}),
+                       volumes=[str(v) for v in raw.get("volumes") or []])
     for option, decl in spec.options.items():
         if not isinstance(decl, dict) or decl.get("type") not in OPTION_TYPES or "default" not in decl:
-            raise MortarError("an option needs a type (int, str, bool, list) and a default", file=str(path),
-                              key=f"options.{option}")
+            raise where.at("options").at(option).error("an option needs a type (int, str, bool, list) and a default")
     for password, password_kind in spec.passwords.items():
         if password_kind not in PASSWORD_KINDS:
-            raise MortarError(f"password kind must be one of {sorted(PASSWORD_KINDS)}", file=str(path),
-                              key=f"passwords.{password}")
+            raise where.at("passwords").at(password).error(f"password kind must be one of {sorted(PASSWORD_KINDS)}")
+    images = image_names() if images is None else images
     for cname, craw in (raw.get("containers") or {}).items():
-        where = f"containers.{cname}"
-        _expect(craw, dict, where, path, "a mapping with at least an image")
-        _unknown(craw, CONTAINER_KEYS, where, path)
-        if "image" not in craw:
-            raise MortarError("a container needs an image", file=str(path), key=where)
-        files = [_file(f, f"{where}.files", path) for f in craw.get("files", [])]
-        spec.containers[cname] = ContainerDecl(
-            name=cname, image=craw["image"], group=craw.get("group", group), user=craw.get("user", "root"),
-            command=craw.get("command"), files=files, directories=list(craw.get("directories", [])),
-            volumes=list(craw.get("volumes", [])), environment=dict(craw.get("environment", {})),
-            healthcheck=dict(craw.get("healthcheck", {})), ports=[str(p) for p in craw.get("ports", [])],
-            cap_add=list(craw.get("cap_add", [])), tmpfs=list(craw.get("tmpfs", [])),
-            stop_timeout=int(craw.get("stop_timeout", 10)))
+        at = where.at("containers").at(str(cname))
+        if not NAME.fullmatch(str(cname)):
+            raise at.error(f"container name '{cname}' must be lowercase letters, digits and '_'")
+        container = load(Container, craw, at, name=str(cname), service=name)
+        container.group = container.group or spec.group
+        _check_container(container, at, spec, images)
+        spec.containers[str(cname)] = container
+    seen_jobs: set[str] = set()
     for index, jraw in enumerate(raw.get("jobs") or []):
-        where = f"jobs[{index}]"
-        _expect(jraw, dict, where, path, "a mapping")
-        _unknown(jraw, JOB_KEYS, where, path)
-        for required in ("name", "command"):
-            if not jraw.get(required):
-                raise MortarError(f"a job needs '{required}'", file=str(path), key=where)
-        if jraw.get("container") not in spec.containers:
-            raise MortarError(f"job container '{jraw.get('container')}' is not a container of this service",
-                              file=str(path), key=where)
-        if jraw.get("phase") not in ("before", "after"):
-            raise MortarError("phase must be 'before' or 'after'", file=str(path), key=where)
-        if jraw.get("run", "on_change") not in ("on_change", "once", "always"):
-            raise MortarError("run must be on_change, once or always", file=str(path), key=where)
-        spec.jobs.append(JobDecl(name=jraw["name"], container=jraw["container"], phase=jraw["phase"],
-                                 command=jraw["command"], user=jraw.get("user", "root"),
-                                 run=jraw.get("run", "on_change"),
-                                 files=[_file(f, f"{where}.files", path) for f in jraw.get("files", [])]))
+        at = where.at("jobs").at(index)
+        job = load(Job, jraw, at, service=name)
+        if job.container not in spec.containers:
+            raise at.at("container").error(f"'{job.container}' is not a container of this service",
+                                           fix=f"one of {', '.join(spec.containers)}")
+        if job.phase not in ("before", "after"):
+            raise at.at("phase").error("phase must be 'before' or 'after'")
+        if job.name in seen_jobs or not NAME.fullmatch(job.name):
+            raise at.at("name").error(f"job name '{job.name}' must be unique, lowercase letters, digits and '_'")
+        seen_jobs.add(job.name)
+        _check_job(job, at, spec)
+        spec.jobs.append(job)
+    if raw.get("provides") is not None:
+        _load_provides(spec, raw["provides"], where.at("provides"))
+    if raw.get("consumes") is not None:
+        _load_consumes(spec, raw["consumes"], where.at("consumes"))
+    if raw.get("registration") is not None:
+        _load_registration(spec, raw["registration"], where.at("registration"))
+    if raw.get("verify") is not None:
+        _load_verify(spec, raw["verify"], where.at("verify"))
     return spec
 
 
-def load_catalogue(root: Path = CATALOGUE_DIR) -> dict[str, ServiceSpec]:
-    services = {}
+def load_catalogue(root: Path = CATALOGUE_DIR, images: set[str] | None = None) -> dict[str, ServiceSpec]:
+    services: dict[str, ServiceSpec] = {}
     for path in sorted(root.glob("*/service.yaml")):
-        spec = load_service(path)
+        spec = load_service(path, images)
+        if spec.name in services:
+            raise MortarError(f"two services are named '{spec.name}'", file=str(path), key="name")
         services[spec.name] = spec
+    provided = {cap for s in services.values() for cap in s.provides}
     for spec in services.values():
-        for dep in spec.depends:
-            if dep not in services:
-                raise MortarError(f"depends on unknown service '{dep}'", file=str(spec.path / "service.yaml"),
-                                  key="depends")
+        for cap in spec.consumes:
+            if cap not in provided:
+                raise MortarError(f"consumes '{cap}', which no service of the catalogue provides", file=str(spec.file),
+                                  key=f"consumes.{cap}")
+        if spec.enabled_with and spec.enabled_with not in services:
+            raise MortarError(f"enabled_with names unknown service '{spec.enabled_with}'", file=str(spec.file),
+                              key="enabled_with")
     return services
-
-
-def service_order(services: dict[str, ServiceSpec], enabled: set[str]) -> list[str]:
-    """Enabled services, dependencies first (a disabled dependency is simply skipped)."""
-    order: list[str] = []
-    seen: set[str] = set()
-
-    def visit(name: str, stack: tuple[str, ...]) -> None:
-        if name in stack:
-            raise MortarError(f"service dependency cycle: {' -> '.join(stack + (name,))}")
-        if name in seen or name not in enabled:
-            return
-        for dep in services[name].depends:
-            visit(dep, stack + (name,))
-        seen.add(name)
-        order.append(name)
-
-    for name in sorted(enabled):
-        visit(name, ())
-    return order

@@ -15,14 +15,15 @@ from mortar.site.config import DEFAULT_CONFIG_DIR
 
 config_dir_option = click.option(
     "--config-dir", type=click.Path(path_type=Path), default=DEFAULT_CONFIG_DIR, show_default=True,
-    help="Site directory: globals.yml, passwords.yml, inventory, config/ overrides.")
+    help="Site directory: globals.yml, passwords.yml, inventory, config/ overrides, known_hosts.")
 inventory_option = click.option(
     "-i", "--inventory", type=click.Path(path_type=Path), default=None,
     help="Ansible INI inventory (default: CONFIG_DIR/inventory).")
 limit_option = click.option(
     "--limit", metavar="HOSTS",
     help="Only touch these hosts or groups (Ansible pattern: 'compute', 'compute:!compute2', 'node[1:3]'). "
-         "The whole inventory still decides addresses and who runs what.")
+         "The whole inventory still decides addresses and who runs what; a job that a change on these "
+         "hosts triggers (mapping a new compute host) runs where it lives.")
 executor_option = click.option(
     "--executor", type=click.Choice(["auto", "local", "ansible"]), default=lambda: env_executor(),
     show_default="auto, or $MORTAR_EXECUTOR",
@@ -45,7 +46,7 @@ def site_options(func):
 
 
 def _load(config_dir: Path, inventory: Path | None, limit: str | None):
-    from mortar.deploy.runner import load_deployment
+    from mortar.deploy.orchestrator import load_deployment
 
     return load_deployment(config_dir, inventory, limit)
 
@@ -59,9 +60,9 @@ def _executor(deployment, choice: str):
 def _tasks_line(executor) -> str:
     if executor.name != "ansible":
         return ""
-    from mortar.deploy.ansible import ANSIBLE_LOG_DIR
+    from mortar.deploy.executors.ansible import ansible_log_dir
 
-    return f", {executor.tasks} Ansible task(s) (full Ansible output under {ANSIBLE_LOG_DIR})"
+    return f", {executor.tasks} Ansible task(s) (full Ansible output under {ansible_log_dir()})"
 
 
 @cli.command("init")
@@ -69,12 +70,15 @@ def _tasks_line(executor) -> str:
 def init_command(config_dir: Path) -> None:
     """Write commented samples: globals.yml, inventory (all-in-one), inventory.multinode and config/.
 
-    Existing files are kept. Then run `mortar genpwd` to fill passwords.yml.
+    Existing files are kept. Also makes the site id (CONFIG_DIR/site-id) that labels every
+    container and volume of this deployment. Then run `mortar genpwd` to fill passwords.yml.
     """
+    from mortar.site.config import site_id
     from mortar.site.samples import write_samples
 
     for path, written in write_samples(config_dir):
         click.echo(f"{'wrote' if written else 'kept '} {path}")
+    click.echo(f"site id {site_id(config_dir)} ({config_dir / 'site-id'})")
 
 
 @cli.command("genpwd")
@@ -95,23 +99,32 @@ def genpwd_command(config_dir: Path) -> None:
 
 @cli.command("bootstrap-servers")
 @hosts_options
-def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: str | None) -> None:
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="Record the SSH host key of every host that has none in CONFIG_DIR/known_hosts (a key that "
+                   "changed is still refused).")
+def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: str | None,
+                              accept_new_host_keys: bool) -> None:
     """Prepare the inventory's hosts over SSH so mortar can deploy to them. Idempotent.
 
     On every host: hostname set to its inventory name and every host in /etc/hosts, clock
     checked against this machine, Debian's docker.io, python3 and python3-docker installed
     when missing, the container engine configured as `mortar engine setup` does here (no
-    bridge, no iptables) with the site's registry (docker_registry in globals.yml) trusted
-    when docker_registry_insecure is true, and started. Only what differs is changed.
+    bridge, no iptables), the site registry's CA trusted (docker_registry), and started.
+    Only what differs is changed. SSH host keys are checked against CONFIG_DIR/known_hosts:
+    the first run needs --accept-new-host-keys (or a known_hosts the operator wrote).
     """
-    from mortar.deploy.ansible import AnsibleExecutor
+    from mortar.agent.wire import StepRequest
+    from mortar.deploy.executors.ansible import AnsibleExecutor
+    from mortar.registry.tls import site_ca_pem
 
     deployment = _load(config_dir, inventory, limit)
     started = time.monotonic()
-    runner = AnsibleExecutor(deployment)
+    runner = AnsibleExecutor(deployment, accept_new_host_keys=accept_new_host_keys)
     registry = str(deployment.site.globals.get("docker_registry") or "")
     insecure = [registry] if registry and deployment.site.globals.get("docker_registry_insecure") else []
-    result = runner.bootstrap(deployment.targets, insecure, click.echo)
+    request = StepRequest(registry=registry, insecure_registries=insecure,
+                          registry_ca=site_ca_pem(deployment.state_dir) if registry and not insecure else "")
+    result = runner.bootstrap(deployment.targets, request, click.echo)
     result.raise_for_failures()
     click.echo(f"bootstrap-servers: {len(deployment.targets)} host(s) ready in {time.monotonic() - started:.1f}s"
                f"{_tasks_line(runner)}")
@@ -123,19 +136,20 @@ def prechecks_command(config_dir: Path, inventory: Path | None, limit: str | Non
     """Check the site and every host without changing anything; exit 2 when any check fails.
 
     The site files load (globals, passwords, inventory groups every enabled service needs);
-    then on each host: reachable (SSH for remote hosts), engine answering, images present or
-    pullable from the registry, api_address one of the host's own addresses, service ports
-    free (or held by mortar's own containers), disk and memory enough.
+    then on each host: reachable (SSH for remote hosts, with its known host key), engine
+    answering, images present or pullable from the registry (and the ones mortar pushed),
+    api_address one of the host's own addresses, service ports free (or held by mortar's
+    own containers), disk and memory enough.
     """
+    from mortar.deploy.orchestrator import prechecks
+
     deployment = _load(config_dir, inventory, limit)
     click.echo(f"ok   site {config_dir}: {len(deployment.site.enabled)} service(s) on "
                f"{len(deployment.desired.hosts)} host(s)")
-    runner = _executor(deployment, executor)
     failures = 0
-    for host, checks in runner.prechecks(deployment.targets).items():
+    for host, checks in prechecks(deployment, _executor(deployment, executor)).items():
         if not checks:
-            checks_line = f"FAIL {host}: no result  -> see the Ansible log in /var/log/mortar/ansible"
-            click.echo(checks_line)
+            click.echo(f"FAIL {host}: no result  -> see the Ansible log under /var/log/mortar/ansible")
             failures += 1
         for check in checks:
             click.echo(check.line())
@@ -152,10 +166,11 @@ def plan_command(config_dir: Path, inventory: Path | None, limit: str | None, ex
     """Show what deploy would do, per host, and why. Changes nothing.
 
     Containers to create, recreate (with the field or rendered file that changed and a
-    short diff, secrets masked) or remove; images to pull; jobs to run; keystone
-    registrations to make.
+    short diff, secrets masked), start, restart (running but unhealthy) or remove; images to
+    pull; jobs to run (never ran, new inputs, new data, triggered); registrations that the
+    identity service does not hold as desired.
     """
-    from mortar.deploy.runner import make_plan, print_plan
+    from mortar.deploy.orchestrator import make_plan, print_plan
 
     deployment = _load(config_dir, inventory, limit)
     plan = make_plan(deployment, _executor(deployment, executor))
@@ -166,7 +181,7 @@ def plan_command(config_dir: Path, inventory: Path | None, limit: str | None, ex
 @site_options
 def pull_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
     """Pull every image each host needs, on all hosts in parallel (before a deploy or upgrade)."""
-    from mortar.deploy.runner import pull
+    from mortar.deploy.orchestrator import pull
 
     started = time.monotonic()
     deployment = _load(config_dir, inventory, limit)
@@ -176,25 +191,27 @@ def pull_command(config_dir: Path, inventory: Path | None, limit: str | None, ex
 
 
 def _deploy(config_dir: Path, inventory: Path | None, limit: str | None, executor: str, verb: str) -> None:
-    from mortar.deploy.runner import deploy
+    from mortar.deploy.orchestrator import deploy
 
     started = time.monotonic()
     deployment = _load(config_dir, inventory, limit)
     runner = _executor(deployment, executor)
-    deploy(deployment, runner, click.echo)
+    deploy(deployment, runner, click.echo, verb)
     click.echo(f"{verb} finished in {time.monotonic() - started:.1f}s{_tasks_line(runner)}")
 
 
 @cli.command("deploy")
 @site_options
 def deploy_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
-    """Apply the plan on every host: create what is missing, recreate what changed, nothing else.
+    """Apply the plan on every host: create what is missing, fix what changed, nothing else.
 
-    Services go level by level through their dependencies; within a level every host
-    converges in parallel. Runs one-shot jobs (databases, db sync, bootstrap) once and
-    again only when their image or files change, waits for every started container to be
-    healthy, and registers services in keystone. A failed host is named with its error;
-    the others are left as they are, and re-running converges.
+    Services go level by level through the capabilities they need; within a level every
+    host converges in parallel: provision jobs (databases, users), jobs before (db sync,
+    bootstrap), containers (each waited for until its healthcheck proves it serves), jobs
+    after. Every job and wait has a timeout. Then the level's services are registered with
+    the identity service. A failure names the host, the service, the container or job and
+    its last log lines; hosts that succeeded keep what they reached, and running the same
+    command again converges. One changing command per site at a time.
     """
     _deploy(config_dir, inventory, limit, executor, "deploy")
 
@@ -222,16 +239,20 @@ def post_deploy_command(config_dir: Path, inventory: Path | None) -> None:
 @config_dir_option
 @inventory_option
 def verify_command(config_dir: Path, inventory: Path | None) -> None:
-    """Smoke-test the deployed cloud through its APIs; prints a table, exit 1 on failure.
+    """Run every enabled service's verify checks through the APIs; a table, exit 1 on failure.
 
-    Token issued; catalogue lists every enabled service; image upload/list/download with the
-    same checksum; network and subnet; a server reaches ACTIVE (no NIC, then with a port) and
-    is deleted; Horizon's login page answers and a login succeeds.
+    Each service lists its checks in its service.yaml (`verify:`): a token is issued, the
+    catalogue lists every service, an image uploads and downloads intact, a network is
+    made, servers boot (and land on every compute host), the dashboard logs the admin in,
+    the metrics server scrapes every target. What the checks create is deleted again.
     """
-    from mortar.verify.smoke import run_smoke_tests
+    from mortar.verify.runner import run_checks
 
     deployment = _load(config_dir, inventory, None)
-    if not run_smoke_tests(deployment, click.echo):
+    if not deployment.desired.identity:
+        raise MortarError("nothing to verify against: no enabled service provides identity",
+                          fix="enable the service that provides identity in globals.yml")
+    if not run_checks(deployment, click.echo):
         sys.exit(1)
 
 
@@ -239,7 +260,7 @@ def verify_command(config_dir: Path, inventory: Path | None) -> None:
 @site_options
 def stop_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
     """Stop every container (dependents first). Volumes and data are kept; deploy starts them again."""
-    from mortar.deploy.runner import stop
+    from mortar.deploy.orchestrator import stop
 
     deployment = _load(config_dir, inventory, limit)
     stop(deployment, _executor(deployment, executor), click.echo)
@@ -255,7 +276,7 @@ def destroy_command(config_dir: Path, inventory: Path | None, limit: str | None,
     if not confirmed:
         raise MortarError("destroy deletes every container, volume and all data; refusing",
                           fix="add --yes-i-really-really-mean-it if that is what you want")
-    from mortar.deploy.runner import destroy
+    from mortar.deploy.orchestrator import destroy
 
     deployment = _load(config_dir, inventory, limit)
     destroy(deployment, _executor(deployment, executor), click.echo)

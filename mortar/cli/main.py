@@ -17,6 +17,12 @@ class MortarGroup(click.Group):
         except MortarError as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(exc.exit_code)
+        except PermissionError as exc:
+            click.echo(f"error: permission denied: {exc.filename or exc} (run mortar as root)", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("error: interrupted; running the same command again converges", err=True)
+            sys.exit(130)
 
 
 @click.group(cls=MortarGroup, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
@@ -33,15 +39,16 @@ def cli() -> None:
 
     \b
     Multi-host (an Ansible INI inventory, hosts reached over SSH):
-      mortar registry start        serve images at docker_registry
+      mortar registry start        serve images at docker_registry (TLS, password)
       mortar build --profile core --push --registry ADDR:4000
-      mortar bootstrap-servers     engine, Python and registry trust on every host
+      mortar bootstrap-servers --accept-new-host-keys
+                                   engine, Python and registry trust on every host
       mortar prechecks && mortar pull && mortar deploy
     """
 
 
 def main() -> None:
-    from mortar.cli import build, deploy, engine, registry  # noqa: F401 - registers the commands
+    from mortar.cli import deploy, engine, images, registry  # noqa: F401 - registers the commands
     from mortar.cli.testbed import testbed
 
     cli.add_command(testbed)

@@ -5,74 +5,102 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-import yaml
 
 from mortar.cli.main import cli
-from mortar.errors import MortarError
 from mortar.site.config import DEFAULT_CONFIG_DIR
 
-
-def _site_globals(config_dir: Path) -> dict:
-    path = config_dir / "globals.yml"
-    if not path.exists():
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise MortarError(f"not valid YAML: {exc}", file=str(path), fix="fix the syntax") from exc
-    return data if isinstance(data, dict) else {}
+config_dir_option = click.option(
+    "--config-dir", type=click.Path(path_type=Path), default=DEFAULT_CONFIG_DIR, show_default=True,
+    help="Site directory: docker_registry and docker_registry_insecure in globals.yml, the registry password in "
+         "passwords.yml, the site CA in certificates/.")
 
 
 @cli.group()
 def registry() -> None:
     """The image registry every host pulls from (Debian's docker-registry in a container).
 
+    It speaks TLS with a certificate signed by the site CA (made on first start, kept in
+    CONFIG_DIR/certificates) and asks for the site's password (docker_registry_username,
+    docker_registry_password in passwords.yml). `mortar build --push` records the digest of
+    every image it pushes, and hosts pull exactly that digest: a tag replaced in the
+    registry is never run.
+
     \b
     Typical multi-host flow:
       echo 'docker_registry: 10.0.0.10:4000' >> /etc/mortar/globals.yml
-      mortar registry start
+      mortar genpwd && mortar registry start
       mortar build --profile core --push --registry 10.0.0.10:4000
-      mortar bootstrap-servers && mortar pull && mortar deploy
+      mortar bootstrap-servers --accept-new-host-keys && mortar pull && mortar deploy
     """
 
 
+def _site(config_dir: Path):
+    from mortar.catalogue.loader import load_catalogue
+    from mortar.site.config import load_site
+
+    return load_site(config_dir, load_catalogue())
+
+
 @registry.command("start")
-@click.option("--config-dir", type=click.Path(path_type=Path), default=DEFAULT_CONFIG_DIR, show_default=True,
-              help="Site directory: the address comes from docker_registry in its globals.yml.")
+@config_dir_option
 @click.option("--address", metavar="HOST:PORT",
               help="Listen here instead (default: docker_registry, else 127.0.0.1:4000). Must be an address "
                    "of this machine that every host can reach.")
-def registry_start(config_dir: Path, address: str | None) -> None:
-    """Start the registry (building its image when missing). Idempotent; data survives restarts."""
-    from mortar.engine.client import engine_client
-    from mortar.registry import server
+@click.option("--certificate", type=click.Path(path_type=Path), metavar="PEM",
+              help="Serve the operator's certificate (with --key) instead of one the site CA signs.")
+@click.option("--key", type=click.Path(path_type=Path), metavar="PEM", help="The key of --certificate.")
+def registry_start(config_dir: Path, address: str | None, certificate: Path | None, key: Path | None) -> None:
+    """Start the registry (building its image when missing). Idempotent; data survives restarts.
 
-    site = _site_globals(config_dir)
-    address = address or str(site.get("docker_registry") or server.DEFAULT_ADDRESS)
-    server.split_address(address)
-    client = engine_client()
-    namespace, tag = str(site.get("image_namespace", "mortar")), str(site.get("image_tag", "2026.2"))
-    image = server.ensure_image(client, namespace, tag, click.echo)
-    server.start(client, address, image, click.echo)
+    This machine's engine is told to trust the site CA for the registry's address, so
+    `mortar build --push` goes straight through it.
+    """
+    from mortar.engine import connect
+    from mortar.engine.setup import trust_registry_ca
+    from mortar.registry import server
+    from mortar.registry.tls import registry_tls
+
+    site = _site(config_dir)
+    address = address or str(site.globals["docker_registry"] or server.DEFAULT_ADDRESS)
+    host, _ = server.split_address(address)
+    engine = connect()
+    image = server.ensure_image(engine, str(site.globals["image_namespace"]), str(site.globals["image_tag"]),
+                                click.echo)
+    from mortar.deploy.orchestrator import state_root
+
+    if site.globals["docker_registry_insecure"]:
+        server.start(engine, address, image, state_root(), None, "", "", click.echo)
+        return
+    tls = registry_tls(config_dir, site.site_id, host, certificate, key)
+    if tls.ca and trust_registry_ca(address, tls.ca):
+        click.echo(f"this machine's engine trusts the site CA for {address}")
+    server.start(engine, address, image, state_root(), tls, str(site.globals["docker_registry_username"]),
+                 site.passwords["docker_registry_password"], click.echo)
 
 
 @registry.command("stop")
 @click.option("--remove-data", is_flag=True, help="Also delete the volume holding every pushed image.")
 def registry_stop(remove_data: bool) -> None:
     """Stop and remove the registry container (its images are kept unless --remove-data)."""
-    from mortar.engine.client import engine_client
+    from mortar.engine import connect
     from mortar.registry import server
 
-    server.stop(engine_client(), remove_data, click.echo)
+    server.stop(connect(), remove_data, click.echo)
 
 
 @registry.command("status")
-def registry_status() -> None:
+@config_dir_option
+def registry_status(config_dir: Path) -> None:
     """Whether the registry runs, where, and which repositories it holds; exit 1 when not running."""
-    from mortar.engine.client import engine_client
+    from mortar.engine import connect
     from mortar.registry import server
+    from mortar.registry.tls import site_ca_pem
 
-    state = server.status(engine_client())
+    site = _site(config_dir)
+    insecure = bool(site.globals["docker_registry_insecure"])
+    auth = None if insecure else (str(site.globals["docker_registry_username"]),
+                                  site.passwords["docker_registry_password"])
+    state = server.status(connect(), auth, None if insecure else site_ca_pem(config_dir))
     if not state.running:
         click.echo("registry: not running")
         raise SystemExit(1)

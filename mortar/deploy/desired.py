@@ -1,38 +1,33 @@
 """Desired state: what each host should run, computed from the site and the catalogue.
 
-Pure: renders templates and builds plain dataclasses; nothing here touches a host. The
-HostState models (mortar.deploy.model) are what the local executor and the Ansible module
-converge.
+Pure: renders templates and builds the wire dataclasses; nothing here touches a host.
+Placement follows the containers: a container runs on its group's hosts, a job beside the
+container it names, a capability on the hosts of the container that provides it, an
+endpoint where its container runs. Each host's state carries only the secrets that its
+own rendered files, environments and commands hold.
 """
 
 from __future__ import annotations
 
-import hashlib
+import dataclasses
 import json
-import shlex
-from dataclasses import asdict, dataclass
+import urllib.parse
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import jinja2
 
-from mortar.catalogue.loader import ContainerDecl, FileDecl, ServiceSpec, service_order
-from mortar.deploy.model import (  # noqa: F401 - re-exported: the models are part of this module's API
-    CONFIG_MOUNT,
-    LABEL_PREFIX,
-    ContainerSpec,
-    FileSpec,
-    HostState,
-    JobSpec,
-    ServiceState,
-    host_state_from_dict,
-    redact,
-    write_config_dir,
-)
+from mortar.agent.wire import Container, File, HostState, Job, ServiceState
+from mortar.catalogue.loader import Provides, ServiceSpec
+from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependencies, levels, service_order
+from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
 from mortar.site.config import Site
 from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
+
+SCRIPT_DEST = "/run/mortar/script.sh"
 
 
 @dataclass
@@ -40,214 +35,377 @@ class Registration:
     service: str
     type: str
     description: str
+    region: str
     endpoints: dict[str, str]
-    users: list[dict[str, Any]]
+    users: list[dict[str, str]]
 
-    @property
-    def digest(self) -> str:
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()
+
+@dataclass
+class VerifyCheck:
+    service: str
+    name: str
+    check: str
+    params: dict[str, Any]
 
 
 @dataclass
 class DesiredState:
+    site_id: str
     order: list[str]
+    depends: dict[str, list[str]]
     hosts: dict[str, HostState]
     registrations: dict[str, Registration]
-    secrets: list[str]
-    admin: dict[str, str]
+    identity: dict[str, str]  # the identity provider's admin credentials ({} when none is enabled)
+    secrets: list[str]  # every secret of the site, longest first, to mask output
+    checks: list[VerifyCheck] = field(default_factory=list)
+    provided: set[str] = field(default_factory=set)  # capabilities some enabled service provides
+
+    @property
+    def levels(self) -> list[list[str]]:
+        return levels(self.order, self.depends)
 
     def hosts_running(self, service: str) -> list[str]:
         return [h for h, state in self.hosts.items() if service in state.services]
 
+    def hosts_of_container(self, name: str) -> list[str]:
+        return [h for h, state in self.hosts.items() if any(c.name == name for c in state.containers())]
 
-class Context:
-    """What templates see: globals, passwords, this host, and where every service runs."""
+
+def _environment(directory: Path, script: bool) -> jinja2.Environment:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
+                             finalize=shell_word if script else None)
+    env.filters.update(FILTERS)
+    return env
+
+
+class Planner:
+    """Renders the catalogue for the inventory: one instance per desired-state computation."""
 
     def __init__(self, site: Site, inventory: Inventory) -> None:
         self.site = site
         self.inventory = inventory
+        self.services = site.services
+        self.bindings: Bindings = bind(site.services, site.enabled, str(site.config_dir / "globals.yml"))
+        self.depends = dependencies(site.services, self.bindings)
+        self.order = service_order(self.depends)
+        self._envs: dict[tuple[str, bool], jinja2.Environment] = {}
+        self._values: dict[tuple[str, str, str], dict[str, Any]] = {}
 
-    def group_of(self, spec: ServiceSpec, decl: ContainerDecl) -> str:
+    # ---- placement -----------------------------------------------------------------------
+    def group_of(self, spec: ServiceSpec, container: Container) -> str:
         # An inventory group named after the container or the service wins over the default.
-        for candidate in (decl.name.replace("_", "-"), decl.name, spec.name):
+        for candidate in (container.name.replace("_", "-"), container.name, spec.name, spec.name.replace("_", "-")):
             if self.inventory.has_group(candidate) and self.inventory.hosts_in(candidate):
                 return candidate
-        return decl.group
+        return container.group
 
-    def host_address(self, host: str) -> str:
-        return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
-
-    def hosts_of(self, service: str) -> list[str]:
-        spec = self.site.services[service]
-        hosts: list[str] = []
-        for decl in spec.containers.values():
-            for host in self.inventory.hosts_in(self.group_of(spec, decl)):
-                if host.name not in hosts:
-                    hosts.append(host.name)
+    def hosts_of(self, spec: ServiceSpec, container: str) -> list[str]:
+        decl = spec.containers[container]
+        group = self.group_of(spec, decl)
+        hosts = [h.name for h in self.inventory.hosts_in(group)]
+        if not hosts:
+            raise MortarError(f"group '{group}' is empty or missing, but {spec.name} runs {container} there",
+                              file=self.inventory.path, key=f"[{group}]",
+                              fix=f"add at least one host to [{group}] or set enable_{spec.name}: false")
         return hosts
 
-    def hosts_of_container(self, service: str, container: str) -> list[str]:
-        spec = self.site.services[service]
-        return [h.name for h in self.inventory.hosts_in(self.group_of(spec, spec.containers[container]))]
+    def address(self, host: str) -> str:
+        return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
 
-    def address_of(self, service: str) -> str:
-        hosts = self.hosts_of(service)
-        if not hosts:
-            raise MortarError(f"no host runs {service}", file=self.inventory.path,
-                              fix=f"add a host to the group {self.site.services[service].group}")
-        return self.host_address(hosts[0])
+    # ---- rendering -----------------------------------------------------------------------
+    def env(self, spec: ServiceSpec, script: bool = False) -> jinja2.Environment:
+        key = (spec.name, script)
+        if key not in self._envs:
+            self._envs[key] = _environment(spec.template_dir, script)
+        return self._envs[key]
 
-    def variables(self, host: str, service: str) -> dict[str, Any]:
+    def base_variables(self, spec: ServiceSpec, host: str) -> dict[str, Any]:
         values: dict[str, Any] = dict(self.site.globals)
-        values.update(self.site.passwords)
-        values.update(
-            host=host, api_address=self.host_address(host), service=service, enabled=sorted(self.site.enabled),
-            address_of=self.address_of, hosts_of=self.hosts_of, host_address=self.host_address,
-            hosts_of_container=self.hosts_of_container,
-            keystone_url=f"http://{self.address_of('keystone')}:5000" if "keystone" in self.site.enabled else "",
-        )
+        # A service's templates see its own secrets only; others' come through capabilities.
+        values.update({k: self.site.passwords[k] for k in spec.passwords})
+        values.update(host=host, api_address=self.address(host), service=spec.name,
+                      hosts_of_container=lambda name: self.hosts_of(spec, name))
         return values
 
+    def variables(self, spec: ServiceSpec, host: str) -> dict[str, Any]:
+        values = self.base_variables(spec, host)
+        for capability, providers in self.bindings[spec.name].items():
+            if capability in values:
+                raise MortarError(f"capability '{capability}' has the name of a setting its templates see",
+                                  file=str(spec.file), key=f"consumes.{capability}",
+                                  fix="rename the capability (its provider and every consumer)")
+            values[capability] = self.view(spec, host, capability, providers)
+        return values
 
-def _env(spec: ServiceSpec) -> jinja2.Environment:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(spec.template_dir)),
-                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters["rabbitmq_password_hash"] = rabbitmq_password_hash
-    return env
+    def render(self, spec: ServiceSpec, text: Any, variables: dict[str, Any], where: str,
+               script: bool = False) -> Any:
+        if isinstance(text, str):
+            if "{{" not in text and "{%" not in text:
+                return text
+            try:
+                return self.env(spec, script).from_string(text).render(variables)
+            except jinja2.TemplateError as exc:
+                raise MortarError(f"cannot render: {exc}", file=str(spec.file), key=where) from exc
+        if isinstance(text, list):
+            return [self.render(spec, t, variables, where, script) for t in text]
+        if isinstance(text, dict):
+            return {k: self.render(spec, v, variables, where, script) for k, v in text.items()}
+        return text
 
-
-def rabbitmq_password_hash(password: str) -> str:
-    """RabbitMQ's SHA-256 password hash with a salt derived from the password itself, so
-    the rendered definitions stay the same from one deploy to the next."""
-    import base64
-
-    salt = hashlib.sha256(b"mortar-rabbitmq-salt" + password.encode()).digest()[:4]
-    return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
-
-
-def _render_string(env: jinja2.Environment, text: Any, variables: dict[str, Any], where: str) -> Any:
-    if isinstance(text, str):
+    def render_file(self, spec: ServiceSpec, decl: File, variables: dict[str, Any], host: str,
+                    overrides: bool = True) -> File:
         try:
-            return env.from_string(text).render(variables)
+            content = self.env(spec).get_template(decl.template).render(variables)
         except jinja2.TemplateError as exc:
-            raise MortarError(f"cannot render: {exc}", key=where) from exc
-    if isinstance(text, list):
-        return [_render_string(env, t, variables, where) for t in text]
-    if isinstance(text, dict):
-        return {k: _render_string(env, v, variables, where) for k, v in text.items()}
-    return text
+            raise MortarError(f"cannot render: {exc}", file=str(spec.template_dir / decl.template)) from exc
+        if overrides:
+            sources = override_sources(self.site.config_dir / "config", spec.name, decl.name, host, main=decl.main)
+            content = apply_overrides(content, decl.merge, sources, decl.dest)
+        owner = self.render(spec, decl.owner, variables, f"{decl.template}.owner")
+        return dataclasses.replace(decl, content=content, owner=owner)
+
+    def render_container(self, spec: ServiceSpec, decl: Container, host: str, variables: dict[str, Any],
+                         overrides: bool = True) -> Container:
+        """The declared container made concrete for one host: every template field rendered."""
+        where = f"containers.{decl.name}"
+        rendered: dict[str, Any] = {}
+        for f in dataclasses.fields(Container):
+            value = getattr(decl, f.name)
+            if f.name == "files":
+                value = [self.render_file(spec, d, variables, host, overrides) for d in decl.files]
+            elif f.name == "script":
+                value = self.render(spec, value, variables, f"{where}.script", script=True)
+            elif f.metadata.get("render"):
+                value = self.render(spec, _plain(value), variables, f"{where}.{f.name}")
+                value = _rebuild(getattr(decl, f.name), value)
+            rendered[f.name] = value
+        rendered["image"] = self.site.image_ref(decl.image)
+        try:
+            rendered["ports"] = [int(p) for p in rendered["ports"]]
+        except ValueError as exc:
+            raise MortarError(f"a port did not render to a number ({exc})", file=str(spec.file),
+                              key=f"{where}.ports") from None
+        container = Container(**rendered)
+        return with_script(container)
+
+    # ---- capabilities --------------------------------------------------------------------
+    def instance_values(self, provider: ServiceSpec, provides: Provides, host: str) -> dict[str, Any]:
+        """What one instance exports, rendered with the provider's own settings and secrets only."""
+        key = (provider.name, provides.capability, host)
+        if key not in self._values:
+            values = self.render(provider, provides.values, self.base_variables(provider, host),
+                                 f"provides.{provides.capability}.values")
+            values.update(host=host, address=self.address(host), service=provider.name)
+            self._values[key] = values
+        return self._values[key]
+
+    def request_of(self, consumer: ServiceSpec, capability: str, host: str, provider: ServiceSpec) -> list[dict]:
+        need = consumer.consumes[capability]
+        provides = provider.provides[capability]
+        if need.request is None:
+            return []
+        where = f"consumes.{capability}.request"
+        if not isinstance(need.request, list):
+            raise MortarError("a request is a list of entries", file=str(consumer.file), key=where)
+        entries = self.render(consumer, need.request, self.base_variables(consumer, host), where)
+        keys = provides.provision.request_keys if provides.provision else {}
+        if not keys:
+            raise MortarError(f"{provider.name} takes no requests for {capability}", file=str(consumer.file),
+                              key=where, fix="remove the request")
+        names: set[str] = set()
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                raise MortarError("a request entry is a mapping", file=str(consumer.file), key=f"{where}[{i}]")
+            unknown = sorted(set(entry) - set(keys))
+            if unknown:
+                raise MortarError(f"{provider.name} does not take '{unknown[0]}' in a {capability} request",
+                                  file=str(consumer.file), key=f"{where}[{i}]",
+                                  fix=f"keys it takes: {', '.join(sorted(keys))}")
+            missing = [k for k, need_ in keys.items() if need_ == "required" and k not in entry]
+            if missing:
+                raise MortarError(f"a {capability} request needs '{missing[0]}'", file=str(consumer.file),
+                                  key=f"{where}[{i}]")
+            if entry["name"] in names:
+                raise MortarError(f"two request entries are named '{entry['name']}'", file=str(consumer.file),
+                                  key=f"{where}[{i}]")
+            names.add(entry["name"])
+        return entries
+
+    def view(self, consumer: ServiceSpec, host: str, capability: str, providers: list[str]) -> CapabilityView | None:
+        if not providers:
+            return None
+        instances = []
+        for name in providers:
+            provider = self.services[name]
+            provides = provider.provides[capability]
+            for provider_host in self.hosts_of(provider, provides.container):
+                values = dict(self.instance_values(provider, provides, provider_host))
+                if provides.per_request and name != consumer.name:
+                    entries = self.request_of(consumer, capability, host, provider)
+                    pvars = self.base_variables(provider, provider_host)
+                    for key, template in provides.per_request.items():
+                        values[key] = {e["name"]: self.render(provider, template, {**pvars, "entry": e},
+                                                              f"provides.{capability}.per_request.{key}")
+                                       for e in entries}
+                instances.append(values)
+        return CapabilityView(capability, instances)
+
+    # ---- jobs ----------------------------------------------------------------------------
+    def job(self, spec: ServiceSpec, decl: Job, base: Container, variables: dict[str, Any], host: str,
+            files_spec: ServiceSpec, name: str, service: str, keep_volumes: bool = True) -> Job:
+        where = f"jobs.{decl.name}"
+        command = self.render(files_spec, decl.command, variables, f"{where}.command")
+        script = self.render(files_spec, decl.script, variables, f"{where}.script", script=True)
+        environment = {**base.environment,
+                       **self.render(files_spec, decl.environment, variables, f"{where}.environment")}
+        extra = [self.render_file(files_spec, f, variables, host, overrides=False) for f in decl.files]
+        files = [f for f in base.files if f.dest != SCRIPT_DEST] + extra
+        container = dataclasses.replace(
+            base, name=f"{service}_{name}", service=service, command=command, script=script,
+            user=self.render(files_spec, decl.user, variables, f"{where}.user"), environment=environment,
+            files=files, healthcheck=None, volumes=list(base.volumes) if keep_volumes else [],
+            mounts=list(base.mounts) if keep_volumes else [])
+        return dataclasses.replace(decl, name=f"{service}.{name}", service=service, spec=with_script(container))
 
 
-def _render_file(env: jinja2.Environment, spec: ServiceSpec, decl: FileDecl, variables: dict[str, Any],
-                 host: str, site: Site) -> FileSpec:
-    try:
-        content = env.get_template(decl.template).render(variables)
-    except jinja2.TemplateError as exc:
-        raise MortarError(f"cannot render: {exc}", file=str(spec.template_dir / decl.template)) from exc
-    name = Path(decl.dest).name
-    sources = override_sources(site.config_dir / "config", spec.name, name, host, main=decl.main)
-    content = apply_overrides(content, decl.merge, sources)
-    return FileSpec(name=name, dest=decl.dest, content=content, owner=decl.owner, mode=decl.mode)
+def _plain(value: Any) -> Any:
+    """Declared dataclass values as plain data, for rendering."""
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return dataclasses.asdict(value)
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
 
 
-def _command(value: Any) -> list[str]:
-    if value is None:
-        return []
-    return shlex.split(value) if isinstance(value, str) else [str(v) for v in value]
+def _rebuild(declared_value: Any, rendered: Any) -> Any:
+    """Rendered plain data back into the declared value's dataclasses."""
+    if dataclasses.is_dataclass(declared_value) and not isinstance(declared_value, type):
+        return type(declared_value)(**rendered)
+    if isinstance(declared_value, list):
+        return [_rebuild(d, r) for d, r in zip(declared_value, rendered, strict=True)]
+    return rendered
 
 
-def _container(env, spec: ServiceSpec, decl: ContainerDecl, variables: dict[str, Any], host: str,
-               site: Site) -> ContainerSpec:
-    where = f"{spec.name}.containers.{decl.name}"
-    return ContainerSpec(
-        name=decl.name, service=spec.name, image=site.image_ref(decl.image),
-        command=_command(_render_string(env, decl.command, variables, where)), user=decl.user,
-        files=[_render_file(env, spec, f, variables, host, site) for f in decl.files],
-        directories=_render_string(env, decl.directories, variables, where),
-        volumes=_render_string(env, decl.volumes, variables, where),
-        environment=_render_string(env, decl.environment, variables, where),
-        healthcheck=_render_string(env, decl.healthcheck, variables, where),
-        ports=[int(_render_string(env, p, variables, where)) for p in decl.ports], cap_add=decl.cap_add,
-        tmpfs=decl.tmpfs, stop_timeout=decl.stop_timeout)
+def with_script(container: Container) -> Container:
+    """A container with a script runs it from a file mortar-start places, never from argv."""
+    if not container.script:
+        return container
+    script = File(dest=SCRIPT_DEST, template="", owner=container.user, mode="0500", merge="replace",
+                  content=container.script)
+    files = [f for f in container.files if f.dest != SCRIPT_DEST] + [script]
+    return dataclasses.replace(container, files=files, command=["/bin/sh", "-e", SCRIPT_DEST])
 
 
-DATABASE_SQL = """\
-{% for db in databases %}
-CREATE DATABASE IF NOT EXISTS `{{ db.name }}` CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci;
-CREATE USER IF NOT EXISTS '{{ db.user }}'@'%' IDENTIFIED BY '{{ db.password }}';
-ALTER USER '{{ db.user }}'@'%' IDENTIFIED BY '{{ db.password }}';
-GRANT ALL PRIVILEGES ON `{{ db.name }}`.* TO '{{ db.user }}'@'%';
-{% endfor %}
-"""
+def secrets_in(text: str, secrets: list[str]) -> list[str]:
+    return [s for s in secrets if s in text or urllib.parse.quote(s, safe="") in text]
 
 
-def _database_job(spec: ServiceSpec, site: Site, ctx: Context) -> JobSpec:
-    """Databases a service declares are created by one generic job in the mariadb image."""
-    databases = [{"name": d["name"], "user": d["user"], "password": site.passwords[d["password"]]}
-                 for d in spec.databases]
-    sql = jinja2.Template(DATABASE_SQL, trim_blocks=True).render(databases=databases)
-    client = (f"[client]\nhost={ctx.address_of('mariadb')}\nuser=root\n"
-              f"password={site.passwords['database_password']}\n")
-    container = ContainerSpec(
-        name=f"{spec.name}_database", service=spec.name, image=site.image_ref("mariadb-server"),
-        command=["sh", "-c", "mariadb --defaults-extra-file=/etc/mortar-job/client.cnf < /etc/mortar-job/db.sql"],
-        user="root",
-        files=[FileSpec("client.cnf", "/etc/mortar-job/client.cnf", client, "root", "0600"),
-               FileSpec("db.sql", "/etc/mortar-job/db.sql", sql, "root", "0600")])
-    return JobSpec(name=f"{spec.name}.database", service=spec.name, phase="before", run="on_change",
-                   container=container)
+def site_secrets(site: Site) -> list[str]:
+    values = {v for v in site.passwords.values() if len(v) >= 6}
+    return sorted(values, key=len, reverse=True)
 
 
 def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
-    ctx = Context(site, inventory)
-    order = service_order(site.services, site.enabled)
+    planner = Planner(site, inventory)
     hosts: dict[str, HostState] = {}
-    registrations: dict[str, Registration] = {}
-    for name in order:
+
+    def state(host: str) -> HostState:
+        if host not in hosts:
+            hosts[host] = HostState(host, planner.address(host), site.site_id, order=planner.order,
+                                    health_timeout=float(site.globals["healthcheck_timeout"]),
+                                    registry_auth=site.registry_auth())
+        return hosts[host]
+
+    def service_state(host: str, spec: ServiceSpec) -> ServiceState:
+        return state(host).services.setdefault(spec.name, ServiceState(spec.name))
+
+    rendered: dict[tuple[str, str, str], Container] = {}
+    for name in planner.order:
         spec = site.services[name]
-        env = _env(spec)
         for cname, decl in spec.containers.items():
-            group = ctx.group_of(spec, decl)
-            members = inventory.hosts_in(group)
-            if not members:
-                raise MortarError(f"group '{group}' is empty or missing, but {name} runs {cname} there",
-                                  file=inventory.path, key=f"[{group}]",
-                                  fix=f"add at least one host to [{group}] or set enable_{name}: false")
-            for host in members:
-                state = hosts.setdefault(host.name, HostState(host.name, ctx.host_address(host.name),
-                                                              str(site.config_dir.resolve())))
-                svc = state.services.setdefault(name, ServiceState(name, volumes=list(spec.volumes)))
-                svc.containers.append(_container(env, spec, decl, ctx.variables(host.name, name), host.name, site))
-        first_host = ctx.hosts_of(name)[0]
-        variables = ctx.variables(first_host, name)
-        jobs: list[JobSpec] = [_database_job(spec, site, ctx)] if spec.databases else []
-        for job in spec.jobs:
-            base = next(c for c in hosts[first_host].services[name].containers if c.name == job.container)
-            extra = [_render_file(env, spec, f, variables, first_host, site) for f in job.files]
-            command = _command(_render_string(env, job.command, variables, f"{name}.jobs.{job.name}"))
-            container = ContainerSpec(**{**asdict(base), "files": base.files + extra, "command": command,
-                                         "user": job.user, "name": f"{name}_{job.name}", "healthcheck": {}})
-            container.files = base.files + extra
-            jobs.append(JobSpec(name=f"{name}.{job.name}", service=name, phase=job.phase, run=job.run,
-                                container=container))
-        # One-shot jobs run once per deployment, on the first host of the service.
-        hosts[first_host].services[name].jobs = jobs
-        # A host gets only the service volumes its own containers and jobs mount.
-        for state in hosts.values():
-            if name in state.services:
-                svc = state.services[name]
-                mounted = {entry.split(":", 1)[0] for c in [*svc.containers, *(j.container for j in svc.jobs)]
-                           for entry in c.volumes}
-                svc.volumes = [v for v in svc.volumes if v in mounted]
-        if spec.registration:
-            reg = _render_string(env, spec.registration, variables, f"{name}.registration")
+            for host in planner.hosts_of(spec, cname):
+                container = planner.render_container(spec, decl, host, planner.variables(spec, host))
+                rendered[(name, cname, host)] = container
+                service_state(host, spec).containers.append(container)
+    registrations: dict[str, Registration] = {}
+    checks: list[VerifyCheck] = []
+    for name in planner.order:
+        spec = site.services[name]
+        # Provision jobs: a provider makes what this service asked for (its databases, its users).
+        for capability, providers in planner.bindings[name].items():
+            for provider_name in providers:
+                provider = site.services[provider_name]
+                provides = provider.provides[capability]
+                if provides.provision is None or provider_name == name:
+                    continue
+                entries = planner.request_of(spec, capability, planner.hosts_of(spec, next(iter(spec.containers)))[0]
+                                             if spec.containers else "", provider)
+                if not entries:
+                    continue
+                provider_host = planner.hosts_of(provider, provides.container)[0]
+                variables = {**planner.variables(provider, provider_host), "requests": entries, "consumer": name}
+                base = planner.render_container(provider, provider.containers[provides.container], provider_host,
+                                                planner.variables(provider, provider_host))
+                job = planner.job(provider, provides.provision.job, base, variables, provider_host, provider,
+                                  capability, name, keep_volumes=False)
+                job.data = [f"{provider_host}/{provides.data}"] if provides.data else []
+                service_state(provider_host, spec).jobs.append(job)
+        # The service's own jobs, each beside the container it names.
+        data = _data_of(planner, spec)
+        for job_decl in spec.jobs:
+            host = planner.hosts_of(spec, job_decl.container)[0]
+            base = rendered[(name, job_decl.container, host)]
+            job = planner.job(spec, job_decl, base, planner.variables(spec, host), host, spec, job_decl.name, name)
+            mounts = [f"{host}/{entry.split(':', 1)[0]}" for entry in base.volumes]
+            job.data = sorted(set(mounts) | set(data))
+            service_state(host, spec).jobs.append(job)
+        if spec.registration is not None:
+            reg = spec.registration
+            host = planner.hosts_of(spec, reg.container)[0]
+            variables = planner.variables(spec, host)
             registrations[name] = Registration(
-                service=reg.get("name", name), type=reg["type"], description=reg.get("description", ""),
-                endpoints=reg.get("endpoints", {}),
-                users=[{**u, "password": site.passwords[u["password"]]} for u in reg.get("users", [])])
-    secrets = sorted({v for v in site.passwords.values() if len(v) >= 6}, key=len, reverse=True)
-    admin = {"auth_url": f"http://{ctx.address_of('keystone')}:5000/v3" if "keystone" in site.enabled else "",
-             "username": "admin", "password": site.passwords.get("keystone_admin_password", ""),
-             "project_name": "admin", "region_name": str(site.globals["region_name"])}
-    return DesiredState(order=order, hosts=hosts, registrations=registrations, secrets=secrets, admin=admin)
+                service=reg.name, type=reg.type, description=reg.description,
+                region=str(site.globals["region_name"]),
+                endpoints=planner.render(spec, reg.endpoints, variables, "registration.endpoints"),
+                users=planner.render(spec, reg.users, variables, "registration.users"))
+        for check in spec.verify:
+            if not set(check.when) <= {c for s in planner.order for c in site.services[s].provides}:
+                continue
+            host = planner.hosts_of(spec, check.container)[0]
+            params = planner.render(spec, check.params, planner.variables(spec, host), f"verify.{check.name}")
+            checks.append(VerifyCheck(name, check.name, check.check, params))
+    # A host gets only the service volumes its own containers and jobs mount.
+    for host_state in hosts.values():
+        for name, svc in host_state.services.items():
+            mounted = {entry.split(":", 1)[0] for c in [*svc.containers, *(j.spec for j in svc.jobs if j.spec)]
+                       for entry in c.volumes}
+            svc.volumes = [v for v in site.services[name].volumes if v in mounted]
+    secrets = site_secrets(site)
+    candidates = secrets + ([site.registry_auth()["password"]] if site.registry_auth() else [])
+    for host_state in hosts.values():
+        host_state.secrets = secrets_in(json.dumps(dataclasses.asdict(host_state)), candidates)
+    provided = {c for s in planner.order for c in site.services[s].provides}
+    identity: dict[str, str] = {}
+    if "identity" in provided:
+        view = next(v for s in planner.order
+                    if "identity" in site.services[s].provides
+                    for v in [planner.view(site.services[s], "", "identity", [s])] if v)
+        identity = {k: str(view[k]) for k in ("auth_url", "admin_username", "admin_password", "admin_project",
+                                               "region")}
+    return DesiredState(site.site_id, planner.order, planner.depends, hosts, registrations, identity, secrets,
+                        checks, provided)
+
+
+def _data_of(planner: Planner, spec: ServiceSpec) -> list[str]:
+    """The data a service's jobs initialise elsewhere: each required provider's data volume."""
+    keys = []
+    for capability, providers in planner.bindings[spec.name].items():
+        if spec.consumes[capability].optional:
+            continue
+        for provider_name in providers:
+            provider = planner.services[provider_name]
+            provides = provider.provides[capability]
+            if provides.data and provider_name != spec.name:
+                keys.append(f"{planner.hosts_of(provider, provides.container)[0]}/{provides.data}")
+    return keys

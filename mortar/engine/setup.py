@@ -22,6 +22,7 @@ from mortar.errors import EngineError
 DAEMON_SETTINGS = {"bridge": "none", "iptables": False, "ip-forward": False}
 DAEMON_JSON = Path("/etc/docker/daemon.json")
 SOCKET = Path("/var/run/docker.sock")
+CERTS_DIR = Path("/etc/docker/certs.d")
 PID_FILE = Path("/run/mortar-dockerd.pid")
 LOG_FILE = Path("/var/log/mortar-dockerd.log")
 
@@ -87,15 +88,29 @@ def wanted_settings(insecure_registries: list[str] | tuple[str, ...] = ()) -> di
     return wanted
 
 
+def trust_registry_ca(registry: str, ca_pem: str, certs_dir: Path = CERTS_DIR) -> bool:
+    """Make the engine trust REGISTRY's certificate authority (read per connection: no restart).
+    True when the file changed."""
+    from mortar.files import write_private
+
+    directory = certs_dir / registry
+    path = directory / "ca.crt"
+    if path.is_file() and path.read_text() == ca_pem:
+        return False
+    directory.mkdir(parents=True, exist_ok=True)
+    write_private(path, ca_pem, mode=0o644)
+    return True
+
+
 def write_daemon_config(path: Path = DAEMON_JSON, wanted: dict = DAEMON_SETTINGS) -> bool:
     existing = read_daemon_config(path)
     merged = merged_daemon_config(existing, wanted)
     if merged == existing:
         return False
+    from mortar.files import write_private
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps(merged, indent=2, sort_keys=True) + "\n")
-    tmp.replace(path)
+    write_private(path, json.dumps(merged, indent=2, sort_keys=True) + "\n", mode=0o644)
     return True
 
 

@@ -1,27 +1,39 @@
 """The site registry: the `registry` image run on this machine's network, data in a named volume.
 
 It listens on the address hosts pull from (`docker_registry` in globals.yml), which must be
-an address of this machine; port 4000 because keystone owns 5000. No TLS and no auth: meant
-for a loopback address or a dedicated deployment network, and the hosts' engines are told to
-trust it by `mortar bootstrap-servers`.
+an address of this machine; port 4000 because keystone owns 5000. It speaks TLS with a
+certificate of the site CA (or the operator's) and asks every client for the site's
+registry password; its files reach it as any mortar container's do, through mortar-start.
+`docker_registry_insecure: true` runs it as plain HTTP without a password instead (for an
+isolated lab network only).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
+import ssl
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from mortar.agent.converge import write_config_dir
+from mortar.agent.wire import CONFIG_MOUNT, Container, File
+from mortar.engine.protocol import Engine, Mount, RunSpec
 from mortar.errors import EngineError, MortarError
+from mortar.registry.tls import RegistryTLS, htpasswd_line
 
 CONTAINER = "mortar_registry"
 VOLUME = "mortar_registry"
 LABEL = "org.mortar.registry"
+HASH_LABEL = "org.mortar.registry.config-hash"
 DEFAULT_ADDRESS = "127.0.0.1:4000"
 DATA_DIR = "/var/lib/docker-registry"
+TLS_DIR = "/etc/docker/registry"
 
 
 @dataclass
@@ -34,114 +46,133 @@ class RegistryStatus:
 
 def split_address(address: str) -> tuple[str, int]:
     host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536 or "://" in address:
         raise MortarError(f"'{address}' is not HOST:PORT", key="docker_registry",
                           fix="e.g. 127.0.0.1:4000, or this machine's address on the deployment network")
     return host, int(port)
 
 
-def catalog(address: str, timeout: float = 5) -> list[str]:
-    with urllib.request.urlopen(f"http://{address}/v2/_catalog?n=1000", timeout=timeout) as answer:
+def _context(ca: str) -> ssl.SSLContext:
+    context = ssl.create_default_context(cadata=ca) if ca else ssl.create_default_context()
+    return context
+
+
+def catalog(address: str, auth: tuple[str, str] | None, ca: str | None, timeout: float = 5) -> list[str]:
+    """The repositories the registry holds (HTTPS with CA when ca is not None)."""
+    scheme = "http" if ca is None else "https"
+    request = urllib.request.Request(f"{scheme}://{address}/v2/_catalog?n=1000")
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    with urllib.request.urlopen(request, timeout=timeout, context=_context(ca) if ca is not None else None) as answer:
         return list(json.load(answer).get("repositories") or [])
 
 
-def ensure_image(client, namespace: str, tag: str, log: Callable[[str], None]) -> str:
+def ensure_image(engine: Engine, namespace: str, tag: str, log: Callable[[str], None]) -> str:
     """The registry image's reference, built (with its parents) when missing."""
-    import docker.errors
-
-    from mortar.build.baseimage import ensure_base_image
-    from mortar.build.builder import Builder, BuildOptions, ImageTree
+    from mortar.builder.baseimage import ensure_base_image
+    from mortar.builder.builder import Builder, BuildOptions, ImageTree
 
     options = BuildOptions(namespace=namespace, tag=tag)
     ref = options.ref("registry")
-    try:
-        client.images.get(ref)
+    if engine.image(ref) is not None:
         return ref
-    except docker.errors.ImageNotFound:
-        pass
     log(f"building {ref}")
     tree = ImageTree(options)
-    tree.compute_identities(ensure_base_image(client, options.base_ref, options.base, True, log=log))
-    result = Builder(client, tree).run(["registry"])["registry"]
+    tree.compute_identities(ensure_base_image(engine, options.base_ref, options.base, True, log=log))
+    result = Builder(engine, tree).run(["registry"])["registry"]
     if result.status not in ("done", "cached"):
         raise EngineError(f"building {ref} failed: {result.error}", fix=f"see {result.log}")
     return ref
 
 
-def start(client, address: str, image: str, log: Callable[[str], None] = print, timeout: float = 60) -> str:
-    """Run the registry on ADDRESS (idempotent: a running one with the same settings is kept)."""
-    import docker.errors
-
+def container_spec(address: str, tls: RegistryTLS | None, username: str, password: str,
+                   existing_htpasswd: str = "") -> Container:
     host, port = split_address(address)
-    from mortar.deploy.prechecks import address_is_local
+    environment = {"REGISTRY_HTTP_ADDR": f"{host}:{port}"}
+    files: list[File] = []
+    if tls is not None:
+        environment.update(REGISTRY_HTTP_TLS_CERTIFICATE=f"{TLS_DIR}/tls.crt",
+                           REGISTRY_HTTP_TLS_KEY=f"{TLS_DIR}/tls.key",
+                           REGISTRY_AUTH="htpasswd", REGISTRY_AUTH_HTPASSWD_REALM="mortar",
+                           REGISTRY_AUTH_HTPASSWD_PATH=f"{TLS_DIR}/htpasswd")
+        files = [File(dest=f"{TLS_DIR}/tls.crt", owner="docker-registry", mode="0444", content=tls.certificate),
+                 File(dest=f"{TLS_DIR}/tls.key", owner="docker-registry", mode="0400", content=tls.key),
+                 File(dest=f"{TLS_DIR}/htpasswd", owner="docker-registry", mode="0400",
+                      content=htpasswd_line(username, password, existing_htpasswd))]
+    return Container(name=CONTAINER, service="registry", image="", user="docker-registry",
+                     command=["/usr/bin/docker-registry", "serve", f"{TLS_DIR}/config.yml"],
+                     environment=environment, files=files, volumes=[f"{VOLUME}:{DATA_DIR}"])
 
+
+def start(engine: Engine, address: str, image: str, state_dir: Path, tls: RegistryTLS | None, username: str,
+          password: str, log: Callable[[str], None] = print, timeout: float = 60) -> str:
+    """Run the registry on ADDRESS (idempotent: a running one with the same settings is kept)."""
+    from mortar.agent.hostchecks import address_is_local
+
+    host, _port = split_address(address)
     if not address_is_local(host):
         raise MortarError(f"{host} is not an address of this machine, so the registry cannot listen on it",
                           key="docker_registry",
                           fix="use one of this machine's addresses (`ip -br addr`) that every host reaches; "
                               "for the test bed, run `mortar testbed up` first (it adds 10.213.77.1)")
-    environment = {"REGISTRY_HTTP_ADDR": f"{host}:{port}"}
-    wanted_image = client.images.get(image).id
-    try:
-        current = client.containers.get(CONTAINER)
-        same = (current.attrs["Image"] == wanted_image and current.labels.get(LABEL) == address
-                and current.status == "running")
-        if same:
+    files_dir = state_dir / "registry" / "config"
+    old = files_dir / "htpasswd"
+    container = container_spec(address, tls, username, password, old.read_text() if old.is_file() else "")
+    container.image = image
+    image_info = engine.image(image)
+    assert image_info is not None
+    digest = hashlib.sha256((image_info.id + container.config_hash).encode()).hexdigest()
+    current = engine.container(CONTAINER)
+    if current is not None:
+        if current.labels.get(HASH_LABEL) == digest and current.status == "running":
             log(f"registry already running on {address}")
             return address
         log(f"replacing the registry container ({current.status}, serving {current.labels.get(LABEL) or '?'})")
-        current.remove(force=True)
-    except docker.errors.NotFound:
-        pass
-    client.containers.run(
-        image, name=CONTAINER, detach=True, network_mode="host", environment=environment,
-        command=["/usr/bin/docker-registry", "serve", "/etc/docker/registry/config.yml"],
-        user="docker-registry", volumes={VOLUME: {"bind": DATA_DIR, "mode": "rw"}},
-        labels={LABEL: address}, restart_policy={"Name": "unless-stopped"})
+        engine.remove(CONTAINER)
+    write_config_dir(files_dir, container.rendered_files())
+    engine.create(RunSpec(name=CONTAINER, image=image, labels={LABEL: address, HASH_LABEL: digest},
+                          mounts=[Mount(CONFIG_MOUNT, str(files_dir), "bind", read_only=True),
+                                  Mount(DATA_DIR, VOLUME, "volume")], restart="unless-stopped"))
+    engine.start(CONTAINER)
     deadline = time.monotonic() + timeout
+    auth = (username, password) if tls is not None else None
     while True:
         try:
-            catalog(address, timeout=2)
+            catalog(address, auth, tls.ca if tls is not None else None, timeout=2)
             break
-        except (OSError, urllib.error.URLError, ValueError) as exc:
+        except urllib.error.HTTPError as exc:
+            raise EngineError(f"the registry on {address} answered {exc.code} to its own password",
+                              fix="run `mortar registry start` again") from None
+        except (OSError, ValueError) as exc:
             if time.monotonic() > deadline:
-                logs = client.containers.get(CONTAINER).logs(tail=15).decode(errors="replace")
+                logs = engine.logs(CONTAINER, tail=15)
                 raise EngineError(f"the registry on {address} does not answer after {timeout:.0f}s ({exc})\n{logs}",
-                                  fix="check that the address is one of this machine's "
-                                      "(`ip -br addr`) and the port is free") from exc
+                                  fix="check that the address is one of this machine's (`ip -br addr`) and the "
+                                      "port is free") from None
             time.sleep(0.5)
-    log(f"registry running on {address} (data in volume {VOLUME})")
+    log(f"registry running on {address} ({'TLS, password' if tls else 'plain HTTP'}; data in volume {VOLUME})")
     return address
 
 
-def stop(client, remove_data: bool, log: Callable[[str], None] = print) -> None:
-    import docker.errors
-
-    try:
-        client.containers.get(CONTAINER).remove(force=True)
+def stop(engine: Engine, remove_data: bool, log: Callable[[str], None] = print) -> None:
+    if engine.remove(CONTAINER):
         log(f"removed container {CONTAINER}")
-    except docker.errors.NotFound:
+    else:
         log("no registry container")
-    if remove_data:
-        try:
-            client.volumes.get(VOLUME).remove()
-            log(f"removed volume {VOLUME} (every pushed image)")
-        except docker.errors.NotFound:
-            pass
+    if remove_data and engine.remove_volume(VOLUME):
+        log(f"removed volume {VOLUME} (every pushed image)")
 
 
-def status(client) -> RegistryStatus:
-    import docker.errors
-
-    try:
-        container = client.containers.get(CONTAINER)
-    except docker.errors.NotFound:
+def status(engine: Engine, auth: tuple[str, str] | None, ca: str | None) -> RegistryStatus:
+    container = engine.container(CONTAINER)
+    if container is None:
         return RegistryStatus(False)
     address = container.labels.get(LABEL, "")
-    result = RegistryStatus(container.status == "running", address, container.attrs["Config"]["Image"])
+    result = RegistryStatus(container.status == "running", address, container.image_id[:19])
     if result.running:
         try:
-            result.repositories = catalog(address)
+            result.repositories = catalog(address, auth, ca)
         except (OSError, urllib.error.URLError, ValueError):
             result.repositories = None
     return result

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 DEFAULT_SPEC = "/var/lib/mortar/config/spec.json"
-TOP_KEYS = {"command", "user", "environment", "workdir", "directories", "files"}
+TOP_KEYS = {"command", "user", "environment", "workdir", "directories", "files", "output"}
 DIR_KEYS = {"path", "owner", "mode", "recurse"}
 FILE_KEYS = {"source", "dest", "owner", "mode", "optional"}
 
@@ -40,6 +40,7 @@ class Spec:
     workdir: str | None
     directories: list[dict[str, Any]]
     files: list[dict[str, Any]]
+    output: str | None = None
 
 
 @dataclass
@@ -63,12 +64,16 @@ It is JSON, or YAML when named *.yaml/*.yml (needs python3-yaml). Example:
    "directories": [{{"path": "/var/log/keystone", "owner": "keystone:keystone",
                     "mode": "0750", "recurse": false}}],
    "files": [{{"source": "keystone.conf", "dest": "/etc/keystone/keystone.conf",
-              "owner": "keystone", "mode": "0640", "optional": false}}]}}
+              "owner": "keystone", "mode": "0640", "optional": false}}],
+   "output": "/var/lib/mortar/output/output.log"}}   (optional: append all output there)
 
 Relative sources are relative to the spec's directory; a source directory is copied
 recursively (its subdirectories get the mode plus x where r is set). Owners are user or
 user:group, names or numbers; the group defaults to the user's primary group. Modes are
-quoted octal strings. Files are replaced atomically; their contents are never logged.
+quoted octal strings. Files are replaced atomically; their contents are never logged, and
+neither are the command's arguments or environment (they may carry secrets): only the
+program's name is. With "output", everything mortar-start and the command print goes to
+that file (opened as root before privileges drop) instead of the container's log.
 
 Exit status: 2 bad spec, 1 failure (with --check: something differs), 127 command not
 found; otherwise the command's own status."""
@@ -199,6 +204,9 @@ def validate(raw: dict[str, Any], base_dir: str) -> Spec:
             }
         )
     workdir = raw.get("workdir")
+    output = raw.get("output")
+    if output is not None and (not isinstance(output, str) or not os.path.isabs(output)):
+        raise SpecError("spec: 'output' must be an absolute path")
     return Spec(
         command,
         user,
@@ -206,6 +214,7 @@ def validate(raw: dict[str, Any], base_dir: str) -> Spec:
         str(workdir) if workdir else None,
         directories,
         files,
+        output,
     )
 
 
@@ -333,12 +342,24 @@ def exec_command(spec: Spec) -> int:
         env.update(HOME=pw.pw_dir, USER=pw.pw_name, LOGNAME=pw.pw_name)
     if spec.workdir:
         os.chdir(spec.workdir)
-    log(f"exec as {spec.user or os.geteuid()}: {shlex.join(spec.command)}")
+    # Only the program: arguments and environment may carry secrets.
+    log(f"exec as {spec.user or os.geteuid()}: {spec.command[0]} ({len(spec.command) - 1} argument(s))")
     try:
         os.execvpe(spec.command[0], spec.command, env)
     except OSError as e:
         log(f"error: cannot run {spec.command[0]!r}: {e.strerror}")
     return 127
+
+
+def redirect_output(path: str) -> None:
+    """Send this process's (and so the command's) stdout and stderr to PATH, appending."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -364,6 +385,8 @@ def main(argv: list[str] | None = None) -> int:
     path = args.spec or os.environ.get("MORTAR_SPEC") or DEFAULT_SPEC
     try:
         spec = validate(load_spec(path), os.path.dirname(os.path.abspath(path)))
+        if spec.output and not args.check:
+            redirect_output(spec.output)
         actions = plan(spec)
         if args.check:
             problems = check(actions)

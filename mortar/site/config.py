@@ -1,4 +1,4 @@
-"""The operator's site: globals.yml (schema-checked), passwords.yml, inventory, overrides.
+"""The operator's site: globals.yml (schema-checked), passwords.yml, the site id.
 
 All of it is read and validated before any host is touched; every error names the file,
 the key and the fix.
@@ -7,9 +7,13 @@ the key and the fix.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import os
+import re
 import secrets
+import stat
 import string
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,26 +22,69 @@ import yaml
 
 from mortar.catalogue.loader import OPTION_TYPES, ServiceSpec
 from mortar.errors import MortarError
+from mortar.files import load_yaml, read_text, write_private
 
 DEFAULT_CONFIG_DIR = Path(os.environ.get("MORTAR_CONFIG_DIR", "/etc/mortar"))
+SITE_ID_FILE = "site-id"
+_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+_NAMESPACE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
+_REGISTRY = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d+)")
+_SITE_ID = re.compile(r"[a-f0-9]{12}")
+
+
+def check_address(value: Any) -> str | None:
+    try:
+        ipaddress.ip_address(str(value))
+    except ValueError:
+        return "is not an IP address (e.g. 10.0.0.11 or 127.0.0.1)"
+    return None
+
+
+def check_registry(value: Any) -> str | None:
+    if value == "":
+        return None
+    text = str(value)
+    if "://" in text:
+        return "is a URL; give HOST:PORT only, without a scheme (e.g. 10.0.0.10:4000)"
+    match = _REGISTRY.fullmatch(text)
+    if not match or not 0 < int(match["port"]) < 65536:
+        return "is not HOST:PORT (e.g. 10.0.0.10:4000)"
+    return None
+
+
+def check_tag(value: Any) -> str | None:
+    return None if _TAG.fullmatch(str(value)) else "is not an image tag (letters, digits, '_', '.', '-'; no spaces)"
+
+
+def check_namespace(value: Any) -> str | None:
+    return None if _NAMESPACE.fullmatch(str(value)) else "is not an image namespace (lowercase, e.g. mortar)"
+
 
 # Keys every site has; services add their own (`options:` in service.yaml) and an
 # `enable_<service>` flag each.
 CORE_OPTIONS: dict[str, dict[str, Any]] = {
-    "api_address": {"type": "str", "default": "127.0.0.1",
+    "api_address": {"type": "str", "default": "127.0.0.1", "check": check_address,
                     "help": "address every API and infra service binds and is reached at"},
     "api_interface": {"type": "str", "default": "lo", "help": "interface that carries api_address"},
     "region_name": {"type": "str", "default": "RegionOne", "help": "keystone region of every endpoint"},
-    "docker_registry": {"type": "str", "default": "",
+    "docker_registry": {"type": "str", "default": "", "check": check_registry,
                         "help": "registry HOST:PORT every host pulls images from (`mortar registry start` runs one); "
                                 "empty: images are local to each host"},
-    "docker_registry_insecure": {"type": "bool", "default": True,
-                                 "help": "the registry speaks plain HTTP: engines are told to trust it"},
-    "image_namespace": {"type": "str", "default": "mortar", "help": "image namespace (as given to mortar build)"},
-    "image_tag": {"type": "str", "default": "2026.2", "help": "image tag (as given to mortar build)"},
+    "docker_registry_insecure": {"type": "bool", "default": False,
+                                 "help": "the registry speaks plain HTTP (an operator's own; mortar's registry "
+                                         "speaks TLS with the site CA)"},
+    "docker_registry_username": {"type": "str", "default": "mortar",
+                                 "help": "user every host pulls as (its password: docker_registry_password)"},
+    "image_namespace": {"type": "str", "default": "mortar", "check": check_namespace,
+                        "help": "image namespace (as given to mortar build)"},
+    "image_tag": {"type": "str", "default": "2026.2", "check": check_tag,
+                  "help": "image tag (as given to mortar build)"},
     "openstack_debug": {"type": "bool", "default": False, "help": "debug logging in every OpenStack service"},
-    "healthcheck_timeout": {"type": "int", "default": 180, "help": "seconds to wait for a container to be healthy"},
+    "healthcheck_timeout": {"type": "int", "default": 180, "min": 10,
+                            "help": "seconds to wait for a container to serve"},
 }
+# Secrets mortar itself uses (the catalogue's services add theirs).
+CORE_PASSWORDS = {"docker_registry_password": "password"}
 
 
 @dataclass
@@ -47,82 +94,97 @@ class Site:
     passwords: dict[str, str]
     services: dict[str, ServiceSpec]
     enabled: set[str] = field(default_factory=set)
+    site_id: str = ""
 
     def image_ref(self, image: str) -> str:
         prefix = f"{self.globals['docker_registry']}/" if self.globals["docker_registry"] else ""
         return f"{prefix}{self.globals['image_namespace']}/{image}:{self.globals['image_tag']}"
+
+    def registry_auth(self) -> dict[str, str]:
+        registry = str(self.globals["docker_registry"])
+        password = self.passwords.get("docker_registry_password", "")
+        if not registry or not password or self.globals["docker_registry_insecure"]:
+            return {}
+        return {"registry": registry, "username": str(self.globals["docker_registry_username"]),
+                "password": password}
 
 
 def schema(services: dict[str, ServiceSpec]) -> dict[str, dict[str, Any]]:
     keys = dict(CORE_OPTIONS)
     for spec in services.values():
         keys[f"enable_{spec.name}"] = {"type": "bool", "default": spec.enabled,
-                                       "help": f"deploy {spec.name} ({spec.description})"}
+                                       "help": f"deploy {spec.name} ({spec.description})"
+                                       + (f"; default: as enable_{spec.enabled_with}" if spec.enabled_with else "")}
         keys.update(spec.options)
     return keys
 
 
 def _type_ok(value: Any, kind: str) -> bool:
-    if kind == "int":
-        return isinstance(value, int) and not isinstance(value, bool)
+    if kind in ("int", "str"):
+        return isinstance(value, OPTION_TYPES[kind]) and not isinstance(value, bool)
     return isinstance(value, OPTION_TYPES[kind])
-
-
-def read_yaml(path: Path, *, required: bool = True, how_to_make: str = "mortar init") -> dict[str, Any]:
-    if not path.exists():
-        if required:
-            raise MortarError("file not found", file=str(path), fix=f"run `{how_to_make}` to write it")
-        return {}
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1}" if mark else None
-        raise MortarError(f"malformed YAML: {getattr(exc, 'problem', exc)}", file=str(path), key=where,
-                          fix="fix the YAML syntax") from exc
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise MortarError("must be a mapping of key: value", file=str(path))
-    return data
 
 
 def load_globals(path: Path, services: dict[str, ServiceSpec]) -> dict[str, Any]:
     keys = schema(services)
-    data = read_yaml(path)
+    data = load_yaml(path, what="globals.yml", how_to_make="mortar init")
     values = {key: decl["default"] for key, decl in keys.items()}
     for key, value in data.items():
-        if key not in keys:
+        if not isinstance(key, str) or key not in keys:
             close = difflib.get_close_matches(str(key), sorted(keys), n=1)
             hint = f"did you mean '{close[0]}'?" if close else "see `mortar init` for the known keys"
             raise MortarError("unknown key", file=str(path), key=str(key), fix=hint)
         decl = keys[key]
         if not _type_ok(value, decl["type"]):
             raise MortarError(f"must be of type {decl['type']}, not {type(value).__name__} ({value!r})",
-                              file=str(path), key=key)
+                              file=str(path), key=key, fix=f"e.g. {key}: {yaml.safe_dump(decl['default']).strip()}"
+                              .replace("\n...", ""))
         if "choices" in decl and value not in decl["choices"]:
             raise MortarError(f"'{value}' is not allowed", file=str(path), key=key,
                               fix=f"choose one of {', '.join(map(str, decl['choices']))}")
         if decl["type"] == "int" and value < decl.get("min", -(2**63)):
             raise MortarError(f"must be at least {decl['min']}", file=str(path), key=key)
+        problem = decl["check"](value) if "check" in decl else None
+        if problem:
+            raise MortarError(f"{value!r} {problem}", file=str(path), key=key)
         values[key] = value
+    # An unset enable_<x> of a service that follows another takes that one's value.
+    for spec in services.values():
+        if spec.enabled_with and f"enable_{spec.name}" not in data:
+            values[f"enable_{spec.name}"] = values[f"enable_{spec.enabled_with}"]
     return values
 
 
 def required_passwords(services: dict[str, ServiceSpec], enabled: set[str]) -> dict[str, str]:
-    needed: dict[str, str] = {}
+    needed: dict[str, str] = dict(CORE_PASSWORDS)
     for name in sorted(enabled):
         needed.update(services[name].passwords)
     return needed
 
 
+def check_private(path: Path) -> None:
+    """passwords.yml must be the operator's and root's only."""
+    try:
+        info = path.stat()
+    except OSError:
+        return
+    if stat.S_ISREG(info.st_mode) and info.st_mode & 0o077:
+        raise MortarError(f"is readable by others (mode {stat.S_IMODE(info.st_mode):04o}): it holds every secret "
+                          "of the cloud", file=str(path), fix=f"chmod 600 {path}")
+
+
 def load_passwords(path: Path, needed: dict[str, str]) -> dict[str, str]:
-    data = read_yaml(path, how_to_make="mortar genpwd")
-    missing = [key for key in needed if not data.get(key)]
+    data = load_yaml(path, what="passwords.yml", how_to_make="mortar genpwd")
+    check_private(path)
+    for key, value in data.items():
+        if not isinstance(key, str) or isinstance(value, dict | list) or isinstance(value, bool):
+            raise MortarError(f"must be a string, not {type(value).__name__}", file=str(path), key=str(key),
+                              fix="write every secret as `name: value` (quote values that look like numbers)")
+    missing = [key for key in needed if data.get(key) in (None, "")]
     if missing:
         raise MortarError(f"missing password{'s' if len(missing) > 1 else ''}: {', '.join(missing)}",
                           file=str(path), key=missing[0], fix="run `mortar genpwd` to fill them")
-    return {str(k): str(v) for k, v in data.items()}
+    return {str(k): str(v) for k, v in data.items() if v is not None}
 
 
 def generate_secret(kind: str) -> str:
@@ -138,30 +200,42 @@ def generate_secret(kind: str) -> str:
 
 def genpwd(path: Path, needed: dict[str, str]) -> list[str]:
     """Fill every missing secret; never overwrite a value that is there. Returns new keys."""
-    existing = read_yaml(path, required=False)
+    existing = load_yaml(path, what="passwords.yml", required=False)
     added = []
     for key, kind in sorted(needed.items()):
-        if not existing.get(key):
+        if existing.get(key) in (None, ""):
             existing[key] = generate_secret(kind)
             added.append(key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write("# Generated by `mortar genpwd`: every secret the enabled services need. Keep it safe.\n")
-        yaml.safe_dump(existing, out, default_flow_style=False, sort_keys=True)
-    os.chmod(tmp, 0o600)
-    tmp.replace(path)
+    text = ("# Generated by `mortar genpwd`: every secret the enabled services need. Keep it safe.\n"
+            + yaml.safe_dump(existing, default_flow_style=False, sort_keys=True))
+    write_private(path, text)
     return added
 
 
+def site_id(config_dir: Path, create: bool = True) -> str:
+    """The deployment's id: made once (a random hex string), kept in CONFIG_DIR/site-id."""
+    path = config_dir / SITE_ID_FILE
+    if path.exists() or path.is_symlink():
+        text = read_text(path, what="site id").strip()
+        if not _SITE_ID.fullmatch(text):
+            raise MortarError("is not a mortar site id (12 hex digits)", file=str(path),
+                              fix="restore it from a backup of the site; a new id would orphan the deployment")
+        return text
+    if not create:
+        return ""
+    value = uuid.uuid4().hex[:12]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_private(path, value + "\n", mode=0o644)
+    return value
+
+
 def load_site(config_dir: Path, services: dict[str, ServiceSpec]) -> Site:
+    if config_dir.exists() and not config_dir.is_dir():
+        raise MortarError("the site directory is not a directory", file=str(config_dir),
+                          fix="pass --config-dir DIR holding globals.yml, passwords.yml and inventory")
     values = load_globals(config_dir / "globals.yml", services)
     enabled = {name for name in services if values[f"enable_{name}"]}
-    for name in sorted(enabled):
-        for dep in services[name].depends:
-            if dep not in enabled:
-                raise MortarError(f"{name} needs {dep}, which is disabled", file=str(config_dir / "globals.yml"),
-                                  key=f"enable_{dep}", fix=f"set enable_{dep}: true or enable_{name}: false")
     passwords = load_passwords(config_dir / "passwords.yml", required_passwords(services, enabled))
-    return Site(config_dir=config_dir, globals=values, passwords=passwords, services=services, enabled=enabled)
+    return Site(config_dir=config_dir, globals=values, passwords=passwords, services=services, enabled=enabled,
+                site_id=site_id(config_dir))

@@ -8,6 +8,7 @@ naming the file and line.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import shlex
 import string
@@ -110,22 +111,9 @@ def _split_pattern(pattern: str, known: set[str]) -> list[str]:
 
 
 def load_inventory(path: Path) -> Inventory:
-    where = str(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise MortarError("inventory file not found", file=where,
-                          fix="pass -i PATH with an Ansible INI inventory (e.g. a copy of all-in-one)") from None
-    except IsADirectoryError:
-        raise MortarError("inventory is a directory, expected an INI file", file=where,
-                          fix="pass -i PATH/TO/FILE") from None
-    except UnicodeDecodeError as exc:
-        raise MortarError(f"inventory is not UTF-8 text ({exc.reason})", file=where,
-                          fix="save the inventory as UTF-8") from None
-    except OSError as exc:
-        raise MortarError(f"cannot read inventory: {exc.strerror}", file=where,
-                          fix="check the path and its permissions") from None
-    return parse_inventory(text, where)
+    from mortar.files import read_text
+
+    return parse_inventory(read_text(path, what="inventory", how_to_make="mortar init"), str(path))
 
 
 @dataclass
@@ -136,6 +124,7 @@ class _Parsed:
     group_vars: dict[str, dict[str, str]] = field(default_factory=dict)
     defined: dict[str, int] = field(default_factory=dict)
     vars_headers: dict[str, int] = field(default_factory=dict)
+    host_lines: dict[str, str] = field(default_factory=dict)
 
 
 def parse_inventory(text: str, path: str = "<inventory>") -> Inventory:
@@ -208,9 +197,12 @@ def _parse_host_line(line: str, group: str, parsed: _Parsed, path: str, where: s
         line_vars[key] = value
     members = parsed.direct.setdefault(group, [])
     for name in _expand_range(pattern, path, where):
+        if name in members:
+            raise MortarError(f"host {name!r} is listed twice in [{group}]", file=path, key=where,
+                              fix="keep one line per host in a group (put all its variables on it)")
         parsed.host_vars.setdefault(name, {}).update(line_vars)
-        if name not in members:
-            members.append(name)
+        parsed.host_lines.setdefault(name, where)
+        members.append(name)
 
 
 def _parse_child_line(line: str, group: str, parsed: _Parsed, path: str, where: str, lineno: int) -> None:
@@ -312,7 +304,51 @@ def _build(parsed: _Parsed, path: str) -> Inventory:
             merged.update(parsed.group_vars.get(group, {}))
         merged.update(own_vars)
         hosts[name] = Host(name=name, vars=merged)
+    _check_hosts(hosts, parsed.host_lines, path)
     return Inventory(path=path, hosts=hosts, groups=resolved)
+
+
+_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)")
+
+
+def valid_host_name(name: str) -> bool:
+    """A DNS host name (RFC 1123) or an IP address: what may name a host, a file and a shell word."""
+    try:
+        ipaddress.ip_address(name)
+        return True
+    except ValueError:
+        pass
+    return 0 < len(name) <= 253 and all(_LABEL.fullmatch(label) for label in name.split("."))
+
+
+def _check_hosts(hosts: dict[str, Host], lines: dict[str, str], path: str) -> None:
+    owners: dict[str, str] = {}
+    for name, host in hosts.items():
+        where = lines.get(name)
+        if not valid_host_name(name):
+            raise MortarError(f"{name!r} is not a valid host name", file=path, key=where,
+                              fix="host names use letters, digits, '-' and '.' (or are IP addresses); "
+                                  "put the address in ansible_host=")
+        port = host.vars.get("ansible_port")
+        if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
+            raise MortarError(f"host {name}: ansible_port {port!r} is not a port number (1-65535)", file=path,
+                              key=where, fix="write ansible_port=22, or leave it out")
+        target = host.vars.get("ansible_host")
+        if target is not None and not valid_host_name(target):
+            raise MortarError(f"host {name}: ansible_host {target!r} is not a host name or IP address", file=path,
+                              key=where, fix="write ansible_host=ADDRESS")
+        address = host.vars.get("api_address")
+        if address is not None:
+            try:
+                ipaddress.ip_address(address)
+            except ValueError:
+                raise MortarError(f"host {name}: api_address {address!r} is not an IP address", file=path,
+                                  key=where, fix="write api_address=10.0.0.11, the address its services bind") from None
+            if address in owners:
+                raise MortarError(f"hosts {owners[address]} and {name} both have api_address {address}", file=path,
+                                  key=where, fix="give every host its own address (a host listed under two "
+                                                 "names is one host: use one name)")
+            owners[address] = name
 
 
 def _resolve(group: str, parsed: _Parsed, resolved: dict[str, list[str]], stack: list[str], path: str) -> list[str]:

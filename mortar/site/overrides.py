@@ -10,15 +10,17 @@ from __future__ import annotations
 
 import copy
 import difflib
+import json
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from mortar.errors import MortarError
+from mortar.files import parse_yaml, read_text
 
 BASE_NAME = "<rendered template>"
-KINDS = ("ini", "yaml", "replace")
+KINDS = ("ini", "yaml", "json", "replace")
 
 # section -> lowercased key -> (key as first written, one value per line that set it)
 _Ini = dict[str, dict[str, tuple[str, list[str]]]]
@@ -109,14 +111,31 @@ def merge_yaml(base: str, *overrides: tuple[str, str], base_name: str = BASE_NAM
 
 
 def _load_yaml(text: str, source: str) -> Any:
+    return parse_yaml(text, source)
+
+
+def merge_json(base: str, *overrides: tuple[str, str], base_name: str = BASE_NAME) -> str:
+    data = _load_json(base, base_name)
+    for source, text in overrides:
+        if text.strip():
+            data = _deep_merge(data, _load_json(text, source))
+    return json.dumps(data, indent=2, sort_keys=False) + "\n"
+
+
+def _load_json(text: str, source: str) -> Any:
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise MortarError(f"invalid YAML: {problem}", file=source,
-                          key=f"line {mark.line + 1}" if mark is not None else None,
-                          fix="fix the YAML syntax (check indentation and quoting)") from None
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise MortarError(f"invalid JSON: {exc.msg}", file=source, key=f"line {exc.lineno}",
+                          fix="fix the JSON syntax") from None
+
+
+def check_replacement(text: str, source: str, dest: str) -> None:
+    """A whole-file replacement must at least parse as what the file is (policy files are YAML)."""
+    if dest.endswith((".yaml", ".yml")):
+        parse_yaml(text, source)
+    elif dest.endswith(".json"):
+        _load_json(text, source)
 
 
 def _deep_merge(base: Any, override: Any) -> Any:
@@ -135,20 +154,15 @@ def override_sources(config_dir: Path, service: str, filename: str, host: str, *
 
 
 def _read(path: Path) -> str:
-    if not path.is_file():
+    if path.exists() and not path.is_file():
         raise MortarError("override path is not a regular file", file=str(path),
                           fix="overrides are files; move or rename whatever is there")
-    try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise MortarError(f"override is not UTF-8 text ({exc.reason})", file=str(path),
-                          fix="save the file as UTF-8") from None
-    except OSError as exc:
-        raise MortarError(f"cannot read override: {exc.strerror}", file=str(path),
-                          fix="check the file's permissions") from None
+    return read_text(path, what="override")
 
 
-def check_override_tree(config_dir: Path, services: set[str], hosts: set[str]) -> None:
+def check_override_tree(config_dir: Path, files: dict[str, set[str]], hosts: set[str]) -> None:
+    """Every override names a known service, host and rendered file; FILES: service -> file names."""
+    services = set(files)
     if not config_dir.exists():
         return
     if not config_dir.is_dir():
@@ -158,7 +172,7 @@ def check_override_tree(config_dir: Path, services: set[str], hosts: set[str]) -
         if entry.is_dir():
             if entry.name not in services:
                 raise _unknown("service", entry, services)
-            _check_service_dir(entry, hosts)
+            _check_service_dir(entry, hosts, files[entry.name])
         elif entry.suffix == ".conf":
             if entry.stem != "global" and entry.stem not in services:
                 raise _unknown("service", entry, services | {"global"}, entry.stem)
@@ -171,9 +185,11 @@ def check_override_tree(config_dir: Path, services: set[str], hosts: set[str]) -
                               fix="top-level overrides are global.conf, <service>.conf or <service>/")
 
 
-def _check_service_dir(service_dir: Path, hosts: set[str]) -> None:
+def _check_service_dir(service_dir: Path, hosts: set[str], files: set[str]) -> None:
     for entry in _entries(service_dir):
         if not entry.is_dir():
+            if entry.name not in files:
+                raise _unknown(f"file of {service_dir.name}", entry, files)
             continue
         if entry.name not in hosts:
             raise _unknown("host", entry, hosts)
@@ -181,6 +197,8 @@ def _check_service_dir(service_dir: Path, hosts: set[str]) -> None:
             if inner.is_dir():
                 raise MortarError("unexpected directory in a per-host override directory", file=str(inner),
                                   fix="a host directory holds only files named like the rendered files")
+            if inner.name not in files:
+                raise _unknown(f"file of {service_dir.name}", inner, files)
 
 
 def _entries(directory: Path) -> list[Path]:
@@ -200,13 +218,17 @@ def _unknown(what: str, entry: Path, known: set[str], name: str | None = None) -
     return MortarError(f"unknown {what} {name!r} in override path", file=str(entry), fix=fix)
 
 
-def apply_overrides(rendered: str, kind: str, sources: list[tuple[str, str]]) -> str:
+def apply_overrides(rendered: str, kind: str, sources: list[tuple[str, str]], dest: str = "") -> str:
     if not sources:
         return rendered
     if kind == "ini":
         return merge_ini(rendered, *sources)
     if kind == "yaml":
         return merge_yaml(rendered, *sources)
+    if kind == "json":
+        return merge_json(rendered, *sources)
     if kind == "replace":
-        return sources[-1][1]
+        source, text = sources[-1]
+        check_replacement(text, source, dest)
+        return text
     raise MortarError(f"unknown override kind {kind!r}", key="kind", fix=f"use one of {', '.join(KINDS)}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 
+from mortar.engine.protocol import Engine
 from mortar.errors import EngineError
 
 REPOSITORY = "mortar-testbed/node"
@@ -176,34 +177,23 @@ def image_ref() -> str:
     return f"{REPOSITORY}:{content_hash()}"
 
 
-def ensure_node_image(client, log: Callable[[str], None] = print) -> str:
+def ensure_node_image(engine: Engine, log: Callable[[str], None] = print) -> str:
     """The node image's reference: the local one when present, else built now (about a minute)."""
-    import docker.errors
-
-    from mortar.build.baseimage import ensure_base_image
-    from mortar.build.builder import context_tar
+    from mortar.builder.baseimage import ensure_base_image
+    from mortar.builder.builder import context_tar
 
     ref = image_ref()
-    try:
-        client.images.get(ref)
+    if engine.image(ref) is not None:
         return ref
-    except docker.errors.ImageNotFound:
-        pass
-    ensure_base_image(client, BASE_IMAGE, BASE_SUITE, True, log=log)
+    ensure_base_image(engine, BASE_IMAGE, BASE_SUITE, True, log=log)
     log(f"building {ref} from {BASE_IMAGE}")
     tail: list[str] = []
+
+    def output(text: str) -> None:
+        tail[:] = (tail + text.splitlines())[-15:]
+
     try:
-        stream = client.api.build(
-            fileobj=context_tar(DOCKERFILE, context_files()), custom_context=True, tag=ref, rm=True,
-            forcerm=True, network_mode="host", pull=False, labels={IMAGE_LABEL: content_hash()}, decode=True)
-        for chunk in stream:
-            if "stream" in chunk:
-                tail = (tail + chunk["stream"].splitlines())[-15:]
-            if "error" in chunk:
-                raise EngineError(f"building the test bed node image failed: {chunk['error'].strip()}\n"
-                                  + "\n".join(tail))
-    except EngineError:
-        raise
-    except Exception as exc:  # transport errors from the SDK
-        raise EngineError(f"engine error while building the test bed node image: {exc}") from exc
+        engine.build(context_tar(DOCKERFILE, context_files()), ref, {IMAGE_LABEL: content_hash()}, False, output)
+    except EngineError as exc:
+        raise EngineError(f"building the test bed node image failed: {exc}\n" + "\n".join(tail)) from None
     return ref

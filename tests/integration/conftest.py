@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mortar.build.builder import Builder, BuildOptions, ImageTree
+from mortar.builder.builder import Builder, BuildOptions, ImageTree
 
 NAMESPACE = "mortar-test"
 TAG = "it"
@@ -43,7 +43,7 @@ def engine():
 
 
 def build(engine, names: list[str], logs: Path, **overrides):
-    from mortar.build.baseimage import ensure_base_image
+    from mortar.builder.baseimage import ensure_base_image
 
     options = BuildOptions(namespace=NAMESPACE, tag=overrides.pop("tag", TAG), logs_dir=logs, **overrides)
     tree = ImageTree(options)

@@ -144,7 +144,7 @@ def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, keysto
 def test_push_to_a_local_registry(engine, keystone_build, tmp_path):
     import urllib.request
 
-    from mortar.build.status import StatusBoard
+    from mortar.builder.status import StatusBoard
 
     _, results = build(engine, ["registry"], tmp_path / "logs")
     assert results["registry"].status in ("done", "cached"), results["registry"].error

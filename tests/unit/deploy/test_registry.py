@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mortar.build.builder import daemon_trusts
+from mortar.builder.builder import daemon_trusts
 from mortar.errors import MortarError
 from mortar.registry import server
 

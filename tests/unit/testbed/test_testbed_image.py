@@ -8,7 +8,7 @@ import tarfile
 
 import pytest
 
-from mortar.build.builder import context_tar
+from mortar.builder.builder import context_tar
 from mortar.testbed import image
 
 

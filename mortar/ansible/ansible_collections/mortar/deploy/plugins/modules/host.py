@@ -1,41 +1,41 @@
 #!/usr/bin/python
 # ruff: noqa: E402 - Ansible modules put DOCUMENTATION before their imports
-"""Ansible module: one step of mortar's converge code on this host."""
+"""Ansible module: one step of mortar's host agent on this host."""
 
 from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: host
-short_description: Converge a host to the state mortar computed for it
+short_description: Run one step of mortar's host agent on this host
 description:
-  - Runs one step of mortar's per-host converge code (the same Python the local executor
-    runs) against this host's Docker Engine, and reports what changed.
-  - The desired state is a JSON file written by mortar (mode 0600: it holds rendered
-    config files); the mortar library is a zip of mortar's pure-Python host code.
+  - Runs one registered step of mortar's host agent (the same Python the local executor
+    runs) against this host's container engine, and reports what it saw and changed.
+  - The steps are those of the agent's registry (mortar.agent.steps), e.g. plan, prepare,
+    provision, before, containers, after, pull, stop, destroy, prechecks, engine; an unknown
+    step fails with the list the agent knows.
+  - The desired state is a JSON file written by mortar (mode 0600: it holds this host's
+    rendered config files and only the secrets they use).
 options:
+  lib:
+    description: Path of the mortar agent zip on the host.
+    required: true
+    type: path
   step:
-    description: What to do.
+    description: The agent step to run.
     required: true
     type: str
-    choices: [plan, prepare, before, containers, after, pull, stop, destroy, prechecks, engine]
+  host:
+    description: This host's inventory name.
+    required: true
+    type: str
   state:
-    description: Path of the desired-state JSON file on the host.
+    description: Path of the desired-state JSON file on the host (absent before the first deploy).
     type: path
     default: /var/lib/mortar/desired.json
-  lib:
-    description: Path of the mortar library zip on the host.
-    required: true
-    type: path
-  services:
-    description: Services of this step (apply phases only).
-    type: list
-    elements: str
-    default: []
-  force_jobs:
-    description: Jobs to run even if their inputs did not change (run-always jobs of changed services).
-    type: list
-    elements: str
-    default: []
+  request:
+    description: The controller's request for this step (wire format; no secrets).
+    type: dict
+    default: {}
   state_dir:
     description: Where mortar keeps rendered files and job records on the host.
     type: path
@@ -44,30 +44,20 @@ options:
     description: Where job logs go on the host.
     type: path
     default: /var/log/mortar/deploy
-  insecure_registries:
-    description: Plain-HTTP registries the engine must trust (step engine).
-    type: list
-    elements: str
-    default: []
 author: mortar developers
 """
 
 RETURN = r"""
 report:
-  description: host, step, changed, lines (what was done), actions (step plan).
+  description: The agent's step report (wire format) - lines, actions, facts, checks, failure.
   type: dict
   returned: always
-checks:
-  description: prechecks results (ok, what, fix).
-  type: list
-  returned: when step is prechecks
 """
 
 import contextlib
 import io
-import json
+import os
 import sys
-import traceback
 
 from ansible.module_utils.basic import AnsibleModule
 
@@ -77,74 +67,44 @@ def run(module: AnsibleModule) -> dict:
     sys.path.insert(0, params["lib"])
     from pathlib import Path
 
-    from mortar.deploy import converge
-    from mortar.deploy.model import host_state_from_dict
+    from mortar.agent import steps, wire
+    from mortar.engine import connect
 
-    step = params["step"]
-    if step == "engine":
-        from mortar.engine.setup import setup_engine
-
-        report = setup_engine(params["insecure_registries"], restart=True)
-        changed = report.installed or report.config_changed or report.started != "already running"
-        return {"changed": changed, "report": {"host": "", "step": step, "changed": changed, "actions": [],
-                                               "lines": [f"engine {report.started}"] if changed else []}}
-    with open(params["state"]) as handle:
-        data = json.load(handle)
-    host = host_state_from_dict(data["host"])
-    secrets = data["secrets"]
-    state_dir = Path(params["state_dir"])
-    if step == "prechecks":
-        from mortar.deploy.prechecks import host_checks
-
-        checks = host_checks(host)
-        return {"changed": False, "checks": [vars(c) for c in checks]}
-    import docker
-
-    engine = docker.from_env(timeout=120)
-    if step == "plan":
-        result = converge.plan_host(engine, host, state_dir, secrets)
-    elif step == "prepare":
-        result = converge.prepare_host(engine, host, state_dir, secrets)
-    elif step in ("before", "containers", "after"):
-        result = converge.apply_phase(engine, host, params["services"], step, params["force_jobs"], state_dir,
-                                      secrets, float(data["timeout"]), Path(params["log_dir"]))
-    elif step == "pull":
-        result = converge.pull_images(engine, host)
-    elif step == "stop":
-        result = converge.stop_host(engine, host, data["order"])
+    if os.path.exists(params["state"]):
+        with open(params["state"]) as handle:
+            host = wire.loads(wire.HostState, handle.read(), params["state"])
     else:
-        result = converge.destroy_host(engine, host.site, state_dir)
-    result.host = host.host
-    return {"changed": result.changed, "report": result.to_dict()}
+        host = wire.HostState(params["host"], "")
+    request = wire.decode(wire.StepRequest, params["request"] or {}, "request")
+    report = steps.dispatch(params["step"], request, host, Path(params["state_dir"]), Path(params["log_dir"]),
+                            connect)
+    report.host = params["host"]
+    return {"changed": report.changed, "report": wire.encode(report),
+            "failure": report.failure.text() if report.failure else ""}
 
 
 def main() -> None:
     module = AnsibleModule(
         argument_spec={
-            "step": {"type": "str", "required": True,
-                     "choices": ["plan", "prepare", "before", "containers", "after", "pull", "stop", "destroy",
-                                 "prechecks", "engine"]},
-            "state": {"type": "path", "default": "/var/lib/mortar/desired.json"},
             "lib": {"type": "path", "required": True},
-            "services": {"type": "list", "elements": "str", "default": []},
-            "force_jobs": {"type": "list", "elements": "str", "default": []},
+            "step": {"type": "str", "required": True},
+            "host": {"type": "str", "required": True},
+            "state": {"type": "path", "default": "/var/lib/mortar/desired.json"},
+            "request": {"type": "dict", "default": {}},
             "state_dir": {"type": "path", "default": "/var/lib/mortar"},
             "log_dir": {"type": "path", "default": "/var/log/mortar/deploy"},
-            "insecure_registries": {"type": "list", "elements": "str", "default": []},
         },
         supports_check_mode=False,
     )
-    # Anything the library prints would corrupt the module's JSON answer.
+    # Nothing the agent prints may corrupt the module's JSON answer.
     captured = io.StringIO()
-    try:
-        with contextlib.redirect_stdout(captured):
-            result = run(module)
-    except Exception as exc:  # noqa: BLE001 - every failure goes back to mortar as a message
-        if hasattr(exc, "fix"):
-            module.fail_json(msg=str(exc))
-        module.fail_json(msg=f"{type(exc).__name__}: {exc}", exception=traceback.format_exc())
+    with contextlib.redirect_stdout(captured):
+        result = run(module)
     if captured.getvalue().strip():
-        result.setdefault("report", {}).setdefault("lines", []).append(captured.getvalue().strip())
+        result["report"].setdefault("lines", []).append(captured.getvalue().strip()[-2000:])
+    if result["failure"]:
+        module.fail_json(msg=result.pop("failure"), **result)
+    result.pop("failure")
     module.exit_json(**result)
 
 

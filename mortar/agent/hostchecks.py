@@ -1,0 +1,101 @@
+"""Prechecks on the host being checked: engine, images, address, ports, disk, memory. Changes nothing."""
+
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+import socket
+
+from mortar.agent import facts as F
+from mortar.agent.wire import Check, HostState
+from mortar.engine.dockerengine import split_ref
+from mortar.engine.protocol import Engine
+
+MIN_FREE_DISK_GB = 5
+MIN_AVAILABLE_MEMORY_GB = 2
+
+
+def port_in_use(address: str, port: int) -> bool:
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((address.strip("[]"), port))
+        except OSError as exc:
+            # Not an address of this host: the service could never bind it.
+            return exc.errno in (errno.EADDRINUSE, errno.EADDRNOTAVAIL)
+    return False
+
+
+def address_is_local(address: str) -> bool:
+    """Whether this machine has ADDRESS (IPv4, or IPv6 with or without brackets): bind, send nothing."""
+    family = socket.AF_INET6 if ":" in address else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((address.strip("[]"), 0))
+        except OSError:
+            return False
+    return True
+
+
+def available_memory_gb() -> float:
+    with open("/proc/meminfo") as meminfo:
+        for line in meminfo:
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) / 1024 / 1024
+    return 0.0
+
+
+def image_problem(engine: Engine, host: HostState, ref: str) -> str:
+    """'' when REF is usable on this host, else what is wrong with it."""
+    local = engine.image(ref)
+    pin = host.image_pins.get(ref)
+    if local is not None and (not pin or f"{split_ref(ref)[0]}@{pin}" in local.repo_digests):
+        return ""
+    found = engine.registry_digest(ref, host.registry_auth or None)
+    if found is None:
+        return f"{ref} (not on the host, not in the registry)"
+    if pin and found != pin:
+        return f"{ref} (the registry holds {found[:19]}…, not the {pin[:19]}… mortar pushed)"
+    return ""
+
+
+def host_checks(state: HostState, engine: Engine) -> list[Check]:
+    name = state.host
+    try:
+        engine.ping()
+    except Exception as exc:  # noqa: BLE001 - reported as a failed check
+        return [Check(False, f"{name}: container engine reachable ({exc})",
+                      "run `mortar bootstrap-servers` (or `mortar engine setup` on this machine)")]
+    checks = [Check(True, f"{name}: container engine reachable")]
+    refs = state.images()
+    problems = [p for p in (image_problem(engine, state, ref) for ref in refs) if p]
+    checks.append(Check(not problems, f"{name}: {len(refs)} images present or pullable" +
+                        (f"; missing: {', '.join(problems)}" if problems else ""),
+                        "build them (`mortar build`), and with a registry push them (`--push`)"))
+    local = address_is_local(state.address)
+    checks.append(Check(local, f"{name}: api_address {state.address} is an address of this host",
+                        "set api_address for this host in the inventory to one of its own addresses"))
+    if local:
+        ours = {c.name: c for c in engine.containers({F.MANAGED: None})}
+        busy = []
+        for container in state.containers():
+            running = ours.get(container.name)
+            if running is not None and running.status == "running":
+                continue
+            for port in container.ports:
+                if port_in_use(state.address, int(port)):
+                    busy.append(f"{state.address}:{port} ({container.name})")
+        checks.append(Check(not busy, f"{name}: service ports free" + (f"; in use: {', '.join(busy)}" if busy else ""),
+                            "stop whatever listens there, or change api_address"))
+    root = "/var/lib/docker" if os.path.isdir("/var/lib/docker") else "/"
+    free_gb = shutil.disk_usage(root).free / 1e9
+    checks.append(Check(free_gb >= MIN_FREE_DISK_GB,
+                        f"{name}: {free_gb:.0f} GB free for images and volumes (need {MIN_FREE_DISK_GB})",
+                        "free some disk space"))
+    memory = available_memory_gb()
+    checks.append(Check(memory >= MIN_AVAILABLE_MEMORY_GB,
+                        f"{name}: {memory:.1f} GiB memory available (need {MIN_AVAILABLE_MEMORY_GB})",
+                        "stop other workloads"))
+    return checks

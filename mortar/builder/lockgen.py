@@ -1,0 +1,93 @@
+"""Regenerate images/python.lock inside the build image (the target Python and platform)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+from mortar.builder.builder import Builder, BuildOptions, ImageTree
+from mortar.builder.lock import Lock, canonical, dump_lock, load_requirements, requirements_digest, split_by_image
+from mortar.errors import MortarError
+
+# Runs in the python-builder image after every top-level requirement is installed: prints
+# every installed distribution's version and, per image, the closure of its requirements.
+CLOSURE_SCRIPT = r"""
+import json, re, sys, platform, importlib.metadata as md
+from pip._vendor.packaging.requirements import Requirement
+canon = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+dists = {canon(d.metadata["Name"]): d for d in md.distributions()}
+def closure(reqs):
+    # A package is revisited when it is required with extras not seen before.
+    extras_seen, stack = {}, [Requirement(r) for r in reqs]
+    while stack:
+        req = stack.pop()
+        name = canon(req.name)
+        if name not in dists:
+            continue
+        wanted = set(req.extras) | {""}
+        if name in extras_seen and wanted <= extras_seen[name]:
+            continue
+        new = wanted - extras_seen.get(name, set())
+        extras_seen[name] = extras_seen.get(name, set()) | wanted
+        for text in dists[name].requires or []:
+            dep = Requirement(text)
+            if dep.marker is None or any(dep.marker.evaluate({"extra": e}) for e in new):
+                stack.append(dep)
+    return sorted(extras_seen)
+tops = json.loads(sys.argv[1])
+print(json.dumps({"python": platform.python_version(),
+                  "versions": {n: d.version for n, d in dists.items()},
+                  "closures": {image: closure(reqs) for image, reqs in tops.items()}}))
+"""
+NOT_LOCKED = {"pip"}
+
+
+def regenerate_lock(options: BuildOptions, output: Path, log: Callable[[str], None] = print) -> Lock:
+    from mortar.builder.baseimage import ensure_base_image
+    from mortar.engine import connect
+    from mortar.engine.protocol import RunSpec
+
+    requirements_file = options.images_dir / "python-requirements.yaml"
+    top_level = load_requirements(requirements_file)
+    tree = ImageTree(options, lock=Lock("", "", {}))
+    for image in top_level:
+        if image not in tree.specs:
+            raise MortarError(f"no image named '{image}'", file=str(requirements_file), key=image)
+    engine = connect()
+    base_id = ensure_base_image(engine, options.base_ref, options.base, options.base_image is None, log)
+    tree.compute_identities(base_id)
+    builder = Builder(engine, tree)
+    result = builder.run(["python-builder"])["python-builder"]
+    if result.status not in ("done", "cached"):
+        raise MortarError(f"python-builder image failed to build: {result.error}", fix=f"see {result.log}")
+    everything = sorted({req for reqs in top_level.values() for req in reqs}, key=str.lower)
+    log(f"resolving {len(everything)} top-level requirements together in python-builder")
+    script = ("set -e; /var/lib/openstack/bin/pip install -q " + " ".join(f"'{r}'" for r in everything)
+              + " >&2; /var/lib/openstack/bin/pip check >&2; /var/lib/openstack/bin/python3 -c \"$0\" \"$1\"")
+    assert result.image_id
+    code, printed = engine.run(RunSpec(name="mortar_lock", image=result.image_id, entrypoint=[],
+                                      command=["sh", "-c", script, CLOSURE_SCRIPT, json.dumps(top_level)],
+                                      labels={"org.mortar.purpose": "lock"}), timeout=3600)
+    if code != 0:
+        raise MortarError("resolving the requirements failed:\n" + "\n".join(printed.splitlines()[-15:]),
+                          file=str(requirements_file))
+    # The script's answer is its last line; pip's own output went to stderr before it.
+    data = json.loads(next(line for line in reversed(printed.strip().splitlines()) if line.startswith("{")))
+    versions = {n: v for n, v in data["versions"].items() if n not in NOT_LOCKED}
+    closures = {image: {canonical(n) for n in names} - NOT_LOCKED for image, names in data["closures"].items()}
+    ancestors = {image: runtime_ancestors(tree, image) for image in top_level}
+    lock = Lock(python=data["python"], requirements_digest=requirements_digest(requirements_file),
+                images=split_by_image(closures, versions, ancestors))
+    output.write_text(dump_lock(lock))
+    log(f"wrote {output}: {len(lock.all_pins())} packages for {len(lock.images)} images (Python {lock.python})")
+    return lock
+
+
+def runtime_ancestors(tree: ImageTree, image: str) -> list[str]:
+    chain: list[str] = []
+    parent = tree.specs[image].runtime_parent
+    while parent is not None:
+        chain.append(parent)
+        parent = tree.specs[parent].runtime_parent
+    return chain
