@@ -10,9 +10,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
-
 from mortar.errors import MortarError
+from mortar.files import load_yaml
 
 FROM_RE = re.compile(r"^\s*FROM\s+(?:--platform=\S+\s+)?(\S+)(?:\s+AS\s+(\S+))?\s*$", re.I | re.M)
 COPY_FROM_RE = re.compile(r"^\s*COPY\s+--from=(\S+)", re.I | re.M)
@@ -113,7 +112,7 @@ def descendants(specs: dict[str, ImageSpec], name: str) -> set[str]:
 
 
 def load_profiles(path: Path) -> dict[str, list[str]]:
-    data = yaml.safe_load(path.read_text())
+    data = load_yaml(path, what="image profiles")
     if not isinstance(data, dict):
         raise MortarError("must map profile names to lists of image patterns", file=str(path))
     return {str(k): [str(p) for p in v] for k, v in data.items()}

@@ -21,15 +21,15 @@ def shell_word(value: Any) -> str:
 
 
 def salted_sha256(password: str) -> str:
-    """base64(salt + sha256(salt + password)), the salted SHA-256 form message brokers read
-    (RabbitMQ's rabbit_password_hashing_sha256), with a salt derived from the password itself
-    so the rendered file stays the same from one deploy to the next."""
+    """base64(salt + sha256(salt + password)), the salted SHA-256 password form that AMQP
+    brokers read, with a salt derived from the password itself so the rendered file stays the
+    same from one deploy to the next."""
     salt = hashlib.sha256(b"mortar-salt" + password.encode()).digest()[:4]
     return base64.b64encode(salt + hashlib.sha256(salt + password.encode()).digest()).decode()
 
 
 def sql_string(value: Any) -> str:
-    """A quoted SQL string literal (MySQL/MariaDB escaping)."""
+    """A quoted SQL string literal (MySQL-style escaping)."""
     text = str(value).replace("\\", "\\\\").replace("'", "\\'")
     return f"'{text}'"
 

@@ -55,14 +55,12 @@ def read_daemon_config(path: Path = DAEMON_JSON) -> dict:
 
 
 def engine_answers(timeout: float = 2.0) -> bool:
-    import docker
+    from mortar.engine.dockerengine import DockerEngine
 
     try:
-        client = docker.from_env(timeout=timeout)
-        client.ping()
-        client.close()
+        DockerEngine.connect(timeout=int(max(1, timeout)))
         return True
-    except Exception:  # noqa: BLE001 - any failure means "not answering"
+    except EngineError:
         return False
 
 

@@ -188,7 +188,7 @@ def form_login(ctx: Context, params: dict[str, Any]) -> str:
 
 
 def scrape_targets(ctx: Context, params: dict[str, Any]) -> str:
-    """A Prometheus-API server scrapes every expected target and each is up."""
+    """A metrics server speaking the Prometheus HTTP API scrapes every expected target, all up."""
     url = str(params["url"]).rstrip("/") + "/api/v1/targets?state=active"
     expected = int(params["expect"])
     deadline = time.monotonic() + float(params.get("wait", 90))

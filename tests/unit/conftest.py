@@ -1,8 +1,10 @@
-"""Fixtures shared by the unit tests: the shipped catalogue and a site as `mortar init` +
-`mortar genpwd` write it (made once per session, copied fresh for each test)."""
+"""Fixtures shared by the unit tests: the shipped catalogue, a site as `mortar init` +
+`mortar genpwd` write it (made once per session, copied fresh for each test), and a guard:
+unit tests write nothing outside their temporary directories."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
@@ -11,6 +13,42 @@ import pytest
 from mortar.catalogue.loader import ServiceSpec, load_catalogue
 from mortar.site.config import genpwd, required_passwords
 from mortar.site.samples import write_samples
+
+# Where mortar writes by default on a real machine: no unit test may touch them.
+GUARDED = [Path("/var/lib/mortar"), Path("/var/log/mortar"), Path("/etc/mortar"), Path("/var/lib/mortar-testbed")]
+
+
+def _snapshot() -> dict[str, tuple[int, int]]:
+    seen: dict[str, tuple[int, int]] = {}
+    for root in GUARDED:
+        if not root.exists():
+            continue
+        for path in [root, *root.rglob("*")]:
+            try:
+                info = path.lstat()
+            except OSError:
+                continue
+            seen[str(path)] = (info.st_mtime_ns, info.st_size)
+    return seen
+
+
+@pytest.fixture(scope="package", autouse=True)
+def nothing_written_outside_tmp(tmp_path_factory: pytest.TempPathFactory):
+    """Every default location points into a temporary directory, and the real ones stay as they were."""
+    root = tmp_path_factory.mktemp("mortar-defaults")
+    saved = {k: os.environ.get(k) for k in ("MORTAR_STATE_DIR", "MORTAR_LOG_DIR", "MORTAR_CONFIG_DIR")}
+    os.environ.update(MORTAR_STATE_DIR=str(root / "state"), MORTAR_LOG_DIR=str(root / "log"),
+                      MORTAR_CONFIG_DIR=str(root / "etc"))
+    before = _snapshot()
+    yield
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    after = _snapshot()
+    changed = sorted(p for p in set(before) | set(after) if before.get(p) != after.get(p))
+    assert not changed, f"unit tests wrote outside their temporary directories: {changed[:10]}"
 
 
 @pytest.fixture(scope="session")
