@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -34,7 +35,9 @@ BED = "bench-mh"
 
 
 def mortar(site: Path | None, state: Path, *args: str) -> tuple[float, str, int]:
-    env = dict(os.environ, MORTAR_STATE_DIR=str(state))
+    """Wall seconds, output and Ansible task count of one mortar command; any failure ends the run
+    (no figure is ever printed from a failed or partial command)."""
+    env = dict(os.environ, MORTAR_STATE_DIR=str(state), MORTAR_LOG_DIR=str(state / "log"))
     started = time.monotonic()
     extra = ["--config-dir", str(site)] if site else []
     proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], cwd=ROOT, capture_output=True, text=True,
@@ -46,12 +49,22 @@ def mortar(site: Path | None, state: Path, *args: str) -> tuple[float, str, int]
     return wall, proc.stdout, int(match.group(1)) if match else 0
 
 
-def make_site(root: Path, state: Path, inventory: str | None, extra: dict) -> Path:
+def make_site(root: Path, state: Path, inventory: str | None, extra: dict, registry_site: Path | None = None,
+              known_hosts: Path | None = None) -> Path:
     site = root / "etc"
     mortar(site, state, "init")
     (site / "globals.yml").write_text(yaml.safe_dump(extra))
     if inventory is not None:
         (site / "inventory").write_text(inventory)
+    if registry_site is not None:
+        # The registry's password and CA are the registry site's: every bench site pulls from it.
+        shutil.copytree(registry_site / "certificates", site / "certificates")
+        password = yaml.safe_load((registry_site / "passwords.yml").read_text())["docker_registry_password"]
+        path = site / "passwords.yml"
+        path.write_text(yaml.safe_dump({"docker_registry_password": password}))
+        path.chmod(0o600)
+    if known_hosts is not None:
+        shutil.copy(known_hosts, site / "known_hosts")
     mortar(site, state, "genpwd")
     return site
 
@@ -60,7 +73,8 @@ def measure(site: Path, state: Path, label: str) -> dict:
     row: dict = {"setup": label}
     row["deploy"], _, row["deploy_tasks"] = mortar(site, state, "deploy")
     row["noop"], out, row["noop_tasks"] = mortar(site, state, "deploy")
-    assert "Nothing to do" in out, out
+    if "Nothing to do" not in out:
+        sys.exit(f"{label}: the no-op deploy changed something:\n{out}")
     globals_path = site / "globals.yml"
     data = yaml.safe_load(globals_path.read_text()) or {}
     data["keystone_workers"] = 3
@@ -77,13 +91,13 @@ def all_in_one(work: Path) -> dict:
     return measure(site, state, "all-in-one")
 
 
-def multi_host(work: Path, bed: Testbed, nodes: list, computes: int) -> dict:
+def multi_host(work: Path, bed: Testbed, nodes: list, computes: int, registry_site: Path) -> dict:
     """A site on the control node and the first COMPUTES compute nodes of the bed."""
     wanted = {"control1", *(f"compute{i}" for i in range(1, computes + 1))}
     chosen = [n for n in nodes if n.name in wanted]
     state = work / f"mh{computes}-state"
     site = make_site(work / f"mh{computes}", state, inventory_text(BED, chosen, bed.key_path),
-                     {"docker_registry": REGISTRY})
+                     {"docker_registry": REGISTRY}, registry_site, bed.known_hosts_path)
     bootstrap, _, bootstrap_tasks = mortar(site, state, "bootstrap-servers")
     pull, _, _ = mortar(site, state, "pull")
     row = measure(site, state, f"1 control + {computes} compute")
@@ -107,13 +121,19 @@ def main() -> None:
         bed = Testbed(BED)
         try:
             nodes = bed.up(standard_layout(1, max(counts), 0), log=lambda _: None)
-            mortar(None, scratch, "registry", "start", "--address", REGISTRY)
-            push, _, _ = mortar(None, scratch, "build", "--profile", "core", "--push", "--registry", REGISTRY)
+            registry_site = make_site(work / "registry", scratch, None, {"docker_registry": REGISTRY})
+            mortar(registry_site, scratch, "registry", "start")
+            push, _, _ = mortar(None, scratch, "build", "--profile", "core", "--push", "--registry", REGISTRY,
+                                "--config-dir", str(registry_site))
             print(f"push of the core images to {REGISTRY}: {push:.1f}s (not part of any deploy below)", flush=True)
             for count in counts:
-                rows.append(multi_host(work, bed, nodes, count))
+                # Each site pulls the digests the push recorded (they live in the pushing state dir).
+                state = work / f"mh{count}-state"
+                (state / "images").mkdir(parents=True, exist_ok=True)
+                shutil.copy(scratch / "images" / "pushed.json", state / "images" / "pushed.json")
+                rows.append(multi_host(work, bed, nodes, count, registry_site))
         finally:
-            mortar(None, scratch, "registry", "stop", "--remove-data")
+            subprocess.run([sys.executable, "-m", "mortar", "registry", "stop", "--remove-data"], cwd=ROOT)
             bed.down(log=lambda _: None)
     print(f"\n{'setup':24} {'bootstrap':>9} {'pull':>6} {'deploy':>7} {'no-op':>6} {'reconf':>7}   "
           f"tasks (deploy/no-op/reconf)   restarted by reconfigure")

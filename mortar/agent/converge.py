@@ -161,9 +161,17 @@ def plan_host(host: HostState, facts: F.Facts, state_dir: Path) -> list[Action]:
 
 # ---- apply -------------------------------------------------------------------------------
 
+def registry_auth(host: HostState) -> dict[str, str] | None:
+    """The credentials an engine pulls with (None: the registry needs none)."""
+    auth = host.registry_auth
+    if not auth:
+        return None
+    return {"username": auth["username"], "password": auth["password"], "serveraddress": auth["registry"]}
+
+
 def pull(engine: Engine, host: HostState, ref: str) -> None:
     """Pull REF; when mortar recorded the digest it pushed, pull exactly that and tag it."""
-    auth = host.registry_auth or None
+    auth = registry_auth(host)
     pin = host.image_pins.get(ref)
     try:
         if pin:

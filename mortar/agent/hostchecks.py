@@ -8,6 +8,7 @@ import shutil
 import socket
 
 from mortar.agent import facts as F
+from mortar.agent.converge import registry_auth
 from mortar.agent.wire import Check, HostState
 from mortar.engine.dockerengine import split_ref
 from mortar.engine.protocol import Engine
@@ -53,7 +54,7 @@ def image_problem(engine: Engine, host: HostState, ref: str) -> str:
     pin = host.image_pins.get(ref)
     if local is not None and (not pin or f"{split_ref(ref)[0]}@{pin}" in local.repo_digests):
         return ""
-    found = engine.registry_digest(ref, host.registry_auth or None)
+    found = engine.registry_digest(ref, registry_auth(host))
     if found is None:
         return f"{ref} (not on the host, not in the registry)"
     if pin and found != pin:

@@ -81,9 +81,10 @@ def run_job(engine: Engine, host: HostState, job: Job, state_dir: Path, log_dir:
             try:
                 code = engine.wait(spec.name, max(1.0, deadline - time.monotonic()))
             except EngineTimeout:
+                log = _keep_log(log_dir, job, _read_output(output_dir), host.secrets)
                 raise StepError(f"job {job.name} did not finish within {job.timeout} s", service=job.service,
                                 target=job.name, log_tail=_tail(_read_output(output_dir), host.secrets),
-                                fix="see why it hangs in the lines above, fix the cause and run the command again",
+                                fix=f"full log: {log}; see why it hangs, fix the cause and run the command again",
                                 kind="timeout") from None
             if code == 0:
                 break

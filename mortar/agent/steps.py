@@ -57,14 +57,16 @@ class StepDef:
     run: Callable[[StepContext], None]
     mutating: bool
     help: str
+    says_changed: bool = False  # the step sets report.changed itself (else: any line it printed)
 
 
 STEPS: dict[str, StepDef] = {}
 
 
-def step(name: str, *, mutating: bool, help: str) -> Callable[[Callable[[StepContext], None]], Callable]:
+def step(name: str, *, mutating: bool, help: str,
+         says_changed: bool = False) -> Callable[[Callable[[StepContext], None]], Callable]:
     def register(func: Callable[[StepContext], None]) -> Callable[[StepContext], None]:
-        STEPS[name] = StepDef(name, func, mutating, help)
+        STEPS[name] = StepDef(name, func, mutating, help, says_changed)
         return func
 
     return register
@@ -123,7 +125,8 @@ def dispatch(name: str, request: StepRequest, host: HostState, state_dir: Path, 
         if failure is None:
             raise
         report.failure = failure
-    report.changed = report.changed or bool(report.lines)
+    if definition is None or not definition.says_changed:
+        report.changed = report.changed or bool(report.lines)
     return report
 
 
@@ -215,7 +218,11 @@ def _run_phase(ctx: StepContext, phase: str) -> None:
             jobs.record_job(ctx.state_dir, job, image.id if image else "", data)
             progress(f"job {job.name.split('.', 1)[1]} done ({time.monotonic() - started:.1f}s)")
 
-    _in_parallel([n for n in ctx.request.services if n in host.services], one)
+    # Containers converge for the services asked for; jobs run for those and for any job asked for.
+    names = [n for n in ctx.request.services if n in host.services]
+    if phase != "containers":
+        names += [n for n in dict.fromkeys(j.service for j in host.jobs() if j.name in wanted) if n not in names]
+    _in_parallel(names, one)
 
 
 @step("provision", mutating=True, help="jobs that providers run for their consumers (databases, users)")
@@ -238,7 +245,8 @@ def after(ctx: StepContext) -> None:
     _run_phase(ctx, "after")
 
 
-@step("pull", mutating=True, help="pull every image the host needs (present ones are checked against the registry)")
+@step("pull", mutating=True, says_changed=True,
+      help="pull every image the host needs (present ones are checked against the registry)")
 def pull(ctx: StepContext) -> None:
     refs = ctx.host.images()
     before_ids = {ref: (i.id if (i := ctx.engine.image(ref)) else None) for ref in refs}

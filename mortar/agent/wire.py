@@ -268,7 +268,7 @@ class Failure:
 class StepRequest:
     """What the controller asks of one host for the steps of one run."""
 
-    services: list[str] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)  # whose containers converge (none outside --limit)
     jobs: list[str] = field(default_factory=list)  # the jobs to run, chosen by the controller
     job_data: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> data key -> data id
     registry: str = ""  # the site registry, HOST:PORT (engine step)
@@ -387,7 +387,7 @@ def loads(cls: type, text: str, source: str = "message") -> Any:
         envelope = json.loads(text)
     except json.JSONDecodeError as exc:
         raise WireError(f"{source} is not JSON ({exc.msg})") from None
-    if not isinstance(envelope, dict) or "wire" not in envelope:
+    if not isinstance(envelope, dict) or "wire" not in envelope or "data" not in envelope:
         raise WireError(f"{source} is not a mortar message")
     if envelope["wire"] != WIRE_VERSION:
         raise WireError(f"{source} speaks wire version {envelope['wire']}, this mortar speaks {WIRE_VERSION}",

@@ -14,6 +14,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
+from mortar.engine.dockerengine import split_ref
 from mortar.engine.protocol import Engine
 from mortar.errors import EngineError, MortarError
 
@@ -140,7 +141,7 @@ def ensure_base_image(engine: Engine, ref: str, suite: str, made_by_mortar: bool
     local = engine.image(ref)
     if local is not None:
         return local.id
-    repository, _, tag = ref.rpartition(":") if ":" in ref.split("/")[-1] else (ref, "", "latest")
+    repository, tag = split_ref(ref)
     try:
         log(f"base image {ref} not found locally; pulling")
         return engine.pull(ref).id

@@ -10,10 +10,12 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
+import os
 import re
 import shutil
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -31,6 +33,10 @@ from mortar.engine.protocol import Engine, ImageInfo, RunSpec
 from mortar.errors import EngineError, MortarError
 
 SUITES = {"trixie": "3.13", "bookworm": "3.11"}
+
+
+def log_root() -> Path:
+    return Path(os.environ.get("MORTAR_LOG_DIR", "/var/log/mortar"))
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 COPY_RE = re.compile(r"^\s*(?:COPY|ADD)\s+(?!--from)(.+)$", re.I | re.M)
 
@@ -46,7 +52,7 @@ class BuildOptions:
     template_override: Path | None = None
     plugins: dict[str, list[str]] = field(default_factory=dict)
     ca_bundle: Path | None = None
-    logs_dir: Path = Path("/var/log/mortar/build")
+    logs_dir: Path = field(default_factory=lambda: log_root() / "build")
     manifests_dir: Path | None = None
     push: bool = False
     registry: str | None = None
@@ -357,13 +363,15 @@ class Builder:
                 self.engine.tag(result.image_id, ref)
                 digest = self.engine.push(ref, self.options.registry_auth)
             else:
-                command = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false",
-                           f"docker-daemon:{self.options.ref(name)}", f"docker://{ref}"]
-                done = subprocess.run(command, capture_output=True, text=True)
-                if done.returncode != 0:
-                    raise EngineError(f"push of {ref} failed: "
-                                      f"{(done.stderr.strip().splitlines() or ['skopeo failed'])[-1]}")
-                digest = ""
+                with tempfile.TemporaryDirectory() as scratch:
+                    digest_file = Path(scratch) / "digest"
+                    command = ["skopeo", "copy", "--quiet", "--dest-tls-verify=false", "--digestfile",
+                               str(digest_file), f"docker-daemon:{self.options.ref(name)}", f"docker://{ref}"]
+                    done = subprocess.run(command, capture_output=True, text=True)
+                    if done.returncode != 0:
+                        raise EngineError(f"push of {ref} failed: "
+                                          f"{(done.stderr.strip().splitlines() or ['skopeo failed'])[-1]}")
+                    digest = digest_file.read_text().strip() if digest_file.exists() else ""
         except EngineError as exc:
             result.status = "failed"
             result.error = str(exc)

@@ -134,6 +134,10 @@ def load(cls: type, raw: Any, where: Where, **given: Any) -> Any:
         if f.name not in allowed or f.name in given:
             continue
         if f.name in raw:
+            # A literal (never rendered) string must be written as one: YAML reads an unquoted 0640 as 416.
+            if kinds[f.name] is str and not f.metadata.get("render") and not isinstance(raw[f.name], str):
+                raise where.at(f.name).error(f"must be a quoted string, not the {type(raw[f.name]).__name__} "
+                                             f"{raw[f.name]!r}", fix="quote it as written, e.g. mode: \"0640\"")
             values[f.name] = value_of(kinds[f.name], raw[f.name], where.at(f.name))
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
             raise where.at(f.name).error(f"'{f.name}' is required")

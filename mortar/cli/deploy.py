@@ -123,7 +123,7 @@ def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: s
     registry = str(deployment.site.globals.get("docker_registry") or "")
     insecure = [registry] if registry and deployment.site.globals.get("docker_registry_insecure") else []
     request = StepRequest(registry=registry, insecure_registries=insecure,
-                          registry_ca=site_ca_pem(deployment.state_dir) if registry and not insecure else "")
+                          registry_ca=site_ca_pem(deployment.site.config_dir) if registry and not insecure else "")
     result = runner.bootstrap(deployment.targets, request, click.echo)
     result.raise_for_failures()
     click.echo(f"bootstrap-servers: {len(deployment.targets)} host(s) ready in {time.monotonic() - started:.1f}s"
@@ -274,7 +274,8 @@ def destroy_command(config_dir: Path, inventory: Path | None, limit: str | None,
                     confirmed: bool) -> None:
     """Remove every mortar container, named volume (all data) and the site state on the hosts."""
     if not confirmed:
-        raise MortarError("destroy deletes every container, volume and all data; refusing",
+        raise MortarError("destroy deletes every container, volume and all data; refusing without it",
+                          key="--yes-i-really-really-mean-it",
                           fix="add --yes-i-really-really-mean-it if that is what you want")
     from mortar.deploy.orchestrator import destroy
 

@@ -11,11 +11,12 @@ from pathlib import Path
 import click
 
 from mortar.builder import graph
-from mortar.builder.builder import SUITES, Builder, BuildOptions, ImageTree, log_tail
+from mortar.builder.builder import SUITES, Builder, BuildOptions, ImageTree, log_root, log_tail
 from mortar.builder.status import StatusBoard
 from mortar.builder.templates import IMAGES_DIR
 from mortar.cli.main import cli
 from mortar.errors import MortarError
+from mortar.files import read_text
 from mortar.site.config import DEFAULT_CONFIG_DIR
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mortar"
@@ -24,10 +25,7 @@ CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mo
 def parse_plugins(specs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, list[str]]:
     entries: list[tuple[str, str]] = [(spec, "--plugin") for spec in specs]
     for path in files:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as exc:
-            raise MortarError(f"cannot read: {exc.strerror}", file=str(path), key="--plugins-file") from exc
+        lines = read_text(path, what="plugins file", key="--plugins-file").splitlines()
         for number, line in enumerate(lines, 1):
             line = line.split("#", 1)[0].strip()
             if line:
@@ -59,8 +57,9 @@ def common_build_options(func):
                           "<list>_append/_remove/_override package lists."),
         click.option("--threads", type=click.IntRange(1, 32), default=2, show_default=True,
                      help="Images built at the same time."),
-        click.option("--logs-dir", type=click.Path(path_type=Path), default=Path("/var/log/mortar/build"),
-                     show_default=True, help="Each image's full build log is written here as <image>.log."),
+        click.option("--logs-dir", type=click.Path(path_type=Path), default=lambda: log_root() / "build",
+                     show_default="$MORTAR_LOG_DIR/build, else /var/log/mortar/build",
+                     help="Each image's full build log is written here as <image>.log."),
     ]
     for option in reversed(options):
         func = option(func)
@@ -68,6 +67,12 @@ def common_build_options(func):
 
 
 def make_options(**kw) -> BuildOptions:
+    from mortar.site.config import check_namespace, check_tag
+
+    for option, check in (("namespace", check_namespace), ("tag", check_tag)):
+        problem = check(kw[option])
+        if problem:
+            raise MortarError(f"{kw[option]!r} {problem[0]}", key=f"--{option}", fix=problem[1])
     return BuildOptions(namespace=kw["namespace"], tag=kw["tag"], base=kw["base"], base_image=kw["base_image"],
                         ca_bundle=kw["ca_bundle"], template_override=kw["template_override"],
                         threads=kw["threads"], logs_dir=kw["logs_dir"])
@@ -118,13 +123,14 @@ def build(patterns, profile, list_images, list_dependencies, summary_json, plugi
     every host pulls exactly that digest, so an image replaced in the registry is never run.
     """
     if push and not registry:
-        raise MortarError("--push needs --registry HOST:PORT", key="--push")
+        raise MortarError("--push needs a registry to push to", key="--push",
+                          fix="add --registry HOST:PORT, e.g. the docker_registry of globals.yml")
     if registry:
         from mortar.site.config import check_registry
 
         problem = check_registry(registry)
         if problem:
-            raise MortarError(f"{registry!r} {problem}", key="--registry")
+            raise MortarError(f"{registry!r} {problem[0]}", key="--registry", fix=problem[1])
     options = make_options(**kw)
     options.no_cache = no_cache
     options.plugins = parse_plugins(plugins, plugins_file)
@@ -134,7 +140,8 @@ def build(patterns, profile, list_images, list_dependencies, summary_json, plugi
     if push and not registry_insecure:
         options.registry_auth = registry_auth(config_dir, registry)
     if options.template_override is not None and not options.template_override.is_file():
-        raise MortarError("no such file", file=str(options.template_override), key="--template-override")
+        raise MortarError("no such file", file=str(options.template_override), key="--template-override",
+                          fix="give the path of a Jinja2 file that {% extends parent_template %}")
     tree = ImageTree(options)
     all_names = sorted(tree.specs)
     selected = select_images(all_names, patterns, profile)

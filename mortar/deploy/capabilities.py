@@ -21,17 +21,22 @@ def bind(services: dict[str, ServiceSpec], enabled: set[str], globals_file: str)
         for capability in services[name].provides:
             providers.setdefault(capability, []).append(name)
     bindings: Bindings = {}
+    for capability in sorted({c for n in enabled for c, need in services[n].consumes.items() if not need.optional}):
+        if providers.get(capability):
+            continue
+        needing = sorted(n for n in enabled if capability in services[n].consumes
+                         and not services[n].consumes[capability].optional)
+        could = sorted(s.name for s in services.values() if capability in s.provides)
+        fix = (f"set enable_{could[0]}: true" if len(could) == 1 else f"enable one of {', '.join(could)}") \
+            + ", or disable " + ", ".join(f"enable_{n}" for n in needing)
+        raise MortarError(f"{', '.join(needing)} need{'s' if len(needing) == 1 else ''} a {capability} provider and "
+                          "no enabled service provides one", file=globals_file,
+                          key=f"enable_{could[0] if could else needing[0]}", fix=fix)
     for name in sorted(enabled):
         spec = services[name]
         bindings[name] = {}
         for capability, need in spec.consumes.items():
             found = providers.get(capability, [])
-            if not found and not need.optional:
-                could = sorted(s.name for s in services.values() if capability in s.provides)
-                fix = (f"set enable_{could[0]}: true" if len(could) == 1 else
-                       f"enable one of {', '.join(could)}") + f", or enable_{name}: false"
-                raise MortarError(f"{name} needs a {capability} provider and no enabled service provides one",
-                                  file=globals_file, key=f"enable_{could[0] if could else name}", fix=fix)
             if len(found) > 1 and not need.multiple:
                 raise MortarError(f"{' and '.join(found)} all provide {capability}, which {name} needs exactly one of",
                                   file=globals_file, key=f"enable_{found[-1]}",

@@ -169,6 +169,7 @@ class Planner:
                          overrides: bool = True) -> Container:
         """The declared container made concrete for one host: every template field rendered."""
         where = f"containers.{decl.name}"
+        variables = {**variables, "container": decl.name}
         rendered: dict[str, Any] = {}
         for f in dataclasses.fields(Container):
             value = getattr(decl, f.name)

@@ -79,6 +79,7 @@ def observe(identity: dict[str, str], registrations: dict[str, Registration],
     A password cannot be read back; proving it costs a login. A user whose password was proven
     is recorded by its id (a recreated user has a new id), so only new or changed ones log in."""
     from keystoneauth1 import exceptions as ksa
+    from openstack import exceptions as sdk
 
     # An identity service that is not up yet is a plan's answer, not a warning on the terminal.
     logging.getLogger("keystoneauth").setLevel(logging.ERROR)
@@ -102,10 +103,11 @@ def observe(identity: dict[str, str], registrations: dict[str, Registration],
                 role_id = (assignment.role or {}).get("id")
                 if user_id and role_id in roles:
                     assigned.setdefault(user_id, set()).add(roles[role_id])
-    except (ksa.ConnectFailure, ksa.ConnectTimeout, ksa.DiscoveryFailure, ksa.Unauthorized) as exc:
+    except (ksa.ConnectFailure, ksa.ConnectTimeout, ksa.DiscoveryFailure, ksa.Unauthorized,
+            sdk.NotSupported) as exc:
         why = f"identity service not reachable yet ({type(exc).__name__})"
         return {name: [why] for name in registrations}
-    except ksa.ClientException as exc:
+    except (ksa.ClientException, sdk.SDKException) as exc:
         why = f"identity service answered {type(exc).__name__}"
         return {name: [why] for name in registrations}
     region = identity["region"]

@@ -41,6 +41,8 @@ from mortar.site.overrides import check_override_tree
 
 Echo = Callable[[str], None]
 REGISTRATION_TIMEOUT = 120.0
+# What the agent keeps on this machine when it is one of the hosts (removed with the last site).
+AGENT_FILES = {"config", "jobs", "records.json", ".records.json.lock", "agent.lock", "desired.json"}
 
 
 def state_root() -> Path:
@@ -291,7 +293,9 @@ def _request(deployment: Deployment, plan: Plan, host: str, services: list[str])
             if owner != host and volume in plan.volumes.get(owner, {}):
                 known[key] = plan.volumes[owner][volume]
         data[name] = known
-    present = [s for s in services if s in deployment.desired.hosts[host].services]
+    # Outside --limit a host only runs the jobs a change on the targets triggered there.
+    present = [s for s in services if s in deployment.desired.hosts[host].services] \
+        if host in deployment.targets else []
     return StepRequest(services=present, jobs=jobs, job_data=data)
 
 
@@ -363,8 +367,7 @@ def destroy(deployment: Deployment, executor: Executor, echo: Echo) -> None:
         if sites.is_dir() and not any(sites.iterdir()):
             sites.rmdir()
             shutil.rmtree(state / "lib", ignore_errors=True)
-            leftovers = [p for p in state.iterdir() if p.name not in ("config", "jobs", "records.json")] \
-                if state.is_dir() else []
+            leftovers = [p for p in state.iterdir() if p.name not in AGENT_FILES] if state.is_dir() else []
             if not leftovers:
                 shutil.rmtree(state, ignore_errors=True)
 

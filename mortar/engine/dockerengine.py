@@ -6,6 +6,7 @@ object is None (or False), never an exception the caller has to know the SDK for
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import IO, Any
@@ -103,8 +104,10 @@ class DockerEngine:
     def connect(cls, timeout: int = 600) -> DockerEngine:
         import docker
 
+        # DOCKER_HOST as the docker CLI reads it: tests point it at no engine at all.
+        base_url = os.environ.get("DOCKER_HOST") or docker.constants.DEFAULT_UNIX_SOCKET
         try:
-            api = docker.APIClient(base_url=docker.constants.DEFAULT_UNIX_SOCKET, timeout=timeout, version="auto")
+            api = docker.APIClient(base_url=base_url, timeout=timeout, version="auto")
         except Exception as exc:  # noqa: BLE001 - any failure to connect is the same to the operator
             raise EngineError(f"the Docker Engine does not answer ({_first_line(exc)})", fix=SETUP_FIX) from None
         engine = cls(api)

@@ -18,6 +18,7 @@ from mortar.files import private_directory, read_text, write_private
 
 CA_DAYS = 3650
 CERT_DAYS = 825
+RENEW_DAYS = 30  # a registry certificate closer than this to its end is made anew
 
 
 @dataclass
@@ -88,6 +89,22 @@ def _covers(cert_pem: str, host: str) -> bool:
         return host in names.get_values_for_type(x509.DNSName)
 
 
+def _reusable(cert_pem: str, ca_pem: str, host: str) -> bool:
+    """The registry certificate still serves HOST: it names it, the site CA signed it, and it is not
+    about to expire (hosts trust the CA, not the certificate)."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    cert = x509.load_pem_x509_certificate(cert_pem.encode())
+    try:
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem.encode()))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    ends = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=datetime.UTC)
+    left = ends - datetime.datetime.now(datetime.UTC)
+    return left > datetime.timedelta(days=RENEW_DAYS) and _covers(cert_pem, host)
+
+
 def registry_tls(config_dir: Path, site_id: str, host: str, certificate: Path | None = None,
                  key: Path | None = None) -> RegistryTLS:
     """The registry's certificate for HOST: the operator's when given, else one the site CA signs."""
@@ -106,7 +123,7 @@ def registry_tls(config_dir: Path, site_id: str, host: str, certificate: Path | 
     ca_pem, ca_key_pem = ensure_ca(config_dir, site_id)
     directory = certificates_dir(config_dir)
     cert_path, key_path = directory / "registry.crt", directory / "registry.key"
-    if cert_path.exists() and key_path.exists() and _covers(read_text(cert_path), host):
+    if cert_path.exists() and key_path.exists() and _reusable(read_text(cert_path), ca_pem, host):
         return RegistryTLS(read_text(cert_path), read_text(key_path), ca_pem)
     ca_cert = x509.load_pem_x509_certificate(ca_pem.encode())
     ca_key = serialization.load_pem_private_key(ca_key_pem.encode(), password=None)
@@ -137,6 +154,9 @@ def htpasswd_line(username: str, password: str, existing: str = "") -> str:
     import bcrypt
 
     user, _, digest = existing.strip().partition(":")
-    if user == username and digest and bcrypt.checkpw(password.encode(), digest.encode()):
-        return existing.strip() + "\n"
+    try:
+        if user == username and digest and bcrypt.checkpw(password.encode(), digest.encode()):
+            return existing.strip() + "\n"
+    except ValueError:  # not a bcrypt hash (edited by hand, or cut short): make a new one
+        pass
     return f"{username}:{bcrypt.hashpw(password.encode(), bcrypt.gensalt(rounds=10)).decode()}\n"

@@ -199,7 +199,7 @@ def _parse_host_line(line: str, group: str, parsed: _Parsed, path: str, where: s
     for name in _expand_range(pattern, path, where):
         if name in members:
             raise MortarError(f"host {name!r} is listed twice in [{group}]", file=path, key=where,
-                              fix="keep one line per host in a group (put all its variables on it)")
+                              fix="keep one line per host in a group, with all its variables on it")
         parsed.host_vars.setdefault(name, {}).update(line_vars)
         parsed.host_lines.setdefault(name, where)
         members.append(name)
@@ -327,7 +327,7 @@ def _check_hosts(hosts: dict[str, Host], lines: dict[str, str], path: str) -> No
         where = lines.get(name)
         if not valid_host_name(name):
             raise MortarError(f"{name!r} is not a valid host name", file=path, key=where,
-                              fix="host names use letters, digits, '-' and '.' (or are IP addresses); "
+                              fix="name hosts with letters, digits, '-' and '.', or by IP address; "
                                   "put the address in ansible_host=")
         port = host.vars.get("ansible_port")
         if port is not None and (not port.isdigit() or not 0 < int(port) < 65536):
@@ -346,8 +346,8 @@ def _check_hosts(hosts: dict[str, Host], lines: dict[str, str], path: str) -> No
                                   key=where, fix="write api_address=10.0.0.11, the address its services bind") from None
             if address in owners:
                 raise MortarError(f"hosts {owners[address]} and {name} both have api_address {address}", file=path,
-                                  key=where, fix="give every host its own address (a host listed under two "
-                                                 "names is one host: use one name)")
+                                  key=where, fix="give every host its own address; a host listed under two "
+                                                 "names is one host: use one name")
             owners[address] = name
 
 

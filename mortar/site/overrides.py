@@ -104,6 +104,7 @@ def merge_yaml(base: str, *overrides: tuple[str, str], base_name: str = BASE_NAM
         override = _load_yaml(text, source)
         # An empty override file changes nothing rather than blanking the file.
         if override is not None:
+            _check_mergeable(data, override, source)
             data = _deep_merge(data, override)
     if data is None:
         return ""
@@ -118,7 +119,9 @@ def merge_json(base: str, *overrides: tuple[str, str], base_name: str = BASE_NAM
     data = _load_json(base, base_name)
     for source, text in overrides:
         if text.strip():
-            data = _deep_merge(data, _load_json(text, source))
+            override = _load_json(text, source)
+            _check_mergeable(data, override, source)
+            data = _deep_merge(data, override)
     return json.dumps(data, indent=2, sort_keys=False) + "\n"
 
 
@@ -138,6 +141,13 @@ def check_replacement(text: str, source: str, dest: str) -> None:
         _load_json(text, source)
 
 
+def _check_mergeable(base: Any, override: Any, source: str) -> None:
+    # A stray scalar or list would silently replace the whole rendered mapping.
+    if isinstance(base, dict) and not isinstance(override, dict):
+        raise MortarError(f"override is a {type(override).__name__}, but the file it merges into is a mapping",
+                          file=source, fix="write only the keys to change, as `key: value` mappings")
+
+
 def _deep_merge(base: Any, override: Any) -> Any:
     if not isinstance(base, dict) or not isinstance(override, dict):
         return copy.deepcopy(override)
@@ -150,7 +160,8 @@ def _deep_merge(base: Any, override: Any) -> Any:
 def override_sources(config_dir: Path, service: str, filename: str, host: str, *, main: bool) -> list[tuple[str, str]]:
     candidates = [config_dir / "global.conf", config_dir / f"{service}.conf"] if main else []
     candidates += [config_dir / service / filename, config_dir / service / host / filename]
-    return [(str(path), _read(path)) for path in candidates if path.exists()]
+    # A dangling symlink is an override the operator meant, not an absent one.
+    return [(str(path), _read(path)) for path in candidates if path.exists() or path.is_symlink()]
 
 
 def _read(path: Path) -> str:
@@ -186,19 +197,23 @@ def check_override_tree(config_dir: Path, files: dict[str, set[str]], hosts: set
 
 
 def _check_service_dir(service_dir: Path, hosts: set[str], files: set[str]) -> None:
+    what = f"{service_dir.name} file"
     for entry in _entries(service_dir):
         if not entry.is_dir():
             if entry.name not in files:
-                raise _unknown(f"file of {service_dir.name}", entry, files)
+                raise _unknown(what, entry, files)
             continue
         if entry.name not in hosts:
+            if entry.name in files:
+                raise MortarError("override is a directory, expected a file", file=str(entry),
+                                  fix=f"replace the directory with a file holding the {entry.name} override")
             raise _unknown("host", entry, hosts)
         for inner in _entries(entry):
             if inner.is_dir():
                 raise MortarError("unexpected directory in a per-host override directory", file=str(inner),
                                   fix="a host directory holds only files named like the rendered files")
             if inner.name not in files:
-                raise _unknown(f"file of {service_dir.name}", inner, files)
+                raise _unknown(what, inner, files)
 
 
 def _entries(directory: Path) -> list[Path]:

@@ -27,12 +27,21 @@ def free_port() -> int:
 
 @pytest.fixture(scope="session")
 def engine():
-    from mortar.engine.client import engine_client
+    """mortar's own seam to the engine: what mortar's code is handed."""
+    from mortar.engine import connect
 
     try:
-        client = engine_client()
+        return connect()
     except Exception as exc:  # noqa: BLE001
         pytest.fail(f"integration tests need the Docker Engine: {exc}")
+
+
+@pytest.fixture(scope="session")
+def docker(engine):
+    """The docker SDK, for tests to look at what mortar did (and to clean up what they made)."""
+    import docker as sdk
+
+    client = sdk.from_env(timeout=600)
     yield client
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
         container.remove(force=True)
@@ -54,7 +63,7 @@ def build(engine, names: list[str], logs: Path, **overrides):
 
 
 @pytest.fixture(scope="session")
-def keystone_build(engine, tmp_path_factory):
+def keystone_build(engine, docker, tmp_path_factory):
     logs = tmp_path_factory.mktemp("build-logs")
     builder, results = build(engine, ["keystone"], logs)
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
@@ -62,9 +71,9 @@ def keystone_build(engine, tmp_path_factory):
     return builder, results
 
 
-def run_container(engine, image: str, command, *, user: str | None = None, volumes=None, entrypoint=None):
+def run_container(docker, image: str, command, *, user: str | None = None, volumes=None, entrypoint=None):
     """Run to completion; returns (exit code, combined output)."""
-    container = engine.containers.run(image, command, detach=True, network_mode="host", volumes=volumes or {},
+    container = docker.containers.run(image, command, detach=True, network_mode="host", volumes=volumes or {},
                                       user=user or "", labels={TEST_LABEL: "1"},
                                       **({"entrypoint": entrypoint} if entrypoint is not None else {}))
     try:

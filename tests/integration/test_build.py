@@ -15,27 +15,27 @@ KEYSTONE = f"{NAMESPACE}/keystone:{TAG}"
 BASE = f"{NAMESPACE}/base:{TAG}"
 
 
-def test_keystone_and_parents_built_with_identity_labels(engine, keystone_build):
+def test_keystone_and_parents_built_with_identity_labels(engine, docker, keystone_build):
     _, results = keystone_build
     assert list(results) == ["base", "python-builder", "openstack-base", "keystone"]
     for name, result in results.items():
-        image = engine.images.get(f"{NAMESPACE}/{name}:{TAG}")
+        image = docker.images.get(f"{NAMESPACE}/{name}:{TAG}")
         assert image.labels["org.mortar.identity"] == result.identity
         assert image.id == result.image_id and result.size and result.size > 0
 
 
-def test_keystone_manage_runs(engine, keystone_build):
-    code, output = run_container(engine, KEYSTONE, ["keystone-manage", "--version"])
+def test_keystone_manage_runs(engine, docker, keystone_build):
+    code, output = run_container(docker, KEYSTONE, ["keystone-manage", "--version"])
     assert code == 0, output
     assert output.strip().splitlines()[-1].startswith("30.")
 
 
-def test_runtime_image_has_no_compiler_ca_or_pip_cert(engine, keystone_build):
+def test_runtime_image_has_no_compiler_ca_or_pip_cert(engine, docker, keystone_build):
     script = ("test ! -e /etc/mortar/build-ca.crt && ! command -v gcc && test -z \"$PIP_CERT\" "
               "&& test ! -d /var/lib/openstack/lib/python3.13/site-packages/pip && echo clean")
-    code, output = run_container(engine, KEYSTONE, ["sh", "-c", script])
+    code, output = run_container(docker, KEYSTONE, ["sh", "-c", script])
     assert code == 0 and "clean" in output, output
-    history = engine.api.history(KEYSTONE)
+    history = docker.api.history(KEYSTONE)
     assert not any("build-ca.crt" in (layer.get("CreatedBy") or "") for layer in history)
 
 
@@ -68,7 +68,7 @@ def write_spec(tmp_path, spec: dict, files: dict[str, str]):
     return {str(config): {"bind": "/var/lib/mortar/config", "mode": "ro"}}
 
 
-def test_start_program_places_files_and_runs_as_service_user(engine, keystone_build, tmp_path):
+def test_start_program_places_files_and_runs_as_service_user(engine, docker, keystone_build, tmp_path):
     spec = {
         "command": ["sh", "-c", "id -un; stat -c '%U:%G %a' /etc/keystone/keystone.conf /var/log/keystone; "
                                 "cat /etc/keystone/keystone.conf"],
@@ -78,7 +78,7 @@ def test_start_program_places_files_and_runs_as_service_user(engine, keystone_bu
                    "mode": "0640"}],
     }
     volumes = write_spec(tmp_path, spec, {"keystone.conf": "[DEFAULT]\ndebug = true\n"})
-    code, output = run_container(engine, KEYSTONE, None, volumes=volumes)  # the image's default command
+    code, output = run_container(docker, KEYSTONE, None, volumes=volumes)  # the image's default command
     assert code == 0, output
     lines = output.splitlines()
     assert "keystone" in lines
@@ -86,18 +86,18 @@ def test_start_program_places_files_and_runs_as_service_user(engine, keystone_bu
     assert "debug = true" in lines
 
 
-def test_start_program_check_detects_drift(engine, keystone_build, tmp_path):
+def test_start_program_check_detects_drift(engine, docker, keystone_build, tmp_path):
     spec = {"command": "true", "files": [{"source": "a.conf", "dest": "/etc/a.conf", "owner": "root",
                                           "mode": "0600"}]}
     volumes = write_spec(tmp_path, spec, {"a.conf": "x = 1\n"})
     script = ("mortar-start --copy-only && mortar-start --check && echo CLEAN; "
               "echo 'x = 2' > /etc/a.conf; mortar-start --check; echo rc=$?")
-    code, output = run_container(engine, KEYSTONE, ["sh", "-c", script], volumes=volumes)
+    code, output = run_container(docker, KEYSTONE, ["sh", "-c", script], volumes=volumes)
     assert "CLEAN" in output, output
     assert "rc=1" in output and "-x = 2" in output and "+x = 1" in output
 
 
-def test_healthchecks_against_live_and_dead_targets(engine, keystone_build):
+def test_healthchecks_against_live_and_dead_targets(engine, docker, keystone_build):
     live, dead = free_port(), free_port()
     script = f"""
 python3 -m http.server --bind 127.0.0.1 {live} >/dev/null 2>&1 &
@@ -110,16 +110,20 @@ healthcheck_curl http://127.0.0.1:{live}/; echo curl-live=$?
 healthcheck_curl http://127.0.0.1:{dead}/ --timeout 2; echo curl-dead=$?
 healthcheck_port {live}; echo port-live=$?
 healthcheck_port {dead}; echo port-dead=$?
+healthcheck_port {live} --host 127.0.0.1 --owner http.server --http / --status 200; echo owner-live=$?
+healthcheck_port {live} --host 127.0.0.1 --owner no-such-server; echo owner-other=$?
+healthcheck_port {live} --host 127.0.0.1 --http / --status 404; echo status-wrong=$?
 healthcheck_established marker-client {live}; echo est-live=$?
 healthcheck_established marker-client {dead}; echo est-dead=$?
 kill $client $server
 """
-    code, output = run_container(engine, BASE, ["sh", "-c", script])
-    for expected in ("curl-live=0", "curl-dead=1", "port-live=0", "port-dead=1", "est-live=0", "est-dead=1"):
+    code, output = run_container(docker, BASE, ["sh", "-c", script])
+    for expected in ("curl-live=0", "curl-dead=1", "port-live=0", "port-dead=1", "owner-live=0", "owner-other=1",
+                     "status-wrong=1", "est-live=0", "est-dead=1"):
         assert expected in output, output
 
 
-def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, keystone_build, tmp_path):
+def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, docker, keystone_build, tmp_path):
     override = tmp_path / "site.j2"
     override.write_text(
         "{% extends parent_template %}\n"
@@ -131,9 +135,9 @@ def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, keysto
     assert results["keystone"].status == "done", results["keystone"].error
     # Parents are untouched by a keystone-only block: they come from the cache.
     assert results["openstack-base"].status == "cached"
-    image = engine.images.get(f"{NAMESPACE}/keystone:it-custom")
+    image = docker.images.get(f"{NAMESPACE}/keystone:it-custom")
     assert image.labels["com.example.site"] == "lab-1"
-    code, output = run_container(engine, image.id, [
+    code, output = run_container(docker, image.id, [
         "sh", "-c", "cat /etc/keystone-site; command -v less; "
                     "python3 -c 'import importlib.metadata as m; print(m.version(\"tomli-w\"))'; "
                     "keystone-manage --version"])
@@ -141,7 +145,7 @@ def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, keysto
     assert "tuned" in output and "/usr/bin/less" in output and "1.2.0" in output
 
 
-def test_push_to_a_local_registry(engine, keystone_build, tmp_path):
+def test_push_to_a_local_registry(engine, docker, keystone_build, tmp_path):
     import urllib.request
 
     from mortar.builder.status import StatusBoard
@@ -149,7 +153,7 @@ def test_push_to_a_local_registry(engine, keystone_build, tmp_path):
     _, results = build(engine, ["registry"], tmp_path / "logs")
     assert results["registry"].status in ("done", "cached"), results["registry"].error
     port = free_port()
-    registry = engine.containers.run(
+    registry = docker.containers.run(
         f"{NAMESPACE}/registry:{TAG}", ["docker-registry", "serve", "/etc/docker/registry/config.yml"],
         detach=True, network_mode="host", labels={"org.mortar.test": "1"},
         environment={"REGISTRY_HTTP_ADDR": f"127.0.0.1:{port}",
@@ -162,11 +166,12 @@ def test_push_to_a_local_registry(engine, keystone_build, tmp_path):
                 break
             except OSError:
                 time.sleep(0.2)
-        builder, _ = build(engine, ["base"], tmp_path / "logs2", push=True, registry=f"127.0.0.1:{port}")
+        builder, _ = build(engine, ["base"], tmp_path / "logs2", push=True, registry=f"127.0.0.1:{port}",
+                           registry_insecure=True)
         builder.push(["base"], StatusBoard(["base"], live=False))
         assert builder.results["base"].status != "failed", builder.results["base"].error
         tags = json.load(urllib.request.urlopen(f"{url}{NAMESPACE}/base/tags/list", timeout=5))
         assert tags["tags"] == [TAG]
     finally:
         registry.remove(force=True)
-        engine.images.remove(f"127.0.0.1:{port}/{NAMESPACE}/base:{TAG}")
+        docker.images.remove(f"127.0.0.1:{port}/{NAMESPACE}/base:{TAG}")

@@ -65,11 +65,11 @@ def test_var_lib_docker_is_a_volume_not_the_overlay_root(bed) -> None:
     assert run(testbed, "compute1", "findmnt -n -o FSTYPE /var/lib/docker").strip() != "overlay"
 
 
-def test_second_up_keeps_the_running_nodes(bed, engine) -> None:
+def test_second_up_keeps_the_running_nodes(bed, docker) -> None:
     testbed, nodes = bed
-    before = {c.name: c.id for c in engine.containers.list(filters={"label": f"{LABEL}={BED}"})}
+    before = {c.name: c.id for c in docker.containers.list(filters={"label": f"{LABEL}={BED}"})}
     again = testbed.up(LAYOUT, log=lambda _: None)
-    after = {c.name: c.id for c in engine.containers.list(filters={"label": f"{LABEL}={BED}"})}
+    after = {c.name: c.id for c in docker.containers.list(filters={"label": f"{LABEL}={BED}"})}
     assert again == nodes
     assert after == before
 
@@ -92,15 +92,15 @@ def test_a_dockerd_runs_inside_a_node(bed) -> None:
                                  "sleep 0.2; done; exit 1")
 
 
-def test_down_leaves_nothing_labelled(bed, engine) -> None:
+def test_down_leaves_nothing_labelled(bed, docker) -> None:
     testbed, _ = bed
     testbed.down(log=lambda _: None)
     selector = {"label": f"{LABEL}={BED}"}
-    assert engine.containers.list(all=True, filters=selector) == []
-    assert engine.volumes.list(filters=selector) == []
+    assert docker.containers.list(all=True, filters=selector) == []
+    assert docker.volumes.list(filters=selector) == []
     assert not testbed.state_dir.exists()
-    other_beds = engine.containers.list(all=True, filters={"label": LABEL})
+    other_beds = docker.containers.list(all=True, filters={"label": LABEL})
     if not other_beds:
-        assert engine.networks.list(names=[NETWORK]) == []
-        assert engine.networks.list(filters={"label": LABEL}) == []
+        assert docker.networks.list(names=[NETWORK]) == []
+        assert docker.networks.list(filters={"label": LABEL}) == []
     testbed.down(log=lambda _: None)  # idempotent

@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 
 from mortar.catalogue.loader import ServiceSpec, load_catalogue
-from mortar.site.config import genpwd, required_passwords
+from mortar.site.config import Site, genpwd, load_site, required_passwords
 from mortar.site.samples import write_samples
 
 # Where mortar writes by default on a real machine: no unit test may touch them.
@@ -70,3 +73,29 @@ def site_dir(tmp_path: Path, template_site: Path) -> Path:
     root = tmp_path / "etc-mortar"
     shutil.copytree(template_site, root)
     return root
+
+
+@pytest.fixture
+def deployment(site_dir: Path, tmp_path: Path):
+    """The all-in-one deployment of `site_dir`, its state and logs under tmp_path."""
+    from mortar.deploy.orchestrator import load_deployment
+
+    loaded = load_deployment(site_dir, state_dir=tmp_path / "state")
+    loaded.log_dir = tmp_path / "log" / "deploy"
+    return loaded
+
+
+@pytest.fixture
+def configure(site_dir: Path, services: dict[str, ServiceSpec]) -> Callable[..., Site]:
+    """The site of `site_dir`, loaded after setting the given globals and passwords."""
+
+    def make(globals_: dict[str, Any] | None = None, passwords: dict[str, str] | None = None) -> Site:
+        if globals_:
+            with (site_dir / "globals.yml").open("a") as out:
+                yaml.safe_dump(globals_, out)
+        if passwords:
+            path = site_dir / "passwords.yml"
+            path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), **passwords}))
+        return load_site(site_dir, services)
+
+    return make

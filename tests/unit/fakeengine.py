@@ -3,11 +3,13 @@
 It keeps mortar's `Engine` contract (None for a missing object, EngineError otherwise) so the
 agent, builder and test bed run against it unchanged. Tests steer it: `job_results` says how a
 job container exits and what it prints (written where mortar-start would write it),
-`health` says what a container's health test answers, `fail` makes one operation raise.
+`health` says what a container's health test answers, `container_files` what `cat PATH` run
+in a container prints, `fail` makes one operation raise (`on_call` one operation on one target).
 """
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import time
 from collections.abc import Callable
@@ -16,6 +18,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from mortar.agent.wire import OUTPUT_MOUNT
+from mortar.engine.dockerengine import split_ref
 from mortar.engine.protocol import ContainerInfo, EngineTimeout, ImageInfo, NetworkInfo, RunSpec, VolumeInfo
 from mortar.errors import EngineError
 
@@ -45,10 +48,15 @@ class FakeEngine:
     job_results: dict[str, tuple[int, str]] = field(default_factory=dict)
     # container name -> (exit code, output) of its health test; default: healthy
     health: dict[str, tuple[int, str]] = field(default_factory=dict)
+    # container name -> {path: content}: what `cat PATH` prints in that container
+    container_files: dict[str, dict[str, str]] = field(default_factory=dict)
     hang: set[str] = field(default_factory=set)  # containers whose wait times out
     fail: dict[str, Exception] = field(default_factory=dict)  # operation name -> error to raise
     calls: list[tuple[str, str]] = field(default_factory=list)
+    created: list[RunSpec] = field(default_factory=list)  # every spec create was given, in order
     pushed: list[str] = field(default_factory=list)
+    push_auth: dict[str, dict[str, str] | None] = field(default_factory=dict)  # ref -> auth it was pushed with
+    ran: list[RunSpec] = field(default_factory=list)  # every spec given to run()
     on_call: Callable[[str, str], None] | None = None
 
     def _call(self, operation: str, target: str = "") -> None:
@@ -67,9 +75,18 @@ class FakeEngine:
     # ---- test set-up helpers -------------------------------------------------------------
     def add_image(self, ref: str, labels: dict[str, str] | None = None, digest: str = "") -> ImageInfo:
         repository = ref.rsplit(":", 1)[0]
-        image = ImageInfo(new_id(), [ref], dict(labels or {}), [f"{repository}@{digest}"] if digest else [], 1000)
-        self.images_by_ref[ref] = image
+        image = ImageInfo(new_id(), [], dict(labels or {}), [f"{repository}@{digest}"] if digest else [], 1000)
+        self._move_tag(ref, image)
         return image
+
+    def _move_tag(self, ref: str, image: ImageInfo) -> None:
+        # As in an engine: a tag names one image; giving it to another takes it from the first.
+        previous = self.images_by_ref.get(ref)
+        if previous is not None and ref in previous.tags:
+            previous.tags.remove(ref)
+        self.images_by_ref[ref] = image
+        if ref not in image.tags:
+            image.tags.append(ref)
 
     # ---- the Engine protocol --------------------------------------------------------------
     def ping(self) -> None:
@@ -104,6 +121,7 @@ class FakeEngine:
         if image is None:
             raise EngineError(f"create container {spec.name}: no such image {spec.image}")
         info = ContainerInfo(spec.name, new_id(), "created", image.id, dict(spec.labels), address=spec.address)
+        self.created.append(spec)
         self.containers_by_name[spec.name] = FakeContainer(spec, info)
         for mount in spec.mounts:
             if mount.kind == "volume" and mount.source not in self.volumes_by_name:
@@ -128,9 +146,8 @@ class FakeEngine:
                         out.write(output)
             if name not in self.hang:
                 c.info.status, c.info.exit_code = "exited", code
-        elif c.spec.health is not None:
-            code, _ = self.health.get(name, (0, ""))
-            c.info.health = "healthy" if code == 0 else "unhealthy"
+        else:
+            self._probe(c)
 
     def stop(self, name: str, timeout: int = 10) -> None:
         self._get("stop", name).info.status = "exited"
@@ -140,6 +157,13 @@ class FakeEngine:
         c.info.status = "running"
         c.info.started_at = _now()
         c.restarts += 1
+        self._probe(c)
+
+    def _probe(self, c: FakeContainer) -> None:
+        # What the engine's own health test reports once a (re)started container ran it.
+        if c.spec.health is not None:
+            code, output = self.health.get(c.spec.name, (0, ""))
+            c.info.health, c.info.health_output = ("healthy" if code == 0 else "unhealthy"), output
 
     def remove(self, name: str) -> bool:
         self._call("remove", name)
@@ -157,6 +181,9 @@ class FakeEngine:
 
     def exec(self, name: str, command: list[str], user: str = "root") -> tuple[int, str]:
         self._get("exec", name)
+        if len(command) == 2 and command[0] == "cat":
+            content = self.container_files.get(name, {}).get(command[1])
+            return (0, content) if content is not None else (1, f"cat: {command[1]}: No such file or directory\n")
         return self.health.get(name, (0, "healthy: fake"))
 
     def put_archive(self, name: str, path: str, data: bytes) -> None:
@@ -164,6 +191,9 @@ class FakeEngine:
 
     def run(self, spec: RunSpec, timeout: float = 600) -> tuple[int, str]:
         self._call("run", spec.name)
+        if self.image(spec.image) is None:
+            raise EngineError(f"create container {spec.name}: no such image {spec.image}")
+        self.ran.append(spec)
         return self.job_results.get(spec.name, (0, ""))
 
     def image(self, ref: str) -> ImageInfo | None:
@@ -183,24 +213,39 @@ class FakeEngine:
         if ref not in self.registry:
             raise EngineError(f"pull {ref}: not found")
         image = self.registry[ref]
-        self.images_by_ref[ref] = image
+        if "@" in ref:
+            self.images_by_ref[ref] = image
+        else:
+            self._move_tag(ref, image)
         return image
 
     def push(self, ref: str, auth: dict[str, str] | None = None) -> str:
+        """The registry's digest: the same for the same image, whatever its tag."""
         self._call("push", ref)
+        image = self.images_by_ref.get(ref)
+        if image is None:
+            raise EngineError(f"push {ref}: An image does not exist locally with the tag")
         self.pushed.append(ref)
-        return "sha256:" + "d" * 64
+        self.push_auth[ref] = auth
+        digest = "sha256:" + hashlib.sha256(image.id.encode()).hexdigest()
+        by_digest = f"{split_ref(ref)[0]}@{digest}"
+        if by_digest not in image.repo_digests:
+            image.repo_digests.append(by_digest)
+        self.registry[ref] = self.registry[by_digest] = image
+        return digest
 
     def tag(self, image: str, ref: str) -> None:
         self._call("tag", ref)
         found = self.image(image)
         if found is None:
             raise EngineError(f"tag {ref}: no image {image}")
-        self.images_by_ref[ref] = found
+        self._move_tag(ref, found)
 
     def untag(self, ref: str) -> None:
         self._call("untag", ref)
-        self.images_by_ref.pop(ref, None)
+        image = self.images_by_ref.pop(ref, None)
+        if image is not None and ref in image.tags:
+            image.tags.remove(ref)
 
     def build(self, context: IO[bytes], tag: str, labels: dict[str, str], nocache: bool,
               output: Callable[[str], None]) -> str:
@@ -254,3 +299,13 @@ class FakeEngine:
 
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S") + f".{time.time_ns() % 1_000_000_000:09d}Z"
+
+
+def refuse_engine_connections(monkeypatch: Any) -> None:
+    """Connecting to this machine's engine fails as when none runs: a unit test never reaches it."""
+    from mortar.engine.dockerengine import SETUP_FIX, DockerEngine
+
+    def refuse(cls: type, timeout: int = 600) -> DockerEngine:
+        raise EngineError("the Docker Engine does not answer (unit tests reach no engine)", fix=SETUP_FIX)
+
+    monkeypatch.setattr(DockerEngine, "connect", classmethod(refuse))

@@ -67,6 +67,12 @@ def is_local(name: str, variables: dict[str, str]) -> bool:
 def executor_for(deployment: Deployment, choice: str = "auto", engine=None) -> Executor:
     """`auto`: the local executor when every host is this machine, Ansible otherwise."""
     hosts = deployment.inventory.hosts.values()
+    # This machine's one engine and state directory cannot be two hosts: each would remove the other's containers.
+    here = [h.name for h in hosts if h.name in deployment.desired.hosts and is_local(h.name, h.vars)]
+    if len(here) > 1:
+        raise MortarError(f"hosts {here[0]} and {here[1]} are both this machine, which can only be one host",
+                          file=str(deployment.inventory.path), key=here[1],
+                          fix="name this machine once in the inventory, under every group it belongs to")
     if choice == "local" or (choice == "auto" and all(is_local(h.name, h.vars) for h in hosts)):
         remote = [h.name for h in hosts if not is_local(h.name, h.vars)]
         if remote:

@@ -71,7 +71,9 @@ def agent_files(root: Path | None = None) -> list[str]:
             continue
         seen.add(module)
         relative = Path(*module.split(".")[1:])
-        for candidate in (relative.with_suffix(".py"), relative / "__init__.py"):
+        # `mortar` itself is only its __init__.py (relative is then the package root, unnamed)
+        candidates = [relative.with_suffix(".py")] if relative.name else []
+        for candidate in [*candidates, relative / "__init__.py"]:
             if (root / candidate).is_file():
                 files.add(str(candidate))
                 todo += sorted(_imports(root / candidate))
@@ -114,7 +116,7 @@ def ansible_env(forks: int, fact_cache: Path, known_hosts: Path, accept_new_keys
         "ANSIBLE_FACT_CACHING_CONNECTION": str(fact_cache),
         "ANSIBLE_FACT_CACHING_TIMEOUT": "86400",
         "ANSIBLE_SSH_ARGS": (f"-C -o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile={known_hosts} "
-                             f"-o StrictHostKeyChecking={checking}"),
+                             f"-o StrictHostKeyChecking={checking} -o HashKnownHosts=no"),
         "ANSIBLE_TIMEOUT": "20",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",

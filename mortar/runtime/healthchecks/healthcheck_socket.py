@@ -123,38 +123,43 @@ def become_owner(pid: int, proc_root: str) -> None:
     os.setuid(ids["Uid"])
 
 
-def socket_inodes(pid: int, proc_root: str) -> set[str]:
-    """Inodes of the sockets process PID holds (as its owner when root may not look)."""
-    try:
-        fds = os.listdir(f"{proc_root}/{pid}/fd")
-    except PermissionError:
-        if os.geteuid() != 0:
-            return set()
-        try:
-            become_owner(pid, proc_root)
-            fds = os.listdir(f"{proc_root}/{pid}/fd")
-        except OSError:
-            return set()
-    except OSError:
-        return set()
+def _read_inodes(pid: int, proc_root: str) -> set[str]:
     inodes = set()
-    for fd in fds:
+    for fd in os.listdir(f"{proc_root}/{pid}/fd"):
         try:
             target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
-        except PermissionError:
-            # Listing may be allowed where reading the links is not: ask as the owner.
-            if os.geteuid() != 0:
-                continue
-            try:
-                become_owner(pid, proc_root)
-                target = os.readlink(f"{proc_root}/{pid}/fd/{fd}")
-            except OSError:
-                continue
-        except OSError:
+        except FileNotFoundError:  # closed meanwhile
             continue
         if target.startswith("socket:["):
             inodes.add(target[len("socket:[") : -1])
     return inodes
+
+
+def socket_inodes(pid: int, proc_root: str) -> set[str]:
+    """Inodes of the sockets process PID holds; when root may not look, a child process that
+    takes the owner's identity looks instead (this one stays root for the next process)."""
+    try:
+        return _read_inodes(pid, proc_root)
+    except PermissionError:
+        if os.geteuid() != 0:
+            return set()
+    except OSError:
+        return set()
+    read, write = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read)
+        try:
+            become_owner(pid, proc_root)
+            os.write(write, " ".join(sorted(_read_inodes(pid, proc_root))).encode())
+            os._exit(0)
+        except BaseException:
+            os._exit(1)
+    os.close(write)
+    with os.fdopen(read) as answer:
+        text = answer.read()
+    _, status = os.waitpid(child, 0)
+    return set(text.split()) if status == 0 else set()
 
 
 def held_by(pattern: str, inodes: set[str], proc_root: str) -> int | None:
@@ -175,6 +180,11 @@ def probe(address: str, port: int, send: bytes | None, timeout: float) -> bytes:
             try:
                 chunk = conn.recv(4096)
             except TimeoutError:
+                break
+            except ConnectionResetError:
+                # Closing with our request unread resets the connection: what came before is the answer.
+                if not received:
+                    raise
                 break
             if not chunk:
                 break

@@ -4,6 +4,7 @@ import pytest
 
 from mortar.builder.builder import BuildOptions, ImageTree
 from mortar.builder.lock import Lock
+from tests.unit.fakeengine import refuse_engine_connections
 
 MINI_TREE = {
     "macros.j2": "{% macro apt_install(p) %}{% if p %}RUN apt-get install -y {{ p | join(' ') }}{% endif %}"
@@ -23,6 +24,11 @@ MINI_TREE = {
                              "{% block svc_api_footer %}{% endblock %}\n{% block footer %}{% endblock %}\n",
     "other/Dockerfile.j2": "FROM {{ parent('base') }}\n{% block footer %}{% endblock %}\n",
 }
+
+
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    refuse_engine_connections(monkeypatch)
 
 
 @pytest.fixture
@@ -47,6 +53,7 @@ def make_tree(mini_images: Path, mini_lock: Lock, tmp_path: Path):
 
     def make(**overrides) -> ImageTree:
         lock = overrides.pop("lock", mini_lock)
+        overrides.setdefault("logs_dir", tmp_path / "logs")
         options = BuildOptions(images_dir=mini_images, ca_bundle=ca, **overrides)
         return ImageTree(options, lock=lock)
 

@@ -1,122 +1,117 @@
-"""Tests for the service catalogue: the shipped services and the service.yaml loader's errors."""
+"""The service catalogue: the shipped services, and what the service.yaml schema refuses."""
 
 from __future__ import annotations
 
-import textwrap
+import copy
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import jinja2
 import jinja2.meta
 import pytest
 import yaml
 
+from mortar.agent.wire import Container, Job
 from mortar.catalogue.loader import (
     CATALOGUE_DIR,
     PASSWORD_KINDS,
     ServiceSpec,
+    image_names,
     load_catalogue,
     load_service,
-    service_order,
 )
-from mortar.deploy.desired import _env, compute_desired
+from mortar.deploy.filters import FILTERS
 from mortar.errors import MortarError
-from mortar.site.config import genpwd, load_site, required_passwords, schema
-from mortar.site.inventory import parse_inventory
-from mortar.site.samples import INVENTORY_AIO, write_samples
+from mortar.site.config import schema
+from mortar.verify.checks import KINDS
 
 SERVICES = load_catalogue()
-# Names every template and service.yaml string may use besides globals and passwords (desired.Context).
-CONTEXT_NAMES = {"host", "api_address", "service", "enabled", "address_of", "hosts_of", "hosts_of_container",
-                 "host_address", "keystone_url"}
+IMAGES = {"svc-image", "db-image"}
+# What every template sees besides globals, its own passwords and its consumed capabilities
+# (desired.Planner.base_variables).
+CONTEXT = {"host", "api_address", "service", "hosts_of_container"}
 
 
-def closure(name: str) -> set[str]:
-    """A service and everything it (transitively) depends on."""
-    todo, seen = [name], set()
-    while todo:
-        current = todo.pop()
-        if current not in seen:
-            seen.add(current)
-            todo.extend(SERVICES[current].depends)
-    return seen
-
-
-def dependents_closure(name: str) -> set[str]:
-    """A service and everything that (transitively) depends on it."""
-    off = {name}
-    changed = True
-    while changed:
-        changed = False
-        for other, spec in SERVICES.items():
-            if other not in off and off & set(spec.depends):
-                off.add(other)
-                changed = True
-    return off
-
-
-def all_file_decls(spec: ServiceSpec):
+def files_of(spec: ServiceSpec):
+    """Every file declaration of a service: its containers', its jobs' and its provision jobs'."""
     for container in spec.containers.values():
         yield from container.files
     for job in spec.jobs:
         yield from job.files
+    for provides in spec.provides.values():
+        if provides.provision:
+            yield from provides.provision.job.files
 
 
-# ---- the shipped catalogue -----------------------------------------------------------------
+# ---- the shipped catalogue -------------------------------------------------------------------
 
 def test_shipped_catalogue_loads() -> None:
-    assert {"mariadb", "keystone", "nova"} <= set(SERVICES)
+    assert set(SERVICES) == {p.parent.name for p in CATALOGUE_DIR.glob("*/service.yaml")}
+    assert {"mariadb", "keystone", "nova", "prometheus"} <= set(SERVICES)
     for name, spec in SERVICES.items():
-        assert spec.name == name
-        assert spec.path == CATALOGUE_DIR / name
+        assert spec.name == name and spec.path == CATALOGUE_DIR / name
         assert spec.containers, f"{name} runs no container"
-        assert set(spec.depends) <= set(SERVICES), name
         assert set(spec.passwords.values()) <= PASSWORD_KINDS, name
-
-
-def test_service_order_puts_dependencies_first() -> None:
-    order = service_order(SERVICES, set(SERVICES))
-    assert sorted(order) == sorted(SERVICES)
-    for name in order:
-        for dep in SERVICES[name].depends:
-            assert order.index(dep) < order.index(name), (dep, name)
-
-
-def test_service_order_skips_disabled_and_detects_cycles(tmp_path: Path) -> None:
-    assert service_order(SERVICES, {"keystone"}) == ["keystone"]
-    for name in ("a", "b"):
-        (tmp_path / name).mkdir()
-        (tmp_path / name / "service.yaml").write_text(
-            f"depends: [{'b' if name == 'a' else 'a'}]\ncontainers: {{{name}: {{image: x}}}}\n")
-    services = load_catalogue(tmp_path)
-    with pytest.raises(MortarError, match="cycle"):
-        service_order(services, {"a", "b"})
+        for container in spec.containers.values():
+            assert container.name in spec.containers and container.service == name
+            assert container.image in image_names(), (name, container.image)
+            assert container.command or container.script, (name, container.name)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_every_template_exists(name: str) -> None:
+def test_every_declared_file_exists_and_every_template_is_used(name: str) -> None:
     spec = SERVICES[name]
-    for decl in all_file_decls(spec):
+    used = set()
+    for decl in files_of(spec):
         assert (spec.template_dir / decl.template).is_file(), decl.template
-    # and every template in templates/ is used (a stray one is likely a typo in service.yaml)
-    used = {decl.template for decl in all_file_decls(spec)}
-    if spec.template_dir.is_dir():
-        shipped = {p.name for p in spec.template_dir.iterdir() if p.is_file()}
-        assert shipped <= used, f"unused templates in {name}: {sorted(shipped - used)}"
+        used.add(decl.template)
+    shipped = {p.name for p in spec.template_dir.iterdir()} if spec.template_dir.is_dir() else set()
+    # A template only other templates extend still counts (nova's compute config extends nova.conf.j2).
+    extended = {ref for t in shipped for ref in jinja2.meta.find_referenced_templates(
+        jinja2.Environment().parse((spec.template_dir / t).read_text())) if ref}
+    assert shipped <= used | extended, f"unused templates in {name}: {sorted(shipped - used - extended)}"
+
+
+def test_every_capability_consumed_is_provided_and_every_provider_container_exists() -> None:
+    provided = {cap for spec in SERVICES.values() for cap in spec.provides}
+    for spec in SERVICES.values():
+        assert set(spec.consumes) <= provided, spec.name
+        for provides in spec.provides.values():
+            assert provides.container in spec.containers, (spec.name, provides.capability)
+        if spec.registration:
+            assert spec.registration.container in spec.containers, spec.name
+    # The shipped services each capability of the architecture names.
+    providers = {cap: sorted(s.name for s in SERVICES.values() if cap in s.provides) for cap in provided}
+    assert providers["database"] == ["mariadb"] and providers["identity"] == ["keystone"]
+    assert providers["messaging"] == ["rabbitmq"] and providers["cache"] == ["memcached"]
+    assert providers["ovn_northbound"] == providers["ovn_southbound"] == ["ovn"]
+    assert providers["compute"] == providers["hypervisors"] == ["nova"]
+    assert providers["metrics"] == ["mysqld_exporter", "node_exporter", "prometheus"]
+    assert SERVICES["prometheus"].consumes["metrics"].multiple
+
+
+def test_database_provider_takes_requests_through_a_provision_job() -> None:
+    database = SERVICES["mariadb"].provides["database"]
+    assert database.provision is not None and database.data == "mariadb"
+    assert database.provision.request_keys["name"] == "required"
+    job = database.provision.job
+    assert (job.name, job.container, job.phase) == ("database", "mariadb", "provision")
+    assert "url" in database.per_request
+    for spec in SERVICES.values():
+        if "database" in spec.consumes:
+            for entry in spec.consumes["database"].request:
+                assert set(entry) <= set(database.provision.request_keys), (spec.name, entry)
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_secret_references_are_declared(name: str) -> None:
-    """Databases and keystone users name passwords their own service declares."""
-    spec = SERVICES[name]
-    for db in spec.databases:
-        assert set(db) == {"name", "user", "password"}, db
-        assert db["password"] in spec.passwords, db
-    for user in spec.registration.get("users", []):
-        assert user["password"] in spec.passwords, user
-    if spec.databases:
-        assert "mariadb" in closure(name), f"{name} has databases but does not depend on mariadb"
+def test_verify_checks_are_known_kinds(name: str) -> None:
+    for check in SERVICES[name].verify:
+        assert check.check in KINDS
+        assert set(check.params) <= set(KINDS[check.check].params)
 
 
-def _strings(value):
+def _strings(value: Any):
     if isinstance(value, str):
         yield value
     elif isinstance(value, list):
@@ -128,189 +123,300 @@ def _strings(value):
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
-def test_templates_only_use_known_names(name: str) -> None:
+def test_templates_see_only_settings_their_own_secrets_and_consumed_capabilities(name: str) -> None:
+    """Another service's secret reaches a template only through a capability it consumes."""
     spec = SERVICES[name]
-    known = set(schema(SERVICES)) | CONTEXT_NAMES
-    known |= {key for s in SERVICES.values() for key in s.passwords}
-    env = _env(spec)  # the environment templates are rendered in (with mortar's filters)
-    sources = {str(spec.template_dir / d.template): (spec.template_dir / d.template).read_text()
-               for d in all_file_decls(spec)}
-    raw = yaml.safe_load((spec.path / "service.yaml").read_text())
-    for key in ("containers", "jobs", "registration"):
-        for index, text in enumerate(_strings(raw.get(key))):
-            sources[f"service.yaml {key} #{index}"] = text
-    for where, text in sources.items():
+    settings = set(schema(SERVICES)) | set(spec.passwords) | CONTEXT
+    seen = settings | set(spec.consumes)
+    env = jinja2.Environment()
+    env.filters.update(FILTERS)  # finding the names compiles the template: an unknown filter fails too
+    raw = yaml.safe_load(spec.file.read_text())
+    sources: list[tuple[str, str, set[str]]] = []
+    provision = {d.template for p in spec.provides.values() if p.provision for d in p.provision.job.files}
+    # A container's own files and fields also see which container they are rendered for.
+    in_container = {d.template for c in spec.containers.values() for d in c.files}
+    for decl in files_of(spec):
+        extra = ({"requests", "consumer"} if decl.template in provision else set()) | (
+            {"container"} if decl.template in in_container else set())
+        sources.append((decl.template, (spec.template_dir / decl.template).read_text(), seen | extra))
+    sources += [("service.yaml containers", text, seen | {"container"}) for text in _strings(raw.get("containers"))]
+    for key in ("jobs", "registration", "verify"):
+        sources += [(f"service.yaml {key}", text, seen) for text in _strings(raw.get(key))]
+    for capability, entry in (raw.get("provides") or {}).items():
+        # What a provider exports is rendered with its own settings only; per-request values see the entry.
+        sources += [(f"provides.{capability}.values", t, settings) for t in _strings(entry.get("values"))]
+        sources += [(f"provides.{capability}.per_request", t, settings | {"entry"})
+                    for t in _strings(entry.get("per_request"))]
+        sources += [(f"provides.{capability}.provision", t, seen | {"requests", "consumer"})
+                    for t in _strings(entry.get("provision"))]
+    for where, text, known in sources:
         unknown = jinja2.meta.find_undeclared_variables(env.parse(text)) - known
-        assert not unknown, f"{where} uses undeclared {sorted(unknown)}"
+        assert not unknown, f"{name}: {where} uses {sorted(unknown)}"
 
 
-def _subsets() -> list[tuple[str, frozenset[str]]]:
-    cases = {"everything": frozenset(SERVICES)}
-    for name in sorted(SERVICES):
-        cases[f"only-{name}"] = frozenset(closure(name))
-        cases[f"without-{name}"] = frozenset(set(SERVICES) - dependents_closure(name))
-    unique: dict[frozenset[str], str] = {}
-    for label, subset in cases.items():
-        if subset:
-            unique.setdefault(subset, label)
-    return [(label, subset) for subset, label in unique.items()]
+# ---- loading a service ------------------------------------------------------------------------
 
-
-@pytest.mark.parametrize(("label", "enabled"), _subsets(), ids=[label for label, _ in _subsets()])
-def test_every_referenced_password_is_declared_by_an_enabled_service(tmp_path: Path, label: str,
-                                                                     enabled: frozenset[str]) -> None:
-    """Render everything with exactly the passwords the enabled services declare (StrictUndefined)."""
-    write_samples(tmp_path)
-    (tmp_path / "globals.yml").write_text(
-        "".join(f"enable_{name}: {'true' if name in enabled else 'false'}\n" for name in sorted(SERVICES)))
-    needed = required_passwords(SERVICES, set(enabled))
-    genpwd(tmp_path / "passwords.yml", needed)
-    site = load_site(tmp_path, SERVICES)
-    assert site.enabled == enabled
-    assert set(site.passwords) == set(needed)
-    desired = compute_desired(site, parse_inventory(INVENTORY_AIO, str(tmp_path / "inventory")))
-    assert set(desired.order) == set(enabled)
-    running = {c.name for c in desired.hosts["localhost"].containers()}
-    assert running == {c for name in enabled for c in SERVICES[name].containers}
-
-
-# ---- loader errors -----------------------------------------------------------------------------
-
-def write_service(root: Path, text: str, templates: tuple[str, ...] = ("svc.conf.j2",)) -> Path:
-    directory = root / "svc"
-    (directory / "templates").mkdir(parents=True, exist_ok=True)
+def write_service(root: Path, name: str, data: dict[str, Any] | str,
+                  templates: tuple[str, ...] = ("svc.conf.j2",)) -> Path:
+    folder = root / name
+    (folder / "templates").mkdir(parents=True, exist_ok=True)
     for template in templates:
-        (directory / "templates" / template).write_text("[DEFAULT]\n")
-    path = directory / "service.yaml"
-    path.write_text(textwrap.dedent(text))
+        (folder / "templates" / template).write_text("[DEFAULT]\n")
+    path = folder / "service.yaml"
+    path.write_text(data if isinstance(data, str) else yaml.safe_dump(data, sort_keys=False))
     return path
 
 
-GOOD = """\
-name: svc
-description: a test service
-depends: []
-options:
-  svc_workers: {type: int, default: 1, min: 1, help: workers}
-passwords:
-  svc_password: password
-  svc_key: fernet
-databases:
-  - {name: svc, user: svc, password: svc_password}
-volumes: [svc_data]
-containers:
-  svc_api:
-    image: svc-api
-    command: svc-api --config-file /etc/svc/svc.conf
-    files:
-      - {template: svc.conf.j2, dest: /etc/svc/svc.conf, merge: ini, main: true}
-    ports: [1234]
-    stop_timeout: 30
-jobs:
-  - {name: db_sync, container: svc_api, phase: before, command: svc-manage db sync}
-  - {name: late, container: svc_api, phase: after, run: always, command: svc-manage late,
-     files: [{template: svc.conf.j2, dest: /etc/svc/extra.conf, merge: replace}]}
-"""
+def good() -> dict[str, Any]:
+    """A service using every part of the schema, valid: each error case below breaks one thing."""
+    return {
+        "description": "a test service",
+        "passwords": {"svc_password": "password"},
+        "volumes": ["data"],
+        "provides": {"database": {
+            "container": "api",
+            "values": {"host": "{{ api_address }}"},
+            "per_request": {"url": "db://{{ entry.name }}@{{ api_address }}"},
+            "data": "data",
+            "request_keys": {"name": "required"},
+            "provision": {"command": "make-db {{ consumer }}", "files": [
+                {"template": "svc.conf.j2", "dest": "/etc/job/job.conf", "mode": "0600", "merge": "replace"}]}}},
+        "consumes": {"identity": {}, "metrics": {"optional": True, "multiple": True}},
+        "containers": {"api": {
+            "image": "svc-image",
+            "command": "svc-api --name {{ service }} --flag",
+            "files": [{"template": "svc.conf.j2", "dest": "/etc/svc/svc.conf", "mode": "0640", "main": True}],
+            "volumes": ["data:/var/lib/svc"],
+            "healthcheck": {"test": "healthcheck_port 1234", "interval": 5},
+            "ports": [1234, "{{ svc_port }}"]}},
+        "jobs": [{"name": "db_sync", "container": "api", "command": ["svc-manage", "db", "sync"]}],
+        "registration": {"container": "api", "type": "thing", "endpoints": {"public": "http://{{ api_address }}"},
+                         "users": [{"name": "svc", "password": "{{ svc_password }}"}]},
+        "verify": [{"name": "boots", "check": "server_boot", "nic": "none"}],
+    }
 
 
 def test_good_service_loads(tmp_path: Path) -> None:
-    spec = load_service(write_service(tmp_path, GOOD))
-    assert spec.name == "svc"
-    assert spec.group == "control"
-    assert spec.options["svc_workers"]["default"] == 1
-    assert spec.passwords == {"svc_password": "password", "svc_key": "fernet"}
-    api = spec.containers["svc_api"]
-    assert api.group == "control" and api.stop_timeout == 30
-    assert [str(port) for port in api.ports] == ["1234"]
-    assert api.files[0].main is True and api.files[0].owner == "root" and api.files[0].mode == "0640"
-    assert [(j.name, j.phase, j.run) for j in spec.jobs] == [("db_sync", "before", "on_change"),
-                                                               ("late", "after", "always")]
-    assert spec.jobs[1].files[0].merge == "replace"
+    spec = load_service(write_service(tmp_path, "svc", good()), IMAGES)
+    assert spec.name == "svc" and spec.group == "control"
+    api = spec.containers["api"]
+    assert isinstance(api, Container) and (api.name, api.service, api.group) == ("api", "svc", "control")
+    # A string command is split into words before rendering: the template stays one word.
+    assert api.command == ["svc-api", "--name", "{{ service }}", "--flag"]
+    assert api.ports == [1234, "{{ svc_port }}"]
+    assert (api.files[0].owner, api.files[0].mode, api.files[0].merge, api.files[0].main) == ("root", "0640", "ini",
+                                                                                               True)
+    assert api.healthcheck is not None and (api.healthcheck.interval, api.healthcheck.retries) == (5, 3)
+    (job,) = spec.jobs
+    assert isinstance(job, Job) and (job.service, job.phase, job.run, job.timeout) == ("svc", "before", "on_change",
+                                                                                       600)
+    provision = spec.provides["database"].provision
+    assert provision is not None
+    assert (provision.job.name, provision.job.container, provision.job.phase) == ("database", "api", "provision")
+    assert provision.job.command == ["make-db", "{{ consumer }}"]
+    assert spec.consumes["metrics"].optional and spec.consumes["metrics"].multiple
+    assert not spec.consumes["identity"].optional
+    assert spec.registration is not None and spec.registration.container == "api"
+    assert spec.verify[0].params == {"nic": "none"} and spec.verify[0].container == "api"
 
 
-def test_name_defaults_to_directory(tmp_path: Path) -> None:
-    spec = load_service(write_service(tmp_path, "containers:\n  c: {image: x, group: compute}\n"))
-    assert spec.name == "svc"
-    assert spec.containers["c"].group == "compute"
+def test_a_lone_container_is_the_default_everywhere_and_the_folder_names_the_service(tmp_path: Path) -> None:
+    data = good()
+    del data["provides"]["database"]["container"], data["registration"]["container"]
+    spec = load_service(write_service(tmp_path, "other", data), IMAGES)
+    assert spec.name == "other"
+    assert spec.provides["database"].container == spec.registration.container == "api"
 
 
-@pytest.mark.parametrize(("text", "key", "words"), [
-    ("dependz: []\n", "service", ["unknown key 'dependz'", "did you mean 'depends'?"]),
-    ("containers:\n  c: {imgae: x}\n", "containers.c", ["unknown key 'imgae'", "did you mean 'image'?"]),
-    ("containers:\n  c: {image: x, files: [{template: svc.conf.j2, dest: /x, mrege: ini}]}\n",
-     "containers.c.files", ["unknown key 'mrege'", "did you mean 'merge'?"]),
-    ("containers:\n  c: {image: x}\njobs:\n  - {name: j, container: c, phase: before, command: x, rnu: once}\n",
-     "jobs[0]", ["unknown key 'rnu'", "did you mean 'run'?"]),
-    ("containers:\n  c: {image: x}\njobs:\n  - {name: j, container: d, phase: before, command: x}\n",
-     "jobs[0]", ["job container 'd'"]),
-    ("containers:\n  c: {image: x}\njobs:\n  - {name: a, container: c, phase: before, command: x}\n"
-     "  - {name: j, container: c, phase: during, command: x}\n",
-     "jobs[1]", ["phase must be 'before' or 'after'"]),
-    ("containers:\n  c: {image: x}\njobs:\n  - {name: j, container: c, command: x}\n",
-     "jobs[0]", ["phase must be"]),
-    ("containers:\n  c: {image: x}\njobs:\n  - {name: j, container: c, phase: after, command: x, run: sometimes}\n",
-     "jobs[0]", ["run must be on_change, once or always"]),
-    ("containers:\n  c: {image: x, files: [{template: nope.j2, dest: /x}]}\n",
-     "containers.c.files", ["template 'nope.j2' not found"]),
-    ("containers:\n  c: {image: x}\njobs:\n  - {name: j, container: c, phase: before, command: x,\n"
-     "     files: [{template: gone.j2, dest: /x}]}\n",
-     "jobs[0].files", ["template 'gone.j2' not found"]),
-    ("containers:\n  c: {image: x, files: [{template: svc.conf.j2}]}\n",
-     "containers.c.files", ["needs 'template' and 'dest'"]),
-    ("containers:\n  c: {image: x, files: [{template: svc.conf.j2, dest: /x, merge: toml}]}\n",
-     "containers.c.files", ["merge must be ini, yaml or replace", "toml"]),
-    ("containers:\n  c: {command: x}\n", "containers.c", ["needs an image"]),
-    ("options:\n  svc_x: {type: int}\n", "options.svc_x", ["needs a type", "default"]),
-    ("options:\n  svc_x: {type: float, default: 1.5}\n", "options.svc_x", ["needs a type"]),
-    ("options:\n  svc_x: 3\n", "options.svc_x", ["needs a type"]),
-    ("passwords:\n  svc_pin: pin\n", "passwords.svc_pin", ["password kind must be one of"]),
-])
-def test_loader_errors_name_file_and_key(tmp_path: Path, text: str, key: str, words: list[str]) -> None:
-    path = write_service(tmp_path, text)
+def _set(*path: str | int, value: Any) -> Callable[[dict], None]:
+    def change(data: dict) -> None:
+        target = data
+        for key in path[:-1]:
+            target = target[key]
+        target[path[-1]] = value
+    return change
+
+
+def _append(*path: str | int, value: Any) -> Callable[[dict], None]:
+    def change(data: dict) -> None:
+        target = data
+        for key in path:
+            target = target[key]
+        target.append(value)
+    return change
+
+
+API = ("containers", "api")
+FILE = (*API, "files", 0)
+CASES: list[tuple[str, Callable[[dict], None], str, list[str]]] = [
+    ("unknown-service-key", _set("volumez", value=[]), "volumez", ["unknown key 'volumez'", "did you mean 'volumes'"]),
+    ("unknown-container-key", _set(*API, "imgae", value="x"), "containers.api.imgae",
+     ["unknown key 'imgae'", "did you mean 'image'?"]),
+    ("unknown-image", _set(*API, "image", value="svc-imgae"), "containers.api.image",
+     ["no image named 'svc-imgae'", "did you mean 'svc-image'?"]),
+    ("image-on-a-job", _set("jobs", 0, "image", value="svc-image"), "jobs[0].image", ["unknown key 'image'"]),
+    ("volumes-on-a-job", _set("jobs", 0, "volumes", value=["data:/x"]), "jobs[0].volumes",
+     ["unknown key 'volumes'"]),
+    ("image-on-a-provision-job", _set("provides", "database", "provision", "image", value="db-image"),
+     "provides.database.provision.image", ["unknown key 'image'"]),
+    ("empty-health-test", _set(*API, "healthcheck", value={"test": "  "}), "containers.api.healthcheck.test",
+     ["the health test is empty"]),
+    ("health-interval-0", _set(*API, "healthcheck", "interval", value=0), "containers.api.healthcheck.interval",
+     ["more than 0"]),
+    ("health-retries-0", _set(*API, "healthcheck", "retries", value=0), "containers.api.healthcheck.retries",
+     ["at least 1"]),
+    ("port-0", _set(*API, "ports", value=[0]), "containers.api.ports[0]", ["between 1 and 65535"]),
+    ("port-70000", _set(*API, "ports", value=[80, 70000]), "containers.api.ports[1]", ["between 1 and 65535"]),
+    ("port-not-a-number", _set(*API, "ports", value=["http"]), "containers.api.ports[0]", ["whole number"]),
+    ("port-true", _set(*API, "ports", value=[True]), "containers.api.ports[0]", ["whole number"]),
+    ("volume-not-the-services", _set(*API, "volumes", value=["logs:/var/log/svc"]), "containers.api.volumes[0]",
+     ["volume 'logs' is not one of the service's volumes (data)", "list it under the service's `volumes:`"]),
+    ("volume-without-path", _set(*API, "volumes", value=["data"]), "containers.api.volumes[0]",
+     ["is not VOLUME:/path"]),
+    ("volume-relative-path", _set(*API, "volumes", value=["data:var/lib/svc"]), "containers.api.volumes[0]",
+     ["is not VOLUME:/path"]),
+    ("relative-dest", _set(*FILE, "dest", value="etc/svc/svc.conf"), "containers.api.files[0].dest",
+     ["must be an absolute path"]),
+    ("mode-not-octal", _set(*FILE, "mode", value="rw-r-----"), "containers.api.files[0].mode",
+     ["quoted octal"]),
+    ("mode-a-number", _set(*FILE, "mode", value=640), "containers.api.files[0].mode", ["quoted string"]),
+    ("unknown-merge", _set(*FILE, "merge", value="toml"), "containers.api.files[0].merge", ["toml"]),
+    ("missing-template", _set(*FILE, "template", value="nope.j2"), "containers.api.files[0].template",
+     ["template 'nope.j2' not found"]),
+    ("two-files-one-name", _append(*API, "files", value={"template": "svc.conf.j2", "dest": "/etc/other/svc.conf"}),
+     "containers.api.files[1]", ["two files named 'svc.conf'"]),
+    ("two-job-files-one-name", _set("jobs", 0, "files", value=[
+        {"template": "svc.conf.j2", "dest": "/a/x.conf"}, {"template": "svc.conf.j2", "dest": "/b/x.conf"}]),
+     "jobs[0].files[1]", ["two files named 'x.conf'"]),
+    ("command-and-script", _set(*API, "script", value="exec svc-api\n"), "containers.api",
+     ["either 'command' or 'script'"]),
+    ("job-command-and-script", _set("jobs", 0, "script", value="true\n"), "jobs[0]", ["either 'command' or 'script'"]),
+    ("command-with-a-statement", _set(*API, "command", value="svc-api {% if x %}-v{% endif %}"),
+     "containers.api.command", ["cannot hold template statements"]),
+    ("job-unknown-container", _set("jobs", 0, "container", value="apu"), "jobs[0].container",
+     ["'apu' is not a container of this service"]),
+    ("job-in-provision-phase", _set("jobs", 0, "phase", value="provision"), "jobs[0].phase", ["'before' or 'after'"]),
+    ("job-without-command", _set("jobs", 0, "command", value=[]), "jobs[0]", ["needs a 'command' or a 'script'"]),
+    ("unknown-provides-key", _set("provides", "database", "valuse", value={}), "provides.database.valuse",
+     ["unknown key 'valuse'", "did you mean 'values'?"]),
+    ("unknown-consumes-key", _set("consumes", "identity", value={"optinal": True}), "consumes.identity.optinal",
+     ["unknown key 'optinal'", "did you mean 'optional'?"]),
+    ("consumes-optional-not-bool", _set("consumes", "identity", value={"optional": "yes"}),
+     "consumes.identity.optional", ["true or false"]),
+    ("provides-unknown-container", _set("provides", "database", "container", value="apu"),
+     "provides.database.container", ["'apu' is not a container of svc"]),
+    ("provides-unknown-data-volume", _set("provides", "database", "data", value="logs"), "provides.database.data",
+     ["'logs' is not one of the service's volumes"]),
+    ("request-keys-without-name", _set("provides", "database", "request_keys", value={"user": "required"}),
+     "provides.database.request_keys", ["keyed by it"]),
+    ("bad-capability-name", _set("provides", "Data-Base", value={"container": "api"}), "provides.Data-Base",
+     ["lowercase"]),
+    ("registration-unknown-interface", _set("registration", "endpoints", value={"private": "http://x"}),
+     "registration.endpoints.private", ["interface must be one of"]),
+    ("registration-unknown-container", _set("registration", "container", value="apu"), "registration.container",
+     ["name the container"]),
+    ("unknown-verify-kind", _set("verify", 0, "check", value="server_bot"), "verify[0].check",
+     ["unknown check kind 'server_bot'", "server_boot"]),
+    ("unknown-verify-parameter", _set("verify", 0, "nick", value="none"), "verify[0].nick",
+     ["unknown key 'nick'", "did you mean 'nic'?"]),
+    ("verify-missing-parameter", _set("verify", 0, value={"name": "login", "check": "form_login"}), "verify[0]",
+     ["needs url"]),
+]
+
+
+@pytest.mark.parametrize(("change", "key", "words"), [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_schema_errors_name_the_file_and_the_key(tmp_path: Path, change: Callable[[dict], None], key: str,
+                                                 words: list[str]) -> None:
+    data = copy.deepcopy(good())
+    change(data)
+    path = write_service(tmp_path, "svc", data)
     with pytest.raises(MortarError) as info:
-        load_service(path)
+        load_service(path, IMAGES)
     err = info.value
-    assert err.file == str(path)
-    assert err.key == key
-    for word in words:
-        assert word in err.message
+    assert (err.file, err.key) == (str(path), key)
     assert str(err).startswith(f"{path}: {key}: ")
+    for word in words:
+        assert word in str(err)
 
 
-@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", ""])
-def test_service_yaml_must_be_a_mapping(tmp_path: Path, text: str) -> None:
-    path = write_service(tmp_path, text)
-    with pytest.raises(MortarError, match="must be a mapping") as info:
-        load_service(path)
+def test_an_unquoted_mode_is_refused_not_read_as_a_number(tmp_path: Path) -> None:
+    """YAML reads `mode: 0640` as the number 416, which would pass as the octal mode 0416."""
+    path = write_service(tmp_path, "svc", "containers:\n  api:\n    image: svc-image\n    command: run\n    files:\n"
+                                          "      - {template: svc.conf.j2, dest: /etc/a.conf, mode: 0640}\n")
+    with pytest.raises(MortarError, match="quoted string") as info:
+        load_service(path, IMAGES)
+    assert (info.value.file, info.value.key) == (str(path), "containers.api.files[0].mode")
+    assert '"0640"' in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["- a\n- b\n", "just a string\n", "name: [svc\n"])
+def test_service_yaml_must_be_a_yaml_mapping(tmp_path: Path, text: str) -> None:
+    path = write_service(tmp_path, "svc", text)
+    with pytest.raises(MortarError) as info:
+        load_service(path, IMAGES)
     assert info.value.file == str(path)
-
-
-def test_service_yaml_syntax_error_names_file(tmp_path: Path) -> None:
-    path = write_service(tmp_path, "name: [svc\n")
-    with pytest.raises(MortarError, match="not valid YAML") as info:
-        load_service(path)
-    assert info.value.file == str(path)
-
-
-def test_catalogue_rejects_unknown_dependency(tmp_path: Path) -> None:
-    path = write_service(tmp_path, "depends: [keystnoe]\ncontainers:\n  c: {image: x}\n")
-    with pytest.raises(MortarError, match="unknown service 'keystnoe'") as info:
-        load_catalogue(tmp_path)
-    assert info.value.file == str(path)
-    assert info.value.key == "depends"
 
 
 @pytest.mark.parametrize("text", [
-    "containers:\n  c: {image: x}\njobs:\n  - {container: c, phase: before, command: x}\n",  # job without name
-    "containers:\n  c: {image: x}\njobs:\n  - {name: j, container: c, phase: before}\n",  # job without command
-    "containers:\n  c:\n",  # container declared as null
-    "depends: keystone\ncontainers:\n  c: {image: x}\n",  # a string, read as a list of letters
-], ids=["job-without-name", "job-without-command", "null-container", "depends-as-string"])
+    "containers:\n  api:\n",  # a container declared as null
+    "containers: [api]\n",
+    "containers:\n  api: {image: svc-image, command: run, files: {template: svc.conf.j2}}\n",
+    "containers:\n  api: {image: svc-image, command: run}\njobs:\n  - {container: api, command: x}\n",  # no name
+    "containers:\n  api: {image: svc-image, command: run}\nconsumes: database\n",
+    "containers:\n  api: {image: svc-image, command: run, environment: [A=1]}\n",
+], ids=["null-container", "containers-as-list", "files-as-mapping", "job-without-name", "consumes-as-string",
+        "environment-as-list"])
 def test_malformed_shapes_are_mortar_errors(tmp_path: Path, text: str) -> None:
-    path = write_service(tmp_path, text)
-    try:
-        spec = load_service(path)
-    except MortarError as err:
-        assert err.file == str(path)
-        return
-    raise AssertionError(f"accepted: depends={spec.depends}, jobs={spec.jobs}")
+    path = write_service(tmp_path, "svc", text)
+    with pytest.raises(MortarError) as info:
+        load_service(path, IMAGES)
+    assert info.value.file == str(path) and info.value.key
+
+
+# ---- loading a catalogue ----------------------------------------------------------------------
+
+def provider_and_consumer(root: Path, consumer: dict[str, Any] | None = None) -> tuple[Path, Path]:
+    provider = {"provides": {"database": {"container": "db", "values": {"host": "{{ api_address }}"}}},
+                "containers": {"db": {"image": "db-image", "command": "db-server"}}}
+    consumer = consumer or {"consumes": {"database": {}}, "containers": {"api": {"image": "svc-image",
+                                                                                   "command": "svc-api"}}}
+    return write_service(root, "db", provider), write_service(root, "svc", consumer)
+
+
+def test_a_small_catalogue_loads(tmp_path: Path) -> None:
+    provider_and_consumer(tmp_path)
+    services = load_catalogue(tmp_path, images=IMAGES)
+    assert sorted(services) == ["db", "svc"]
+    assert services["svc"].consumes["database"].capability == "database"
+
+
+def test_a_consumed_capability_nobody_provides_is_refused(tmp_path: Path) -> None:
+    _, consumer = provider_and_consumer(tmp_path, {"consumes": {"database": {}, "messaging": {"optional": True}},
+                                                   "containers": {"api": {"image": "svc-image", "command": "x"}}})
+    with pytest.raises(MortarError, match="consumes 'messaging', which no service of the catalogue provides") as info:
+        load_catalogue(tmp_path, images=IMAGES)
+    assert (info.value.file, info.value.key) == (str(consumer), "consumes.messaging")
+
+
+def test_enabled_with_an_unknown_service_is_refused(tmp_path: Path) -> None:
+    _, consumer = provider_and_consumer(tmp_path, {"enabled_with": "dbb", "containers": {"api": {
+        "image": "svc-image", "command": "x"}}})
+    with pytest.raises(MortarError, match="unknown service 'dbb'") as info:
+        load_catalogue(tmp_path, images=IMAGES)
+    assert (info.value.file, info.value.key) == (str(consumer), "enabled_with")
+
+
+def test_two_services_of_one_name_are_refused(tmp_path: Path) -> None:
+    provider_and_consumer(tmp_path)
+    clash = write_service(tmp_path, "svc2", {"name": "svc", "containers": {"api": {"image": "svc-image",
+                                                                                     "command": "x"}}})
+    with pytest.raises(MortarError, match="two services are named 'svc'") as info:
+        load_catalogue(tmp_path, images=IMAGES)
+    assert info.value.file == str(clash)
+
+
+def test_an_image_missing_from_the_image_tree_is_refused(tmp_path: Path) -> None:
+    _, consumer = provider_and_consumer(tmp_path)
+    with pytest.raises(MortarError, match="no image named 'svc-image'") as info:
+        load_catalogue(tmp_path, images={"db-image"})
+    assert (info.value.file, info.value.key) == (str(consumer), "containers.api.image")

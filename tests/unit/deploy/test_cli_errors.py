@@ -1,37 +1,57 @@
-"""The deploy CLI turns every bad input into one `error: ...` line and exit code 2, without an engine."""
+"""The deploy commands (mortar/cli/deploy.py): what each says when the site, the engine or the site
+lock stands in the way, and a deploy through the CLI against an in-memory engine. (Bad site files
+in general are covered by the site tests; here only what is specific to these commands.)"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import yaml
 from click.testing import CliRunner, Result
 
-import mortar.cli.build  # noqa: F401 - registers the commands
-import mortar.cli.deploy  # noqa: F401
-import mortar.cli.engine  # noqa: F401
+import mortar.cli.deploy  # noqa: F401 - registers the commands
+import mortar.engine
 from mortar.cli.main import cli
+from mortar.deploy import identity
+from mortar.deploy.sitelock import site_lock
+from mortar.errors import EngineError
+from mortar.site.config import site_id
+from tests.unit.fakeengine import FakeEngine
 
-# No engine anywhere: nothing here may reach the live deployment on this machine.
-ENV = {"DOCKER_HOST": "unix:///nonexistent.sock", "DOCKER_TLS_VERIFY": None, "DOCKER_CERT_PATH": None}
+COMMANDS = ["init", "genpwd", "bootstrap-servers", "prechecks", "plan", "pull", "deploy", "reconfigure", "post-deploy",
+            "verify", "stop", "destroy"]
+SITE_COMMANDS = [["bootstrap-servers"], ["prechecks"], ["plan"], ["pull"], ["deploy"], ["reconfigure"],
+                 ["post-deploy"], ["verify"], ["stop"], ["destroy", "--yes-i-really-really-mean-it"]]
 
 
-def run(*args: str) -> Result:
-    return CliRunner().invoke(cli, list(args), env=ENV, catch_exceptions=False)
+@pytest.fixture(autouse=True)
+def no_engine(monkeypatch) -> None:
+    """This machine's engine is never reached: connecting fails as when none runs."""
+    def refuse(timeout: int = 600):
+        raise EngineError("the Docker Engine does not answer", fix="run `mortar engine setup`")
+
+    monkeypatch.setattr(mortar.engine, "connect", refuse)
+    monkeypatch.setattr(identity, "observe", lambda ident, regs, state=None: dict.fromkeys(regs, []))
 
 
-def output_lines(result: Result) -> list[str]:
-    # click >= 8.2: `output` holds stdout and stderr as the terminal would show them.
+@pytest.fixture
+def env(tmp_path: Path) -> dict[str, str | None]:
+    return {"MORTAR_STATE_DIR": str(tmp_path / "state"), "MORTAR_LOG_DIR": str(tmp_path / "log"),
+            "MORTAR_EXECUTOR": None, "DOCKER_HOST": "unix:///nonexistent.sock"}
+
+
+def run(env: dict[str, str | None], *args: str) -> Result:
+    return CliRunner().invoke(cli, list(args), env=env, catch_exceptions=False)
+
+
+def lines(result: Result) -> list[str]:
     return [line for line in result.output.splitlines() if line.strip()]
 
 
-def assert_one_error(result: Result, *words: str) -> str:
-    lines = output_lines(result)
-    assert result.exit_code == 2, result.output
-    assert len(lines) == 1, lines
-    line = lines[0]
+def assert_one_error(result: Result, *words: str, code: int = 2) -> str:
+    assert result.exit_code == code, result.output
+    assert len(lines(result)) == 1, lines(result)
+    line = lines(result)[0]
     assert line.startswith("error: "), line
     assert result.stdout == "", "errors go to stderr"
     for word in words:
@@ -39,125 +59,125 @@ def assert_one_error(result: Result, *words: str) -> str:
     return line
 
 
-def set_passwords(site_dir: Path, change: Callable[[dict], None]) -> None:
-    path = site_dir / "passwords.yml"
-    data = yaml.safe_load(path.read_text())
-    change(data)
-    path.write_text(yaml.safe_dump(data))
-
-
-def _globals(text: str) -> Callable[[Path], object]:
-    return lambda site: (site / "globals.yml").write_text(text)
-
-
-def _unknown_override(site: Path) -> None:
-    (site / "config" / "keystnoe").mkdir()
-    (site / "config" / "keystnoe" / "keystone.conf").write_text("[token]\nexpiration = 1\n")
-
-
-BAD_INPUTS: dict[str, tuple[Callable[[Path], object], str, list[str]]] = {
-    # name: (how to break the site, the file the error names, other words it must contain)
-    "malformed-yaml": (_globals("enable_nova: true\nkeystone_workers: [1\n"), "globals.yml", ["line 3"]),
-    "unknown-key": (_globals("enable_keystnoe: true\n"), "globals.yml", ["enable_keystnoe", "enable_keystone"]),
-    "wrong-type-str": (_globals('keystone_workers: "two"\n'), "globals.yml", ["keystone_workers", "int"]),
-    "wrong-type-bool": (_globals("enable_nova: 1\n"), "globals.yml", ["enable_nova", "bool"]),
-    "bad-choice": (_globals("nova_compute_driver: xen\n"), "globals.yml", ["nova_compute_driver", "xen"]),
-    "disabled-dependency": (_globals("enable_mariadb: false\n"), "globals.yml", ["enable_mariadb", "keystone"]),
-    "missing-password": (lambda site: set_passwords(site, lambda d: d.pop("keystone_admin_password")),
-                         "passwords.yml", ["keystone_admin_password", "mortar genpwd"]),
-    "missing-passwords-file": (lambda site: (site / "passwords.yml").unlink(), "passwords.yml", ["not found"]),
-    "unknown-override-dir": (_unknown_override, "keystnoe", ["keystone"]),
-    "empty-compute-group": (lambda site: (site / "inventory").write_text(
-        "[control]\nlocalhost\n[compute]\n"), "inventory", ["[compute]"]),
-    "missing-inventory": (lambda site: (site / "inventory").unlink(), "inventory", ["not found"]),
-    "malformed-inventory": (lambda site: (site / "inventory").write_text("[control\nlocalhost\n"),
-                            "inventory", ["line 1"]),
-}
-
-
-@pytest.mark.parametrize("case", sorted(BAD_INPUTS))
-def test_plan_bad_input_is_one_error_line(site_dir: Path, case: str) -> None:
-    breaker, filename, words = BAD_INPUTS[case]
-    breaker(site_dir)
-    line = assert_one_error(run("plan", "--config-dir", str(site_dir)), filename, *words)
+@pytest.mark.parametrize("command", SITE_COMMANDS, ids=lambda c: c[0])
+def test_every_site_command_checks_the_site_first(site_dir: Path, env, command: list[str]) -> None:
+    (site_dir / "globals.yml").write_text("enable_keystnoe: true\n")
+    line = assert_one_error(run(env, *command, "--config-dir", str(site_dir)), "globals.yml", "enable_keystone")
     assert str(site_dir) in line
 
 
-@pytest.mark.parametrize("command", ["prechecks", "deploy", "reconfigure", "stop", "post-deploy", "verify"])
-def test_other_commands_validate_the_site_first(site_dir: Path, command: str) -> None:
-    (site_dir / "globals.yml").write_text("enable_keystnoe: true\n")
-    assert_one_error(run(command, "--config-dir", str(site_dir)), "globals.yml", "enable_keystone")
+def test_a_missing_config_dir_says_to_run_init(tmp_path: Path, env) -> None:
+    assert_one_error(run(env, "plan", "--config-dir", str(tmp_path / "nowhere")), "globals.yml", "mortar init")
 
 
-def test_missing_config_dir(tmp_path: Path) -> None:
-    assert_one_error(run("plan", "--config-dir", str(tmp_path / "nowhere")), "globals.yml", "mortar init")
+def test_a_limit_that_matches_no_host(site_dir: Path, env) -> None:
+    (site_dir / "inventory").write_text("[control]\nlocalhost\n[compute]\nlocalhost\n[storage]\n[monitoring]\n"
+                                        "[network]\nlocalhost\n[spare]\nnode9 ansible_connection=local\n")
+    assert_one_error(run(env, "plan", "--config-dir", str(site_dir), "--limit", "spare"), "--limit 'spare'",
+                     "matches no host that runs a service", str(site_dir / "inventory"))
+    assert_one_error(run(env, "plan", "--config-dir", str(site_dir), "--limit", "storag"), "'storag'",
+                     "did you mean 'storage'?")
 
 
-def test_plan_without_engine_says_so(site_dir: Path) -> None:
-    line = assert_one_error(run("plan", "--config-dir", str(site_dir)))
-    assert "Docker Engine does not answer" in line
-    assert "mortar engine setup" in line
-
-
-def test_destroy_needs_confirmation(tmp_path: Path) -> None:
-    # refused before anything is loaded: the (missing) site is never read
-    result = run("destroy", "--config-dir", str(tmp_path / "nowhere"))
-    line = assert_one_error(result, "--yes-i-really-really-mean-it")
-    assert "refusing" in line
+def test_destroy_needs_confirmation_before_anything_is_read(tmp_path: Path, env) -> None:
+    line = assert_one_error(run(env, "destroy", "--config-dir", str(tmp_path / "nowhere")),
+                            "--yes-i-really-really-mean-it", "refusing")
     assert "globals.yml" not in line
 
 
-def test_init_then_genpwd(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("command", "step"), [(["plan"], "plan"), (["deploy"], "plan"), (["pull"], "pull"),
+                                             (["stop"], "stop"), (["destroy", "--yes-i-really-really-mean-it"],
+                                                                  "destroy")],
+                         ids=["plan", "deploy", "pull", "stop", "destroy"])
+def test_no_engine_is_a_failure_naming_the_host_and_the_fix(site_dir: Path, env, command: list[str],
+                                                             step: str) -> None:
+    result = run(env, *command, "--config-dir", str(site_dir))
+    assert result.exit_code == 1, result.output
+    assert result.stdout == "" and result.output.startswith("error: failed on localhost:\n")
+    assert f"localhost: {step}: the Docker Engine does not answer" in result.output
+    assert "mortar engine setup" in result.output
+    assert "Traceback" not in result.output
+
+
+def test_prechecks_without_an_engine_fail_by_host(site_dir: Path, env) -> None:
+    result = run(env, "prechecks", "--config-dir", str(site_dir))
+    assert result.exit_code == 2, result.output
+    assert lines(result)[0].startswith(f"ok   site {site_dir}: ")
+    assert "FAIL localhost: the Docker Engine does not answer  -> run `mortar engine setup`" in result.output
+    assert lines(result)[-1] == "1 precheck(s) failed"
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_the_local_executor_refuses_remote_hosts(site_dir: Path, env, how: str) -> None:
+    (site_dir / "inventory").write_text("[control]\nnode1 ansible_host=10.213.77.11\n[compute]\nlocalhost\n")
+    args = ["plan", "--config-dir", str(site_dir)]
+    if how == "option":
+        args += ["--executor", "local"]
+    else:
+        env["MORTAR_EXECUTOR"] = "local"
+    assert_one_error(run(env, *args), "node1 is not this machine", "--executor ansible",
+                     str(site_dir / "inventory"))
+
+
+def test_deploy_plan_stop_and_destroy_through_the_cli(site_dir: Path, env, tmp_path: Path, monkeypatch) -> None:
+    from mortar.deploy.orchestrator import load_deployment
+
+    desired = load_deployment(site_dir, state_dir=tmp_path / "state").desired
+    engine = FakeEngine()
+    for ref in desired.hosts["localhost"].images():
+        engine.add_image(ref)
+    monkeypatch.setattr(mortar.engine, "connect", lambda timeout=600: engine)
+    config = ["--config-dir", str(site_dir)]
+    done = run(env, "deploy", *config)
+    assert done.exit_code == 0, done.output
+    assert lines(done)[-1].startswith("deploy finished in ") and "Ansible" not in done.output
+    assert "[localhost] containers keystone: create keystone" in done.output
+    replan = run(env, "plan", *config)
+    assert replan.output.splitlines()[-1] == "No changes: every container, job and registration is as desired.", \
+        replan.output
+    stopped = run(env, "stop", *config)
+    assert stopped.exit_code == 0 and "[localhost] stopped keystone" in stopped.output
+    assert engine.containers_by_name["keystone"].info.status == "exited"
+    gone = run(env, "destroy", "--yes-i-really-really-mean-it", *config)
+    assert gone.exit_code == 0, gone.output
+    assert not engine.containers_by_name and not engine.volumes_by_name
+    assert not (tmp_path / "state" / "sites").exists()
+
+
+def test_a_deploy_while_another_command_changes_the_site_is_refused(site_dir: Path, env, tmp_path: Path) -> None:
+    with site_lock(tmp_path / "state" / "sites" / site_id(site_dir), "destroy"):
+        assert_one_error(run(env, "deploy", "--config-dir", str(site_dir)),
+                         "another mortar command is changing this site (mortar destroy, pid")
+
+
+def test_init_then_genpwd(tmp_path: Path, env) -> None:
     site = tmp_path / "site"
-    result = run("init", "--config-dir", str(site))
+    result = run(env, "init", "--config-dir", str(site))
     assert result.exit_code == 0, result.output
     assert f"wrote {site / 'globals.yml'}" in result.output
-    assert (site / "inventory").is_file()
-    again = run("init", "--config-dir", str(site))
-    assert f"kept  {site / 'globals.yml'}" in again.output
-    first = run("genpwd", "--config-dir", str(site))
-    assert first.exit_code == 0, first.output
-    assert "new secret(s)" in first.output and "keystone_admin_password" in first.output
+    assert lines(result)[-1] == f"site id {site_id(site)} ({site / 'site-id'})"
+    assert f"kept  {site / 'globals.yml'}" in run(env, "init", "--config-dir", str(site)).output
+    first = run(env, "genpwd", "--config-dir", str(site))
+    assert first.exit_code == 0 and "keystone_admin_password" in first.output
     values = (site / "passwords.yml").read_text()
-    second = run("genpwd", "--config-dir", str(site))
+    assert (site / "passwords.yml").stat().st_mode & 0o777 == 0o600
+    second = run(env, "genpwd", "--config-dir", str(site))
     assert f"{site / 'passwords.yml'}: 0 new secret(s)" in second.output
     assert (site / "passwords.yml").read_text() == values
 
 
-HELP_COMMANDS = ["init", "genpwd", "prechecks", "plan", "deploy", "post-deploy", "verify", "reconfigure", "stop",
-                 "destroy"]
-
-
-@pytest.mark.parametrize("command", HELP_COMMANDS)
-def test_help(command: str) -> None:
-    result = run(command, "--help")
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help(env, command: str) -> None:
+    result = run(env, command, "--help")
     assert result.exit_code == 0, result.output
     assert result.output.startswith(f"Usage: cli {command} [OPTIONS]")
     assert "--config-dir" in result.output
 
 
-def test_top_level_help_lists_commands() -> None:
-    result = run("--help")
+def test_top_level_help_lists_the_deploy_commands(env) -> None:
+    result = run(env, "--help")
     assert result.exit_code == 0
-    for command in HELP_COMMANDS:
+    for command in COMMANDS:
         assert f"  {command} " in result.output, command
-    assert "--yes-i-really-really-mean-it" in run("destroy", "--help").output
-
-
-def test_local_executor_refuses_remote_hosts(site_dir):
-    (site_dir / "inventory").write_text("[control]\nnode1 ansible_host=10.213.77.11\n[compute]\nlocalhost\n")
-    result = run("plan", "--config-dir", str(site_dir), "--executor", "local")
-    assert result.exit_code == 2
-    assert "node1" in result.output and "--executor ansible" in result.output
-    assert str(site_dir / "inventory") in result.output
-
-
-def test_unreachable_host_fails_prechecks_by_name(site_dir):
-    # A real SSH attempt through Ansible to a loopback port nothing listens on.
-    (site_dir / "inventory").write_text(
-        "[control]\nnode1 ansible_host=127.0.0.2 ansible_port=1 ansible_user=root api_address=127.0.0.2\n"
-        "[compute]\nnode1\n")
-    result = run("prechecks", "--config-dir", str(site_dir))
-    assert result.exit_code == 2, result.output
-    assert "FAIL node1: unreachable" in result.output
-    assert "bootstrap-servers" in result.output
+    assert "--yes-i-really-really-mean-it" in run(env, "destroy", "--help").output
+    assert "--accept-new-host-keys" in run(env, "bootstrap-servers", "--help").output

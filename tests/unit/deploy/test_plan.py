@@ -1,422 +1,370 @@
-"""Tests for planning a converge from fake engine facts (mortar/deploy/converge.py, runner.make_plan)."""
+"""Planning and deploying a site (mortar/deploy/orchestrator.py) through the agent's steps, against
+in-memory engines: what a plan says and why, what a deploy changes, in which order, and how a
+failed or interrupted run converges on the next one."""
 
 from __future__ import annotations
 
-import json
-from dataclasses import replace
+import shutil
 from pathlib import Path
-from typing import Any
 
 import pytest
-import yaml
 
-from mortar.deploy import converge
-from mortar.deploy.converge import Action, Facts, container_reasons, job_needed, plan_removals, plan_service
-from mortar.deploy.desired import ContainerSpec, DesiredState, HostState, JobSpec, compute_desired
-from mortar.deploy.executors import LocalExecutor
-from mortar.deploy.runner import Deployment, make_plan, record_registration
-from mortar.site.config import Site, load_site
-from mortar.site.inventory import Inventory
+from mortar.agent import jobs, steps
+from mortar.agent.errors import StepError
+from mortar.agent.wire import StepRequest
+from mortar.deploy import identity
+from mortar.deploy import orchestrator as O
+from mortar.deploy.executors import Progress, StepResult
+from mortar.deploy.executors.local import LocalExecutor
+from mortar.deploy.sitelock import site_lock
+from mortar.errors import EngineError, MortarError
+from tests.unit.agent.conftest import Clock
+from tests.unit.fakeengine import FakeEngine
 
-IMAGE_ID = "sha256:current"
-# Newer converge versions label every container with the deployment (site) that owns it.
-SITE_LABEL: str | None = getattr(converge, "SITE", None)
-
-
-class FakeImage:
-    def __init__(self, image_id: str) -> None:
-        self.id = image_id
+DISCOVER = "mortar_job_nova_discover_hosts"
 
 
-class FakeContainer:
-    def __init__(self, name: str, labels: dict[str, str], image_id: str = IMAGE_ID, status: str = "running") -> None:
-        self.name = name
-        self.labels = labels
-        self.status = status
-        self.image = FakeImage(image_id)
+@pytest.fixture(autouse=True)
+def no_identity_service(monkeypatch) -> None:
+    """There is no identity service: every registration reads back as registered."""
+    monkeypatch.setattr(identity, "observe", lambda ident, registrations, state=None: dict.fromkeys(registrations,
+                                                                                                    []))
 
+    def register(*args, **kwargs) -> None:
+        raise AssertionError("nothing to register")
 
-def managed_labels(host: HostState, **labels: str) -> dict[str, str]:
-    result = {converge.MANAGED: "1", **labels}
-    if SITE_LABEL:
-        result[SITE_LABEL] = getattr(host, "site", "")
-    return result
-
-
-def running(host: HostState, spec: ContainerSpec, **kwargs: Any) -> FakeContainer:
-    """A container mortar started from exactly this spec."""
-    labels = managed_labels(host, **{converge.SERVICE: spec.service, converge.CONTAINER: spec.name,
-                                     converge.HASH: spec.config_hash})
-    return FakeContainer(spec.name, labels, **kwargs)
-
-
-def all_jobs(host: HostState) -> list[JobSpec]:
-    return [j for s in host.services.values() for j in s.jobs]
-
-
-def image_ids(host: HostState, image_id: str = IMAGE_ID) -> dict[str, str | None]:
-    refs = {c.image for c in host.containers()} | {j.container.image for j in all_jobs(host)}
-    return {ref: image_id for ref in refs}
-
-
-def converged_facts(host: HostState, image_id: str = IMAGE_ID) -> Facts:
-    """Facts of a host where everything desired runs and every job ran with the current files and image."""
-    containers = {c.name: running(host, c, image_id=image_id) for c in host.containers()}
-    volumes = {v for s in host.services.values() for v in s.volumes}
-    records = {"jobs": {j.name: f"{j.job_hash}:{image_id}" for j in all_jobs(host)}, "registrations": {}}
-    return Facts(containers=containers, volumes=volumes, image_ids=image_ids(host, image_id), records=records)
-
-
-def empty_facts(host: HostState) -> Facts:
-    return Facts(containers={}, volumes=set(), image_ids=image_ids(host), records={"jobs": {}, "registrations": {}})
-
-
-def kinds(actions: list[Action]) -> list[tuple[str, str]]:
-    return [(a.kind, a.target) for a in actions]
-
-
-def record_running(state_dir: Path, spec: ContainerSpec) -> None:
-    """What start_container leaves in the state dir for a container it started."""
-    config = state_dir / "config" / spec.name
-    config.mkdir(parents=True, exist_ok=True)
-    for name, content in spec.rendered_files().items():
-        (config / name).write_text(content)
-    (state_dir / "config" / f"{spec.name}.definition.json").write_text(
-        json.dumps(spec.definition(), sort_keys=True, indent=1))
+    monkeypatch.setattr(identity, "register", register)
 
 
 @pytest.fixture
-def host(desired: DesiredState) -> HostState:
-    return desired.hosts["localhost"]
+def clock(monkeypatch) -> Clock:
+    """Jobs that retry (nova.discover_hosts) give up at once instead of after minutes."""
+    clock = Clock()
+    monkeypatch.setattr(jobs, "time", clock)
+    return clock
+
+
+def engine_for(*hosts) -> FakeEngine:
+    engine = FakeEngine()
+    for host in hosts:
+        for ref in host.images():
+            engine.add_image(ref)
+    return engine
 
 
 @pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
+def engine(deployment: O.Deployment) -> FakeEngine:
+    return engine_for(*deployment.desired.hosts.values())
 
-
-# ---- plan_service ------------------------------------------------------------------------------
-
-def test_nothing_running_plans_volumes_jobs_then_containers(host: HostState, state_dir: Path,
-                                                           desired: DesiredState) -> None:
-    facts = empty_facts(host)
-    keystone = host.services["keystone"]
-    actions = plan_service(host, keystone, facts, state_dir, desired.secrets)
-    expected = ([("volume", v) for v in keystone.volumes]
-                + [("job", j.name) for j in keystone.jobs if j.phase == "before"]
-                + [("create", c.name) for c in keystone.containers])
-    assert kinds(actions) == expected
-    assert ("job", "keystone.database") == kinds(actions)[len(keystone.volumes)]
-    assert all(a.host == "localhost" and a.service == "keystone" for a in actions)
-    assert [a.reasons for a in actions if a.kind == "volume"] == [["missing"]] * len(keystone.volumes)
-    assert {tuple(a.reasons) for a in actions if a.kind == "job"} == {("never ran",)}
-    assert [a.reasons for a in actions if a.kind == "create"] == [["not running"]]
-
-
-def test_after_jobs_come_last(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    keystone = host.services["keystone"]
-    late = replace(keystone.jobs[-1], name="keystone.late", phase="after")
-    service = replace(keystone, jobs=[late, *keystone.jobs])  # listed first, still planned last
-    actions = plan_service(host, service, empty_facts(host), state_dir, desired.secrets)
-    assert kinds(actions)[-1] == ("job", "keystone.late")
-    creates = [i for i, a in enumerate(actions) if a.kind == "create"]
-    befores = [i for i, a in enumerate(actions) if a.kind == "job" and a.target != "keystone.late"]
-    assert max(befores) < min(creates)
-
-
-def test_always_jobs_run_first_time_then_are_left_to_the_caller(host: HostState, state_dir: Path,
-                                                                 desired: DesiredState) -> None:
-    nova = host.services["nova"]
-    always = [j.name for j in nova.jobs if j.run == "always"]
-    assert always, "nova has a run: always job (discover_hosts)"
-    actions = plan_service(host, nova, empty_facts(host), state_dir, desired.secrets)
-    assert set(always) <= {a.target for a in actions}
-    converged = plan_service(host, nova, converged_facts(host), state_dir, desired.secrets)
-    assert not {a.target for a in converged} & set(always)
-
-
-def test_missing_image_is_pulled_before_create(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    facts = empty_facts(host)
-    memcached = host.services["memcached"]
-    facts.image_ids[memcached.containers[0].image] = None
-    actions = plan_service(host, memcached, facts, state_dir, desired.secrets)
-    assert kinds(actions) == [("pull", memcached.containers[0].image), ("create", "memcached")]
-
-
-def test_converged_host_plans_nothing(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    facts = converged_facts(host)
-    for name in desired.order:
-        assert plan_service(host, host.services[name], facts, state_dir, desired.secrets) == [], name
-    assert plan_removals(host, facts) == []
-
-
-def test_changed_image_recreates_and_reruns_jobs(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    facts = converged_facts(host, image_id="sha256:old")
-    facts.image_ids = image_ids(host, "sha256:new")
-    keystone = host.services["keystone"]
-    actions = plan_service(host, keystone, facts, state_dir, desired.secrets)
-    recreate = [a for a in actions if a.kind == "recreate"]
-    assert [a.target for a in recreate] == ["keystone"]
-    assert recreate[0].reasons == [f"image {keystone.containers[0].image} changed"]
-    assert {a.target for a in actions if a.kind == "job"} == {j.name for j in keystone.jobs}
-    assert {tuple(a.reasons) for a in actions if a.kind == "job"} == {("its image or files changed",)}
-    assert not [a for a in actions if a.kind in ("create", "start", "volume")]
-
-
-def test_stopped_container_is_started(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    facts = converged_facts(host)
-    facts.containers["memcached"].status = "exited"
-    actions = plan_service(host, host.services["memcached"], facts, state_dir, desired.secrets)
-    assert kinds(actions) == [("start", "memcached")]
-    assert actions[0].reasons == ["container is exited"]
-
-
-def test_stopped_and_changed_container_is_recreated_not_started(host: HostState, state_dir: Path,
-                                                                desired: DesiredState) -> None:
-    facts = converged_facts(host, image_id="sha256:old")
-    facts.image_ids = image_ids(host, "sha256:new")
-    facts.containers["memcached"].status = "exited"
-    actions = plan_service(host, host.services["memcached"], facts, state_dir, desired.secrets)
-    assert kinds(actions) == [("recreate", "memcached")]
-
-
-def test_missing_volume_is_planned_even_when_converged(host: HostState, state_dir: Path,
-                                                       desired: DesiredState) -> None:
-    facts = converged_facts(host)
-    facts.volumes.discard("mariadb")
-    actions = plan_service(host, host.services["mariadb"], facts, state_dir, desired.secrets)
-    assert kinds(actions) == [("volume", "mariadb")]
-
-
-def override_keystone(site_dir: Path, text: str, site: Site, aio: Inventory) -> DesiredState:
-    path = site_dir / "config" / "keystone" / "keystone.conf"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text)
-    return compute_desired(site, aio)
-
-
-def test_changed_file_recreates_with_masked_diff(site_dir: Path, site: Site, aio: Inventory, host: HostState,
-                                                state_dir: Path) -> None:
-    old = next(c for c in host.containers() if c.name == "keystone")
-    record_running(state_dir, old)
-    facts = converged_facts(host)
-    # connection_recycle_time sits next to the connection line, which holds the DB password
-    new_desired = override_keystone(site_dir, "[database]\nconnection_recycle_time = 300\n", site, aio)
-    new_host = new_desired.hosts["localhost"]
-    actions = plan_service(new_host, new_host.services["keystone"], facts, state_dir, new_desired.secrets)
-    recreate = [a for a in actions if a.kind == "recreate"]
-    assert len(recreate) == 1 and recreate[0].target == "keystone"
-    assert recreate[0].reasons == ["keystone.conf changed"]
-    diff = recreate[0].diff
-    assert "-connection_recycle_time = 600" in diff
-    assert "+connection_recycle_time = 300" in diff
-    assert " connection = mysql+pymysql://keystone:********@127.0.0.1/keystone" in diff
-    for secret in new_desired.secrets:
-        assert secret not in diff
-    assert "keystone-uwsgi.ini" not in diff
-    # the jobs that mount keystone.conf run again, the database job does not
-    jobs = {a.target for a in actions if a.kind == "job"}
-    assert jobs == {j.name for j in new_host.services["keystone"].jobs} - {"keystone.database"}
-    assert "recreate keystone: keystone.conf changed" in " ".join(recreate[0].line().split())
-
-
-def test_changed_field_is_named(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    old = next(c for c in host.containers() if c.name == "memcached")
-    record_running(state_dir, old)
-    facts = converged_facts(host)
-    new = replace(old, command=[*old.command, "-v"], stop_timeout=old.stop_timeout + 5)
-    reasons, diff = container_reasons(new, facts.containers["memcached"], facts, state_dir, desired.secrets)
-    assert reasons == ["command changed", "stop_timeout changed"]
-    assert diff == ""
-
-
-def test_removed_file_and_unknown_definition(host: HostState, state_dir: Path, desired: DesiredState) -> None:
-    old = next(c for c in host.containers() if c.name == "keystone")
-    record_running(state_dir, old)
-    facts = converged_facts(host)
-    new = replace(old, files=[f for f in old.files if f.name != "keystone-uwsgi.ini"])
-    reasons, _ = container_reasons(new, facts.containers["keystone"], facts, state_dir, desired.secrets)
-    assert reasons == ["keystone-uwsgi.ini removed"]
-    # A differing hash label but an identical recorded definition still recreates, with a reason.
-    facts.containers["keystone"].labels[converge.HASH] = "stale"
-    reasons, _ = container_reasons(old, facts.containers["keystone"], facts, state_dir, desired.secrets)
-    assert reasons == ["definition changed"]
-
-
-def test_diff_masks_urlencoded_password(site_dir: Path, services, aio: Inventory, state_dir: Path) -> None:
-    pw = yaml.safe_load((site_dir / "passwords.yml").read_text())
-    pw["keystone_database_password"] = "p@ss/w0rd!#x"
-    (site_dir / "passwords.yml").write_text(yaml.safe_dump(pw))
-    site = load_site(site_dir, services)
-    before = compute_desired(site, aio)
-    old = next(c for c in before.hosts["localhost"].containers() if c.name == "keystone")
-    record_running(state_dir, old)
-    facts = converged_facts(before.hosts["localhost"])
-    after = override_keystone(site_dir, "[database]\nconnection_recycle_time = 300\n", site, aio)
-    host = after.hosts["localhost"]
-    actions = plan_service(host, host.services["keystone"], facts, state_dir, after.secrets)
-    diff = next(a for a in actions if a.kind == "recreate").diff
-    assert "connection_recycle_time = 300" in diff
-    assert "p%40ss" not in diff
-
-
-def test_diff_masks_the_old_password_too(site_dir: Path, services, aio: Inventory, host: HostState,
-                                         state_dir: Path, site: Site) -> None:
-    old_password = site.passwords["keystone_database_password"]
-    old = next(c for c in host.containers() if c.name == "keystone")
-    record_running(state_dir, old)
-    facts = converged_facts(host)
-    pw = yaml.safe_load((site_dir / "passwords.yml").read_text())
-    pw["keystone_database_password"] = "rotatedRotated123"
-    (site_dir / "passwords.yml").write_text(yaml.safe_dump(pw))
-    after = compute_desired(load_site(site_dir, services), aio)
-    new_host = after.hosts["localhost"]
-    actions = plan_service(new_host, new_host.services["keystone"], facts, state_dir, after.secrets)
-    diff = next(a for a in actions if a.kind == "recreate").diff
-    assert "rotatedRotated123" not in diff
-    assert old_password not in diff
-
-
-# ---- job_needed ---------------------------------------------------------------------------------
 
 @pytest.fixture
-def job(host: HostState) -> JobSpec:
-    return next(j for j in all_jobs(host) if j.name == "keystone.db_sync")
+def executor(deployment: O.Deployment, engine: FakeEngine) -> LocalExecutor:
+    return LocalExecutor(deployment, engine=engine)
 
 
-def test_job_needed_on_change(job: JobSpec) -> None:
-    assert job.run == "on_change"
-    assert job_needed(job, {"jobs": {}}, IMAGE_ID) == "never ran"
-    assert job_needed(job, {}, IMAGE_ID) == "never ran"
-    assert job_needed(job, {"jobs": {job.name: f"{job.job_hash}:{IMAGE_ID}"}}, IMAGE_ID) is None
-    assert job_needed(job, {"jobs": {job.name: f"{job.job_hash}:{IMAGE_ID}"}}, "sha256:other") == \
-        "its image or files changed"
-    assert job_needed(job, {"jobs": {job.name: f"oldhash:{IMAGE_ID}"}}, IMAGE_ID) == "its image or files changed"
+def deploy(deployment: O.Deployment, executor) -> list[str]:
+    said: list[str] = []
+    O.deploy(deployment, executor, said.append)
+    return said
 
 
-def test_job_needed_once(job: JobSpec) -> None:
-    once = replace(job, run="once")
-    assert job_needed(once, {"jobs": {}}, IMAGE_ID) == "never ran"
-    assert job_needed(once, {"jobs": {job.name: "anything:at-all"}}, "sha256:other") is None
+def created(engine: FakeEngine, since: int = 0) -> list[str]:
+    return [target for operation, target in engine.calls[since:] if operation == "create"]
 
 
-def test_job_needed_always(job: JobSpec) -> None:
-    # Unchanged: left to the caller (run when the service changes); new or changed: run.
-    always = replace(job, run="always")
-    assert job_needed(always, {"jobs": {}}, IMAGE_ID) == "never ran"
-    assert job_needed(always, {"jobs": {job.name: f"{job.job_hash}:{IMAGE_ID}"}}, IMAGE_ID) is None
-    assert job_needed(always, {"jobs": {job.name: "x:y"}}, IMAGE_ID) == "its image or files changed"
+def changes_since(engine: FakeEngine, since: int) -> list[tuple[str, str]]:
+    later = FakeEngine(calls=engine.calls[since:])
+    return later.changes()
 
 
-# ---- plan_removals ------------------------------------------------------------------------------
-
-def test_plan_removals(host: HostState) -> None:
-    facts = converged_facts(host)
-    facts.containers["cinder_api"] = FakeContainer(
-        "cinder_api", managed_labels(host, **{converge.SERVICE: "cinder", converge.CONTAINER: "cinder_api"}))
-    facts.containers["mortar_job_keystone_db_sync"] = FakeContainer(
-        "mortar_job_keystone_db_sync",
-        managed_labels(host, **{converge.SERVICE: "keystone", converge.LABEL_PREFIX + "purpose": "job"}))
-    actions = plan_removals(host, facts)
-    assert kinds(actions) == [("remove", "cinder_api")]
-    assert actions[0].service == "cinder"
-    assert actions[0].reasons == ["no longer in the desired state"]
+def all_jobs(deployment: O.Deployment) -> list[str]:
+    return [j.name for h in deployment.desired.hosts.values() for j in h.jobs()]
 
 
-def test_plan_removals_unlabelled_service(host: HostState) -> None:
-    facts = Facts(containers={"stray": FakeContainer("stray", managed_labels(host))}, volumes=set(),
-                  image_ids={}, records={})
-    assert [(a.kind, a.target, a.service) for a in plan_removals(host, facts)] == [("remove", "stray", "?")]
+def all_containers(deployment: O.Deployment) -> list[str]:
+    return [c.name for h in deployment.desired.hosts.values() for c in h.containers()]
 
 
-# ---- make_plan over a fake engine -------------------------------------------------------------
+# ---- a first deploy, and one with nothing to do -----------------------------------------------
 
-class _Collection:
-    def __init__(self, items: list[Any]) -> None:
-        self.items = items
-
-    def list(self, **_: Any) -> list[Any]:
-        return list(self.items)
-
-
-class _Images:
-    def __init__(self, ids: dict[str, str | None]) -> None:
-        self.ids = ids
-
-    def get(self, ref: str) -> FakeImage:
-        import docker.errors
-
-        image_id = self.ids.get(ref)
-        if image_id is None:
-            raise docker.errors.ImageNotFound(ref)
-        return FakeImage(image_id)
+def test_the_first_plan_creates_everything_and_every_job_never_ran(deployment, executor, engine) -> None:
+    plan = O.make_plan(deployment, executor)
+    host = deployment.desired.hosts["localhost"]
+    assert sorted(a.target for a in plan.actions if a.kind == "create") == sorted(all_containers(deployment))
+    assert sorted(a.target for a in plan.actions if a.kind == "volume") == \
+        sorted(v for s in host.services.values() for v in s.volumes)
+    assert {a.kind for a in plan.actions} == {"volume", "create"}
+    assert sorted(j.job for j in plan.jobs) == sorted(all_jobs(deployment))
+    assert {tuple(j.reasons) for j in plan.jobs} == {("never ran",)}
+    assert plan.registrations == {} and not plan.empty
+    assert engine.changes() == [], "a plan changes nothing"
+    said: list[str] = []
+    O.print_plan(plan, deployment, said.append)
+    assert said[0] == f"host localhost: {len(plan.actions) + len(plan.jobs)} change(s)"
+    assert "  keystone   job      keystone.db_sync: never ran" in said
 
 
-class _Volume:
-    def __init__(self, name: str) -> None:
-        self.name = name
+def test_deploy_converges_level_by_level_and_a_second_deploy_changes_nothing(deployment, executor,
+                                                                            engine) -> None:
+    said = deploy(deployment, executor)
+    assert said[-1].startswith("nova: done on 1 host(s)")
+    for name in all_containers(deployment):
+        assert engine.containers_by_name[name].info.status == "running", name
+    assert not [n for n in engine.containers_by_name if n.startswith("mortar_job_")], "job containers are removed"
+    order = created(engine)
+    # provision (databases), then jobs before, then containers, then jobs after; level after level
+    for first, then in [("mariadb", "mortar_job_keystone_database"),
+                        ("mortar_job_keystone_database", "mortar_job_keystone_db_sync"),
+                        ("mortar_job_keystone_db_sync", "keystone"), ("keystone", "mortar_job_glance_database"),
+                        ("glance_api", "mortar_job_nova_database"), ("nova_compute", DISCOVER)]:
+        assert order.index(first) < order.index(then), (first, then)
+    assert deployment.pending.get("jobs") == {}
+    assert O.make_plan(deployment, executor).empty
+    before = len(engine.calls)
+    again = deploy(deployment, executor)
+    assert again == ["Nothing to do: the deployment is as desired on 1 host(s)."]
+    assert changes_since(engine, before) == []
 
 
-class FakeEngine:
-    def __init__(self, facts: Facts) -> None:
-        self.containers = _Collection(list(facts.containers.values()))
-        self.volumes = _Collection([_Volume(v) for v in sorted(facts.volumes)])
-        self.images = _Images(facts.image_ids)
+def test_a_failed_job_stops_later_phases_and_levels_and_a_rerun_converges(deployment, executor, engine) -> None:
+    secret = next(s for s in deployment.desired.hosts["localhost"].secrets)
+    engine.job_results["mortar_job_keystone_db_sync"] = (1, f"connecting as keystone:{secret}\nAccess denied\n")
+    with pytest.raises(StepError) as info:
+        deploy(deployment, executor)
+    text = str(info.value)
+    assert "localhost: before: keystone: keystone.db_sync: job keystone.db_sync failed (exit 1)" in text
+    assert "    | Access denied" in text and secret not in text
+    assert "running the same command again converges" in text
+    made = created(engine)
+    assert "mariadb" in made and "mortar_job_keystone_database" in made
+    for name in ("mortar_job_keystone_bootstrap", "keystone", "mortar_job_glance_database", "glance_api",
+                 "nova_api"):
+        assert name not in made, name
+    del engine.job_results["mortar_job_keystone_db_sync"]
+    plan = O.make_plan(deployment, executor)
+    assert {j.job: j.reasons for j in plan.jobs if j.service == "keystone"} == {
+        "keystone.db_sync": ["never ran"], "keystone.bootstrap": ["never ran"]}
+    assert not [a for a in plan.actions if a.service == "mariadb"]
+    deploy(deployment, executor)
+    assert O.make_plan(deployment, executor).empty
 
 
-def deployment_for(site: Site, aio: Inventory, desired: DesiredState, state_dir: Path) -> Deployment:
-    return Deployment(site, aio, desired, state_dir)
-
-
-def plan_with(site: Site, aio: Inventory, desired: DesiredState, state_dir: Path, facts: Facts):
-    deployment = deployment_for(site, aio, desired, state_dir)
-    return make_plan(deployment, LocalExecutor(deployment, FakeEngine(facts)))
-
-
-def test_make_plan_fresh_host(site: Site, aio: Inventory, desired: DesiredState, host: HostState,
-                              state_dir: Path) -> None:
-    plan = plan_with(site, aio, desired, state_dir, empty_facts(host))
-    creates = [a.target for a in plan.actions if a.kind == "create"]
-    assert sorted(creates) == sorted(c.name for c in host.containers())
-    # the always-run job follows because its service changed
-    discover = [a for a in plan.actions if a.target == "nova.discover_hosts"]
-    assert len(discover) == 1 and discover[0].reasons == ["never ran"]
-    assert sorted(plan.registrations) == sorted(desired.registrations)
-    assert not plan.empty
-    # services come in dependency order
-    services = [a.service for a in plan.actions if a.kind == "create"]
-    assert services.index("mariadb") < services.index("keystone") < services.index("nova")
-
-
-def test_make_plan_converged_is_empty(site: Site, aio: Inventory, desired: DesiredState, host: HostState,
-                                      state_dir: Path) -> None:
-    converge.save_records(state_dir, {"jobs": {j.name: f"{j.job_hash}:{IMAGE_ID}" for j in all_jobs(host)}})
-    deployment = deployment_for(site, aio, desired, state_dir)
-    for name, reg in desired.registrations.items():
-        record_registration(deployment, name, reg.digest)
-    plan = plan_with(site, aio, desired, state_dir, converged_facts(host))
+def test_a_failed_run_always_job_stays_pending_and_runs_on_the_next_deploy(deployment, executor, engine,
+                                                                           clock) -> None:
+    deploy(deployment, executor)
+    engine.remove("nova_compute")  # a compute service to map again
+    plan = O.make_plan(deployment, executor)
+    assert [(a.kind, a.target) for a in plan.actions] == [("create", "nova_compute")]
+    assert [(j.job, j.reasons) for j in plan.jobs] == [("nova.discover_hosts", ["the service changed"])]
+    engine.job_results[DISCOVER] = (1, "no compute host found yet\n")
+    with pytest.raises(StepError, match="job nova.discover_hosts failed"):
+        deploy(deployment, executor)
+    assert clock.sleeps, "it retried before giving up"
+    assert deployment.pending.get("jobs", "nova.discover_hosts", "host") == "localhost"
+    # nothing else changed, the job's inputs did not: only the pending record brings it back
+    plan = O.make_plan(deployment, executor)
     assert plan.actions == []
-    assert plan.registrations == []
-    assert plan.empty
+    assert [(j.job, j.reasons) for j in plan.jobs] == [
+        ("nova.discover_hosts", ["was due and did not run (the run that triggered it stopped before it)"])]
+    del engine.job_results[DISCOVER]
+    before = len(engine.calls)
+    deploy(deployment, executor)
+    assert created(engine, before) == [DISCOVER]
+    assert deployment.pending.get("jobs") == {}
+    assert O.make_plan(deployment, executor).empty
 
 
-def test_make_plan_missing_image_is_pulled(site: Site, aio: Inventory, desired: DesiredState, host: HostState,
-                                           state_dir: Path) -> None:
-    facts = converged_facts(host)
-    ref = next(c.image for c in host.containers() if c.name == "memcached")
-    facts.image_ids[ref] = None
-    plan = plan_with(site, aio, desired, state_dir, facts)
-    assert ("pull", ref) in kinds(plan.actions)
+def test_an_interrupted_run_leaves_its_triggers_due(deployment, executor, engine, monkeypatch) -> None:
+    deploy(deployment, executor)
+    engine.remove("nova_compute")
+
+    def interrupted(operation: str, target: str) -> None:
+        if (operation, target) == ("create", "nova_compute"):
+            raise KeyboardInterrupt
+
+    engine.on_call = interrupted
+    with pytest.raises(KeyboardInterrupt):
+        deploy(deployment, executor)
+    engine.on_call = None
+    assert "nova.discover_hosts" in deployment.pending.get("jobs")
+    deploy(deployment, executor)
+    assert deployment.pending.get("jobs") == {}
 
 
-@pytest.mark.skipif(SITE_LABEL is None, reason="this converge does not label containers with their site")
-def test_make_plan_refuses_another_sites_containers(site: Site, aio: Inventory, desired: DesiredState,
-                                                    host: HostState, state_dir: Path) -> None:
-    from mortar.errors import MortarError
+# ---- data, registrations, the site lock ----------------------------------------------------------
 
-    facts = converged_facts(host)
-    assert SITE_LABEL is not None
-    facts.containers["keystone"].labels[SITE_LABEL] = "/etc/other-site"
-    with pytest.raises(MortarError, match="another mortar deployment") as info:
-        plan_with(site, aio, desired, state_dir, facts)
-    assert "/etc/other-site" in str(info.value)
+def test_a_recreated_database_volume_reruns_the_jobs_on_its_data(deployment, executor, engine) -> None:
+    deploy(deployment, executor)
+    on_mariadb = sorted(j.name for j in deployment.desired.hosts["localhost"].jobs() if "localhost/mariadb" in j.data)
+    assert {"keystone.database", "keystone.db_sync", "nova.db_sync", "glance.database"} <= set(on_mariadb)
+    engine.remove("mariadb")
+    engine.remove_volume("mariadb")
+    plan = O.make_plan(deployment, executor)
+    assert [(a.kind, a.target) for a in plan.actions] == [("volume", "mariadb"), ("create", "mariadb")]
+    assert sorted(j.job for j in plan.jobs) == on_mariadb
+    assert all("mariadb is not created yet" in j.reasons for j in plan.jobs)
+    # the volume is made again; the first consumer's provision job fails
+    engine.job_results["mortar_job_keystone_database"] = (1, "ERROR 2002: cannot connect\n")
+    with pytest.raises(StepError, match="keystone.database"):
+        deploy(deployment, executor)
+    del engine.job_results["mortar_job_keystone_database"]
+    plan = O.make_plan(deployment, executor)
+    assert plan.actions == []
+    assert sorted(j.job for j in plan.jobs) == on_mariadb
+    assert all(j.reasons[0] == "mariadb is new data" for j in plan.jobs), plan.jobs
+    before = len(engine.calls)
+    deploy(deployment, executor)
+    assert sorted(created(engine, before)) == sorted(f"mortar_job_{j.replace('.', '_')}" for j in on_mariadb)
+    assert O.make_plan(deployment, executor).empty
+
+
+def test_missing_registrations_are_made_before_that_levels_containers(deployment, executor, engine,
+                                                                      monkeypatch) -> None:
+    timeline: list[tuple[str, str]] = []
+    registered: set[str] = set()
+
+    def observe(ident, registrations, state=None):
+        assert ident == deployment.desired.identity and state == deployment.controller_dir
+        return {n: [] if n != "glance" or "image" in registered else ["service glance (image) not registered"]
+                for n in registrations}
+
+    def register(ident, reg, state=None) -> None:
+        timeline.append(("register", reg.service))
+        registered.add(reg.type)
+
+    monkeypatch.setattr(identity, "observe", observe)
+    monkeypatch.setattr(identity, "register", register)
+    engine.on_call = lambda operation, target: timeline.append((operation, target))
+    plan = O.make_plan(deployment, executor)
+    assert plan.registrations == {"glance": ["service glance (image) not registered"]}
+    said: list[str] = []
+    O.print_plan(plan, deployment, said.append)
+    assert "registration glance: service glance (image) not registered" in said
+    said = deploy(deployment, executor)
+    assert "glance: registered" in said
+    assert timeline.count(("register", "glance")) == 1
+    at = timeline.index(("register", "glance"))
+    assert timeline.index(("create", "keystone")) < at < timeline.index(("create", "mortar_job_glance_database"))
+    assert at < timeline.index(("create", "glance_api"))
+    assert O.make_plan(deployment, executor).empty
+
+
+def test_a_failed_registration_stops_before_the_services_containers(deployment, executor, engine,
+                                                                    monkeypatch) -> None:
+    monkeypatch.setattr(identity, "observe", lambda ident, regs, state=None: {n: ["service missing"] for n in regs})
+
+    def register(ident, reg, state=None) -> None:
+        raise RuntimeError("the identity service refused the request")
+
+    monkeypatch.setattr(identity, "register", register)
+    with pytest.raises(StepError) as info:
+        deploy(deployment, executor)
+    message = str(info.value)
+    assert "registration with the identity service failed: RuntimeError: the identity service refused" in message
+    assert "registrations are idempotent" in message and "localhost" in message
+    assert "keystone" in created(engine)
+    assert "glance_api" not in created(engine) and "mortar_job_glance_database" not in created(engine)
+
+
+def test_a_second_deploy_while_the_site_is_locked_is_refused(deployment, executor, engine) -> None:
+    with site_lock(deployment.controller_dir, "reconfigure"):
+        for run in (lambda: deploy(deployment, executor), lambda: O.stop(deployment, executor, print),
+                    lambda: O.destroy(deployment, executor, print)):
+            with pytest.raises(MortarError, match=r"another mortar command is changing this site "
+                                                  r"\(mortar reconfigure, pid \d+, since ") as info:
+                run()
+            assert "wait for it to finish" in str(info.value)
+    assert engine.changes() == []
+    deploy(deployment, executor)  # the lock went with its holder
+
+
+def test_a_target_that_cannot_be_observed_fails_the_plan(deployment, executor, engine) -> None:
+    engine.fail["containers"] = EngineError("the Docker Engine does not answer")
+    with pytest.raises(StepError, match="failed on localhost") as info:
+        O.make_plan(deployment, executor)
+    assert "the Docker Engine does not answer" in str(info.value)
+
+
+# ---- several hosts, --limit --------------------------------------------------------------------
+
+INVENTORY = """\
+[control]
+ctl1 ansible_connection=local api_address=127.0.0.2
+[network]
+ctl1
+[compute]
+cmp1 ansible_connection=local api_address=127.0.0.3
+[storage]
+[monitoring]
+"""
+
+
+class HostsExecutor:
+    """Each host with its own engine and state directory, as the Ansible executor gives them; every
+    step dispatched through the agent's registry the same way."""
+
+    name = "hosts"
+
+    def __init__(self, deployment: O.Deployment, engines: dict[str, FakeEngine], root: Path) -> None:
+        self.deployment, self.engines, self.root = deployment, engines, root
+        self.tasks = 0
+
+    def run(self, names: list[str], requests: dict[str, StepRequest], progress: Progress | None = None,
+            *, stop_on_failure: bool = True) -> StepResult:
+        result = StepResult()
+        for name in names:
+            reports = [steps.dispatch(name, request, self.deployment.host_state(host), self.root / host / "state",
+                                      self.root / host / "log", lambda host=host: self.engines[host], progress)
+                       for host, request in requests.items()]
+            result.reports += reports
+            if stop_on_failure and any(r.failure for r in reports):
+                break
+        return result
+
+
+@pytest.fixture
+def two_hosts(site_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, FakeEngine]]:
+    """ctl1 and cmp1 deployed, each host its own engine."""
+    (site_dir / "inventory").write_text(INVENTORY)
+    whole = O.load_deployment(site_dir, state_dir=tmp_path / "controller")
+    engines = {h: engine_for(state) for h, state in whole.desired.hosts.items()}
+    deploy(whole, HostsExecutor(whole, engines, tmp_path / "hosts"))
+    assert O.make_plan(whole, HostsExecutor(whole, engines, tmp_path / "hosts")).empty
+    return site_dir, engines
+
+
+def test_a_limited_deploy_runs_the_job_it_triggers_outside_the_limit_only(two_hosts, tmp_path: Path) -> None:
+    site_dir, engines = two_hosts
+    # cmp1 is reinstalled; on ctl1 (outside the limit) a container stopped
+    engines["cmp1"] = engine_for(O.load_deployment(site_dir, state_dir=tmp_path / "controller").desired.hosts["cmp1"])
+    shutil.rmtree(tmp_path / "hosts" / "cmp1")
+    engines["ctl1"].containers_by_name["nova_api"].info.status = "exited"
+    limited = O.load_deployment(site_dir, limit="cmp1", state_dir=tmp_path / "controller")
+    assert limited.targets == ["cmp1"]
+    executor = HostsExecutor(limited, engines, tmp_path / "hosts")
+    plan = O.make_plan(limited, executor)
+    assert {a.host for a in plan.actions} == {"cmp1"}
+    assert [(a.kind, a.target) for a in plan.actions] == [("volume", "nova_compute"), ("create", "nova_compute")]
+    assert [(j.host, j.job, j.reasons) for j in plan.jobs] == [("ctl1", "nova.discover_hosts",
+                                                               ["the service changed"])]
+    said: list[str] = []
+    O.print_plan(plan, limited, said.append)
+    assert "host ctl1 (outside --limit): job nova.discover_hosts: the service changed" in said
+    before = len(engines["ctl1"].calls)
+    deploy(limited, executor)
+    touched = {target for _, target in changes_since(engines["ctl1"], before)}
+    assert touched == {DISCOVER}, "outside the limit only the triggered job runs"
+    assert engines["ctl1"].containers_by_name["nova_api"].info.status == "exited"
+    assert engines["cmp1"].containers_by_name["nova_compute"].info.status == "running"
+    assert limited.pending.get("jobs") == {}
+
+
+def test_a_host_outside_the_limit_that_does_not_answer_is_noted(two_hosts, tmp_path: Path) -> None:
+    site_dir, engines = two_hosts
+    engines["ctl1"].fail["containers"] = EngineError("the Docker Engine does not answer")
+    limited = O.load_deployment(site_dir, limit="compute", state_dir=tmp_path / "controller")
+    plan = O.make_plan(limited, HostsExecutor(limited, engines, tmp_path / "hosts"))
+    assert [f.host for f in plan.unobserved] == ["ctl1"] and plan.empty
+    said: list[str] = []
+    O.print_plan(plan, limited, said.append)
+    assert "note: ctl1 (outside --limit) did not answer: the Docker Engine does not answer" in said

@@ -1,8 +1,14 @@
-"""Tests for the in-image healthcheck scripts (mortar/runtime/healthchecks/)."""
+"""The in-image healthcheck scripts (mortar/runtime/healthchecks/), run as the images run them.
+
+healthcheck_socket.py is installed twice (images/base links it as healthcheck_port and
+healthcheck_established); the name it runs by picks the check. Sockets are real ones of this
+process; which process holds a socket comes from a fake /proc tree (--proc-root).
+"""
 
 from __future__ import annotations
 
 import http.server
+import importlib.util
 import os
 import shutil
 import socket
@@ -11,15 +17,21 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-HC_DIR = Path(__file__).resolve().parents[3] / "mortar" / "runtime" / "healthchecks"
-PORT_SCRIPT = HC_DIR / "healthcheck_port.py"
-ESTABLISHED_SCRIPT = HC_DIR / "healthcheck_established.py"
+ROOT = Path(__file__).resolve().parents[3] / "mortar"
+HC_DIR = ROOT / "runtime" / "healthchecks"
+SOCKET_SCRIPT = HC_DIR / "healthcheck_socket.py"
 CURL_SCRIPT = HC_DIR / "healthcheck_curl.sh"
+# The names the images install them under.
+PORT = ROOT / "images" / "base" / "healthcheck_port"
+ESTABLISHED = ROOT / "images" / "base" / "healthcheck_established"
+# Beyond any kernel's pid_max: a fake pid can never be the checking process's own.
+PID = 99_000_001
+OTHER_PID = 99_000_002
 
 
 def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
@@ -29,7 +41,8 @@ def run(cmd: list[str]) -> subprocess.CompletedProcess[str]:
 
 
 def run_py(script: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return run([sys.executable, str(script), *args])
+    # Standard library only, as in the images: -I -S starts Python without this venv's site.
+    return run([sys.executable, "-I", "-S", str(script), *args])
 
 
 def free_port() -> int:
@@ -39,100 +52,294 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("script", [PORT_SCRIPT, ESTABLISHED_SCRIPT, CURL_SCRIPT])
-def test_scripts_are_executable_with_help(script: Path) -> None:
+def test_images_install_the_socket_script_under_both_names() -> None:
+    for link in (PORT, ESTABLISHED):
+        assert link.is_symlink() and link.resolve() == SOCKET_SCRIPT
+    assert (ROOT / "images" / "base" / "healthcheck_curl").resolve() == CURL_SCRIPT
+
+
+@pytest.mark.parametrize("script", [SOCKET_SCRIPT, CURL_SCRIPT])
+def test_scripts_are_executable(script: Path) -> None:
     assert os.access(script, os.X_OK)
-    first = script.read_text().splitlines()[0]
-    assert first == ("#!/bin/sh" if script.suffix == ".sh" else "#!/usr/bin/python3")
-    result = run(
-        ["sh", str(script), "--help"] if script.suffix == ".sh" else [sys.executable, str(script), "--help"]
-    )
+    assert script.read_text().splitlines()[0] == ("#!/bin/sh" if script.suffix == ".sh" else "#!/usr/bin/python3")
+
+
+@pytest.mark.parametrize("command", [
+    [sys.executable, "-I", "-S", str(PORT), "--help"],
+    [sys.executable, "-I", "-S", str(ESTABLISHED), "--help"],
+    ["sh", str(CURL_SCRIPT), "--help"],
+])
+def test_help(command: list[str]) -> None:
+    result = run(command)
     assert result.returncode == 0
     assert "usage" in result.stdout.lower()
 
 
-def test_port_healthy_while_listening_then_unhealthy() -> None:
+@pytest.fixture
+def listener() -> Iterator[socket.socket]:
     server = socket.socket()
     server.bind(("127.0.0.1", 0))
     server.listen()
-    port = server.getsockname()[1]
-    try:
-        result = run_py(PORT_SCRIPT, str(port))
-        assert result.returncode == 0, result.stdout
-        assert f"127.0.0.1:{port}" in result.stdout
-        assert run_py(PORT_SCRIPT, str(port), "--host", "127.0.0.1").returncode == 0
-        wrong_host = run_py(PORT_SCRIPT, str(port), "--host", "10.254.254.254")
-        assert wrong_host.returncode == 1 and "unhealthy" in wrong_host.stdout
-    finally:
-        server.close()
-    result = run_py(PORT_SCRIPT, str(port))
+    yield server
+    server.close()
+
+
+def test_port_healthy_while_listening_then_unhealthy(listener: socket.socket) -> None:
+    port = listener.getsockname()[1]
+    result = run_py(PORT, str(port))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout == f"healthy: listening on 127.0.0.1:{port}\n"
+    assert run_py(PORT, str(port), "--host", "127.0.0.1").returncode == 0
+    wrong_host = run_py(PORT, str(port), "--host", "10.254.254.254")
+    assert wrong_host.returncode == 1 and "on 10.254.254.254" in wrong_host.stdout
+    listener.close()
+    result = run_py(PORT, str(port))
     assert result.returncode == 1
-    assert len(result.stdout.splitlines()) == 1 and str(port) in result.stdout
+    assert result.stdout == f"unhealthy: nothing listening on TCP port {port}\n"
 
 
-def test_port_ignores_connected_sockets() -> None:
+def test_port_ignores_connected_sockets(listener: socket.socket) -> None:
     # A client socket bound to a port is not a listener on it.
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen()
-    client = socket.create_connection(server.getsockname())
-    try:
-        assert run_py(PORT_SCRIPT, str(client.getsockname()[1])).returncode == 1
-    finally:
-        client.close()
+    with socket.create_connection(listener.getsockname()) as client:
+        assert run_py(PORT, str(client.getsockname()[1])).returncode == 1
+
+
+def test_usage_errors_are_unhealthy_not_docker_reserved_2() -> None:
+    for args in ([], ["not-a-port"], ["80", "--bogus"]):
+        result = run_py(PORT, *args)
+        assert result.returncode == 1 and result.stdout.startswith("unhealthy: "), (args, result)
+    bad = run_py(PORT, "80", "--host", "not-an-ip")
+    assert bad.returncode == 1 and "not-an-ip" in bad.stdout
+
+
+class Server:
+    """A TCP server on 127.0.0.1 in a thread; `answer` gets each connection."""
+
+    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen()
+        self.port = self.sock.getsockname()[1]
+        self.answer = answer
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn:
+                try:
+                    self.answer(conn)
+                except OSError:
+                    pass
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+@pytest.fixture
+def serve() -> Iterator[Callable[[Callable[[socket.socket], None]], Server]]:
+    servers: list[Server] = []
+
+    def start(answer: Callable[[socket.socket], None]) -> Server:
+        servers.append(Server(answer))
+        return servers[-1]
+
+    yield start
+    for server in servers:
         server.close()
+
+
+def greeting(conn: socket.socket) -> None:
+    conn.sendall(b"220 mortar-test ESMTP ready\r\n")
+
+
+def echo(conn: socket.socket) -> None:
+    conn.sendall(conn.recv(4096))
+
+
+def silent(conn: socket.socket) -> None:
+    time.sleep(2)
+
+
+def http_status(code: int) -> Callable[[socket.socket], None]:
+    def answer(conn: socket.socket) -> None:
+        request = b""
+        while b"\r\n\r\n" not in request:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            request += chunk
+        path = request.split(b" ")[1].decode()
+        # Answer in two writes: the check must read until the server closes.
+        conn.sendall(f"HTTP/1.1 {code} Whatever\r\nContent-Type: text/plain\r\n".encode())
+        time.sleep(0.05)
+        conn.sendall(f"Connection: close\r\n\r\npath={path}\n".encode())
+    return answer
+
+
+def test_expect_matches_a_greeting(serve) -> None:
+    server = serve(greeting)
+    ok = run_py(PORT, str(server.port), "--expect", r"^220 ")
+    assert ok.returncode == 0, ok.stdout
+    assert ok.stdout == f"healthy: listening on 127.0.0.1:{server.port}, answered as expected\n"
+    bad = run_py(PORT, str(server.port), "--expect", r"^500")
+    assert bad.returncode == 1 and "'220 mortar-test" in bad.stdout and "/^500/" in bad.stdout
+
+
+def test_send_then_expect_the_services_answer(serve) -> None:
+    server = serve(echo)
+    ok = run_py(PORT, str(server.port), "--send", r"PING mortar\r\n", "--expect", r"^PING mortar\r\n$")
+    assert ok.returncode == 0, ok.stdout
+    bad = run_py(PORT, str(server.port), "--send", r"\x01\x02", "--expect", "PONG")
+    assert bad.returncode == 1 and r"'\x01\x02'" in bad.stdout
+
+
+def test_a_listener_that_says_nothing_is_unhealthy(serve) -> None:
+    server = serve(silent)
+    started = time.monotonic()
+    result = run_py(PORT, str(server.port), "--expect", "hello", "--timeout", "0.5")
+    assert result.returncode == 1 and "answered ''" in result.stdout
+    assert time.monotonic() - started < 1.9  # gave up at --timeout, not when the server closed
+
+
+@pytest.mark.parametrize("code, args, healthy", [
+    (200, [], True),
+    (401, [], True),  # the API answered; it wants a token
+    (404, [], True),
+    (503, [], False),
+    (503, ["--status", "200,503"], True),
+    (401, ["--status", "200"], False),
+])
+def test_http_status(serve, code: int, args: list[str], healthy: bool) -> None:
+    server = serve(http_status(code))
+    result = run_py(PORT, str(server.port), "--http", "/v3", *args)
+    assert result.returncode == (0 if healthy else 1), result.stdout
+    if healthy:
+        assert result.stdout == f"healthy: listening on 127.0.0.1:{server.port}, GET /v3 answered {code}\n"
+    else:
+        assert result.stdout == f"unhealthy: GET /v3 on 127.0.0.1:{server.port} answered {code}\n"
+
+
+def test_http_reads_the_whole_answer_for_expect(serve) -> None:
+    server = serve(http_status(200))
+    ok = run_py(PORT, str(server.port), "--http", "/healthcheck", "--expect", "path=/healthcheck")
+    assert ok.returncode == 0, ok.stdout
+
+
+def test_http_to_something_not_speaking_http_is_unhealthy(serve) -> None:
+    server = serve(greeting)
+    result = run_py(PORT, str(server.port), "--http", "/")
+    assert result.returncode == 1 and "answered '220 mortar-test" in result.stdout
 
 
 TCP_HEADER = (
     "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 )
+ZERO6 = "0" * 32
 
 
 def tcp_line(local: str, remote: str, state: str, inode: str) -> str:
     return f"   0: {local} {remote} {state} 00000000:00000000 00:00000000 00000000     0        0 {inode} 1\n"
 
 
+def hex_port(port: int) -> str:
+    return f"{port:04X}"
+
+
+def fake_process(proc: Path, pid: int, argv: list[str], links: dict[str, str]) -> None:
+    (proc / str(pid) / "fd").mkdir(parents=True)
+    (proc / str(pid) / "cmdline").write_bytes(b"\0".join(a.encode() for a in argv) + b"\0")
+    for fd, target in links.items():
+        os.symlink(target, proc / str(pid) / "fd" / fd)
+
+
 @pytest.fixture
 def fake_proc(tmp_path: Path) -> Path:
-    """A /proc with IPv6 sockets: a wildcard listener on 8080 and an ipv4-mapped listener on 9090."""
-    (tmp_path / "net").mkdir()
-    (tmp_path / "net" / "tcp").write_text(TCP_HEADER)
-    zero6 = "0" * 32
-    (tmp_path / "net" / "tcp6").write_text(
+    """A /proc: a wildcard IPv4 listener on 8080 (inode 100), an ipv4-mapped IPv6 listener on 9090
+    (inode 101) and an ESTABLISHED connection to 10.0.0.10:5672 (inode 555)."""
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    (proc / "net" / "tcp").write_text(TCP_HEADER + tcp_line("00000000:1F90", "00000000:0000", "0A", "100"))
+    (proc / "net" / "tcp6").write_text(
         TCP_HEADER
-        + tcp_line(f"{zero6}:1F90", f"{zero6}:0000", "0A", "100")
-        + tcp_line("0000000000000000FFFF00000100007F:2382", f"{zero6}:0000", "0A", "101")
-        + tcp_line(
-            "0000000000000000FFFF00000100007F:B000", "0000000000000000FFFF00000A00000A:1628", "01", "555"
-        )
+        + tcp_line("0000000000000000FFFF00000100007F:2382", f"{ZERO6}:0000", "0A", "101")
+        + tcp_line("0000000000000000FFFF00000100007F:B000", "0000000000000000FFFF00000A00000A:1628", "01", "555")
     )
-    return tmp_path
+    return proc
 
 
 def test_port_reads_tcp6_and_matches_hosts(fake_proc: Path) -> None:
     root = ["--proc-root", str(fake_proc)]
-    assert run_py(PORT_SCRIPT, "8080", *root).returncode == 0
-    assert run_py(PORT_SCRIPT, "8080", "--host", "192.0.2.1", *root).returncode == 0  # wildcard bind
-    assert run_py(PORT_SCRIPT, "9090", "--host", "127.0.0.1", *root).returncode == 0  # ipv4-mapped
-    assert run_py(PORT_SCRIPT, "9090", "--host", "127.0.0.2", *root).returncode == 1
-    assert run_py(PORT_SCRIPT, "5672", *root).returncode == 1  # established, not listening
-    bad = run_py(PORT_SCRIPT, "8080", "--host", "not-an-ip", *root)
-    assert bad.returncode == 1 and "not-an-ip" in bad.stdout
+    assert run_py(PORT, "8080", *root).stdout == "healthy: listening on 0.0.0.0:8080\n"
+    assert run_py(PORT, "8080", "--host", "192.0.2.1", *root).returncode == 0  # wildcard bind
+    assert run_py(PORT, "9090", "--host", "127.0.0.1", *root).returncode == 0  # ipv4-mapped
+    assert run_py(PORT, "9090", "--host", "::ffff:127.0.0.1", *root).returncode == 0
+    assert run_py(PORT, "9090", "--host", "127.0.0.2", *root).returncode == 1
+    assert run_py(PORT, "5672", *root).returncode == 1  # established, not listening
+
+
+def test_owner_holds_the_listener(fake_proc: Path) -> None:
+    fake_process(fake_proc, PID, ["/usr/bin/python3", "/usr/bin/keystone-wsgi-public"],
+                 {"0": "/dev/null", "3": "pipe:[7]", "4": "socket:[100]"})
+    fake_process(fake_proc, OTHER_PID, ["/usr/sbin/apache2", "-DFOREGROUND"], {"3": "socket:[101]"})
+    root = ["--proc-root", str(fake_proc)]
+    ok = run_py(PORT, "8080", "--owner", "keystone-wsgi", *root)
+    assert ok.returncode == 0, ok.stdout
+    assert ok.stdout == f"healthy: listening on 0.0.0.0:8080 by 'keystone-wsgi' (pid {PID})\n"
+    # Someone listens on 9090, but not the keystone process.
+    bad = run_py(PORT, "9090", "--owner", "keystone-wsgi", *root)
+    assert bad.returncode == 1
+    assert bad.stdout == "unhealthy: 127.0.0.1:9090 is not held by a 'keystone-wsgi' process of this container\n"
+    assert run_py(PORT, "9090", "--owner", "apache2", *root).returncode == 0
+    assert run_py(PORT, "8080", "--owner", "nova-api", *root).returncode == 1
+
+
+def test_owner_in_a_tree_without_the_process(fake_proc: Path) -> None:
+    (fake_proc / str(PID)).mkdir()  # exited between listing and reading: no cmdline, no fd
+    result = run_py(PORT, "8080", "--owner", "keystone", "--proc-root", str(fake_proc))
+    assert result.returncode == 1 and "not held by a 'keystone' process" in result.stdout
+
+
+def test_owner_and_answer_together(serve, tmp_path: Path) -> None:
+    # The listener is a real socket; which process holds it comes from the fake tree.
+    server = serve(greeting)
+    proc = tmp_path / "proc"
+    (proc / "net").mkdir(parents=True)
+    (proc / "net" / "tcp").write_text(TCP_HEADER + tcp_line(f"0100007F:{hex_port(server.port)}",
+                                                            "00000000:0000", "0A", "4711"))
+    fake_process(proc, PID, ["exim4", "-bd"], {"5": "socket:[4711]"})
+    result = run_py(PORT, str(server.port), "--owner", "exim4", "--expect", "^220", "--proc-root", str(proc))
+    assert result.returncode == 0, result.stdout
+    assert result.stdout == (f"healthy: listening on 127.0.0.1:{server.port} by 'exim4' (pid {PID}), "
+                             "answered as expected\n")
 
 
 def test_established_with_fake_proc(fake_proc: Path) -> None:
-    pid = fake_proc / "4242"
-    (pid / "fd").mkdir(parents=True)
-    (pid / "cmdline").write_bytes(b"/usr/bin/python3\0/usr/bin/nova-compute\0--config-file\0x\0")
-    os.symlink("socket:[555]", pid / "fd" / "7")
-    os.symlink("/dev/null", pid / "fd" / "0")
-    (fake_proc / "4343").mkdir()  # a process that vanished: no cmdline
+    fake_process(fake_proc, PID, ["/usr/bin/python3", "/usr/bin/nova-compute", "--config-file", "x"],
+                 {"7": "socket:[555]", "0": "/dev/null"})
+    fake_process(fake_proc, OTHER_PID, ["/usr/bin/neutron-server"], {"7": "socket:[100]"})
+    (fake_proc / "99000003").mkdir()  # a process that vanished: no cmdline
     root = ["--proc-root", str(fake_proc)]
-    ok = run_py(ESTABLISHED_SCRIPT, "nova-compute", "5672", *root)
+    ok = run_py(ESTABLISHED, "nova-compute", "5672", *root)
     assert ok.returncode == 0, ok.stdout
-    assert "4242" in ok.stdout and "10.0.0.10:5672" in ok.stdout
-    assert run_py(ESTABLISHED_SCRIPT, "nova-compute", "5671", *root).returncode == 1
-    assert run_py(ESTABLISHED_SCRIPT, "neutron-server", "5672", *root).returncode == 1
+    assert ok.stdout == f"healthy: 'nova-compute' (pid {PID}) is connected to 10.0.0.10:5672\n"
+    wrong_port = run_py(ESTABLISHED, "nova-compute", "5671", *root)
+    assert wrong_port.returncode == 1
+    assert wrong_port.stdout == (f"unhealthy: 'nova-compute' (pid {PID}) has no ESTABLISHED connection to "
+                                 "remote port 5671\n")
+    # neutron-server holds a listener, not a connection to 5672.
+    assert run_py(ESTABLISHED, "neutron-server", "5672", *root).returncode == 1
+    absent = run_py(ESTABLISHED, "cinder-volume", "5672", *root)
+    assert absent.stdout == "unhealthy: no process matching 'cinder-volume' is running\n"
+
+
+def test_established_usage_errors_are_unhealthy() -> None:
+    result = run_py(ESTABLISHED, "nova-compute")
+    assert result.returncode == 1 and result.stdout.startswith("unhealthy: ")
 
 
 @pytest.fixture
@@ -154,20 +361,68 @@ def connected_client() -> Iterator[tuple[str, int]]:
         assert proc.stdout is not None and proc.stdout.readline().strip() == "connected"
         yield marker, port
     finally:
-        os.kill(proc.pid, 9)
+        proc.kill()
         proc.wait(timeout=10)
         server.close()
 
 
 def test_established_real_connection(connected_client: tuple[str, int]) -> None:
     marker, port = connected_client
-    ok = run_py(ESTABLISHED_SCRIPT, marker, str(port))
+    ok = run_py(ESTABLISHED, marker, str(port))
     assert ok.returncode == 0, ok.stdout
     assert f"127.0.0.1:{port}" in ok.stdout
-    wrong_port = run_py(ESTABLISHED_SCRIPT, marker, str(free_port()))
+    wrong_port = run_py(ESTABLISHED, marker, str(free_port()))
     assert wrong_port.returncode == 1 and "no ESTABLISHED connection" in wrong_port.stdout
-    wrong_name = run_py(ESTABLISHED_SCRIPT, marker + "-nope", str(port))
+    wrong_name = run_py(ESTABLISHED, marker + "-nope", str(port))
     assert wrong_name.returncode == 1 and "no process matching" in wrong_name.stdout
+
+
+def test_run_as_healthcheck_socket_the_first_argument_names_the_check(fake_proc: Path) -> None:
+    root = ["--proc-root", str(fake_proc)]
+    assert run_py(SOCKET_SCRIPT, "port", "8080", *root).stdout == "healthy: listening on 0.0.0.0:8080\n"
+    assert run_py(SOCKET_SCRIPT, "port", "8081", *root).returncode == 1
+    assert run_py(SOCKET_SCRIPT, "established", "nova-compute", "5672", *root).stdout.startswith(
+        "unhealthy: no process matching")
+    for args in ([], ["8080"], ["listen", "8080"]):
+        result = run_py(SOCKET_SCRIPT, *args)
+        assert result.returncode == 1
+        assert result.stdout.startswith("unhealthy: run as healthcheck_port or healthcheck_established")
+
+
+@pytest.fixture
+def socket_module():
+    spec = importlib.util.spec_from_file_location("healthcheck_socket", SOCKET_SCRIPT)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("program, argv, check", [
+    ("/usr/local/bin/healthcheck_port", ["8080"], "port"),
+    ("/usr/local/bin/healthcheck_established", ["nova", "5672"], "established"),
+    ("healthcheck_socket.py", ["port", "8080"], "port"),
+    ("healthcheck_socket", ["established", "nova", "5672"], "established"),
+])
+def test_the_program_name_picks_the_check(socket_module, monkeypatch: pytest.MonkeyPatch, program: str,
+                                          argv: list[str], check: str) -> None:
+    called: list[tuple[str, list[str]]] = []
+    monkeypatch.setattr(sys, "argv", [program, *argv])
+    monkeypatch.setitem(socket_module.CHECKS, "healthcheck_port", lambda a: called.append(("port", a)) or 0)
+    monkeypatch.setitem(socket_module.CHECKS, "healthcheck_established",
+                        lambda a: called.append(("established", a)) or 0)
+    assert socket_module.main() == 0
+    assert called == [(check, argv if "socket" not in program else argv[1:])]
+
+
+def test_decode_address_in_kernel_order(socket_module) -> None:
+    import ipaddress
+
+    assert socket_module.decode_address("0100007F:1F90") == (ipaddress.ip_address("127.0.0.1"), 8080)
+    assert socket_module.decode_address("0000000000000000FFFF00000A00000A:1628") == (
+        ipaddress.ip_address("10.0.0.10"), 5672)
+    assert socket_module.decode_address("B80D0120000000000000000001000000:0050") == (
+        ipaddress.ip_address("2001:db8::1"), 80)
 
 
 class StatusHandler(http.server.BaseHTTPRequestHandler):
@@ -191,7 +446,7 @@ class StatusHandler(http.server.BaseHTTPRequestHandler):
 def http_base() -> Iterator[str]:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), StatusHandler)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()
     try:
         yield f"http://127.0.0.1:{server.server_address[1]}"

@@ -344,3 +344,90 @@ def test_help_describes_the_spec() -> None:
     assert result.returncode == 0
     for word in ("--check", "--copy-only", "MORTAR_SPEC", '"directories"', '"optional"'):
         assert word in result.stdout
+
+
+def run_script(spec_path: Path, *args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, str(SCRIPT), "--spec", str(spec_path), *args], capture_output=True,
+                          text=True, timeout=30, env=env)
+
+
+def test_output_gets_everything_and_the_container_log_nothing(config: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output" / "job" / "output.log"  # its directory does not exist yet
+    spec = {"command": ["sh", "-c", "echo to-stdout; echo to-stderr >&2; exit 3"], "output": str(output)}
+    spec_path = write_spec(config, spec)
+    first = run_script(spec_path)
+    assert first.returncode == 3  # the command's own status
+    assert (first.stdout, first.stderr) == ("", "")
+    text = output.read_text()
+    assert "to-stdout\n" in text and "to-stderr\n" in text
+    assert "mortar-start: exec as " in text
+    assert mode_of(output) == 0o600
+    run_script(spec_path)
+    assert output.read_text().startswith(text) and output.read_text().count("to-stdout") == 2  # appended
+
+
+def test_output_holds_mortar_starts_own_errors(config: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output.log"
+    spec = {"command": "true", "output": str(output),
+            "files": [{"source": "absent.conf", "dest": str(tmp_path / "x.conf")}]}
+    result = run_script(write_spec(config, spec))
+    assert result.returncode == 2 and result.stderr == ""
+    assert "absent.conf" in output.read_text()
+
+
+@needs_root
+def test_output_is_opened_before_privileges_drop(config: Path, tmp_path: Path) -> None:
+    # tmp_path is root's alone (0700): nobody could not open the file, only inherit it.
+    output = tmp_path / "root-only" / "output.log"
+    spec = {"command": ["sh", "-c", "id -u; echo err >&2"], "user": "nobody", "workdir": "/",
+            "output": str(output)}
+    result = run_script(write_spec(config, spec))
+    assert result.returncode == 0, output.read_text()
+    assert output.read_text().splitlines()[-2:] == [str(pwd.getpwnam("nobody").pw_uid), "err"]
+    assert output.stat().st_uid == 0 and mode_of(output) == 0o600
+
+
+def test_check_does_not_redirect(config: Path, tmp_path: Path) -> None:
+    output = tmp_path / "output.log"
+    dest = tmp_path / "etc" / "keystone.conf"
+    spec = {"command": "true", "output": str(output), "files": [{"source": "keystone.conf", "dest": str(dest)}]}
+    result = run_script(write_spec(config, spec), "--check")
+    assert result.returncode == 1 and f"missing: {dest}" in result.stdout
+    assert not output.exists()
+
+
+def test_the_exec_line_names_the_program_and_counts_the_arguments(config: Path, tmp_path: Path) -> None:
+    secret = "hunter2-do-not-log-9191"
+    spec = {"command": ["sh", "-c", 'test "$1" = --password', "sh", "--password", secret],
+            "environment": {"OS_PASSWORD": secret}}
+    result = run_script(write_spec(config, spec))
+    assert result.returncode == 0, result.stderr
+    assert f"mortar-start: exec as {os.geteuid()}: sh (5 argument(s))" in result.stderr.splitlines()
+    assert secret not in result.stderr and "--password" not in result.stderr and "test " not in result.stderr
+    output = tmp_path / "output.log"
+    run_script(write_spec(config, {**spec, "output": str(output)}))
+    assert "sh (5 argument(s))" in output.read_text() and secret not in output.read_text()
+
+
+def test_a_command_not_found_names_only_the_program(config: Path) -> None:
+    result = run_script(write_spec(config, {"command": ["/nonexistent/tool", "--token", "s3cr3t-arg"]}))
+    assert result.returncode == 127
+    assert "/nonexistent/tool" in result.stderr and "s3cr3t-arg" not in result.stderr
+
+
+@pytest.mark.parametrize("output", ["relative/output.log", "", 5, ["/x"]])
+def test_an_unusable_output_is_a_bad_spec(config: Path, tmp_path: Path, output: Any,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    spec_path = write_spec(config, {"command": "true", "output": output})
+    rc, out, err = run_main(["--spec", str(spec_path)], capsys)
+    assert rc == 2 and out == ""
+    assert "'output' must be an absolute path" in err and len(err.splitlines()) == 1
+    assert not (config / "relative").exists()
+
+
+def test_an_output_that_cannot_be_opened_exits_1(config: Path, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    result = run_script(write_spec(config, {"command": "true", "output": str(blocker / "output.log")}))
+    assert result.returncode == 1
+    assert result.stderr.startswith("mortar-start: error: ") and str(blocker) in result.stderr

@@ -23,6 +23,7 @@ from mortar.site.config import (
     load_site,
     required_passwords,
     schema,
+    site_id,
 )
 from mortar.site.samples import INVENTORY_AIO, INVENTORY_MULTINODE, globals_sample, write_samples
 
@@ -41,6 +42,14 @@ def load_error(site_dir: Path, services: dict[str, ServiceSpec]) -> MortarError:
 
 def passwords_of(site_dir: Path) -> dict[str, Any]:
     return yaml.safe_load((site_dir / "passwords.yml").read_text())
+
+
+def set_password_text(site_dir: Path, key: str, value: str) -> Path:
+    """passwords.yml with KEY's line written as `KEY: VALUE`, VALUE as raw YAML."""
+    path = site_dir / "passwords.yml"
+    lines = [line for line in path.read_text().splitlines() if not line.startswith(f"{key}:")]
+    path.write_text("\n".join([*lines, f"{key}: {value}"]) + "\n")
+    return path
 
 
 # ---- load_site: the happy path ---------------------------------------------------------
@@ -99,6 +108,20 @@ def test_malformed_globals_names_file_and_line(site_dir: Path, services: dict[st
     assert err.key == f"line {line}"
     assert "malformed YAML" in err.message
     assert str(path) in str(err) and f"line {line}" in str(err)
+
+
+@pytest.mark.parametrize(("text", "line", "first"), [
+    ("enable_nova: true\nkeystone_workers: 2\nenable_nova: false\n", 3, 1),
+    ("{openstack_debug: true, openstack_debug: false}\n", 1, 1),
+])
+def test_key_set_twice_is_refused(site_dir: Path, services: dict[str, ServiceSpec], text: str, line: int,
+                                  first: int) -> None:
+    path = set_globals(site_dir, text)
+    err = load_error(site_dir, services)
+    assert err.file == str(path)
+    assert err.key == f"line {line}"
+    assert f"is set twice (first on line {first})" in err.message
+    assert err.fix
 
 
 def test_globals_must_be_a_mapping(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
@@ -192,7 +215,109 @@ def test_every_choice_option_accepts_its_choices_and_default(services: dict[str,
             assert decl["default"] in decl["choices"], key
 
 
+@pytest.mark.parametrize(("line", "key", "needle", "fix"), [
+    ("api_address: 300.1.2.3", "api_address", "'300.1.2.3' is not an IP address", "10.0.0.11"),
+    ("api_address: ctl1.example", "api_address", "is not an IP address", "10.0.0.11"),
+    ("docker_registry: http://10.0.0.1:4000", "docker_registry", "is a URL", "without the scheme, e.g. 10.0.0.1:4000"),
+    ("docker_registry: https://reg", "docker_registry", "is a URL", "e.g. 10.0.0.10:4000"),
+    ("docker_registry: 10.0.0.1", "docker_registry", "is not HOST:PORT", "HOST:PORT"),
+    ("docker_registry: 10.0.0.1:70000", "docker_registry", "is not HOST:PORT", "1-65535"),
+    ("docker_registry: 10.0.0.1:4000/path", "docker_registry", "is not HOST:PORT", "HOST:PORT"),
+    ("image_tag: my tag", "image_tag", "'my tag' is not an image tag", "no spaces"),
+    ("image_tag: -lead", "image_tag", "is not an image tag", "2026.2"),
+    ("image_namespace: My Images", "image_namespace", "is not an image namespace", "lowercase"),
+    ("healthcheck_timeout: 1", "healthcheck_timeout", "must be at least 10, not 1", "healthcheck_timeout: 180"),
+])
+def test_values_are_checked(site_dir: Path, services: dict[str, ServiceSpec], line: str, key: str, needle: str,
+                            fix: str) -> None:
+    path = set_globals(site_dir, line + "\n")
+    err = load_error(site_dir, services)
+    assert err.file == str(path)
+    assert err.key == key
+    assert needle in err.message
+    assert err.fix is not None and fix in err.fix
+
+
+@pytest.mark.parametrize("line", ["api_address: 10.0.0.11", "api_address: '::1'", "docker_registry: 10.0.0.1:4000",
+                                  "docker_registry: reg.example:5000", "docker_registry: '[fd00::1]:4000'",
+                                  "docker_registry: ''", "image_tag: 2026.2-rc1", "image_namespace: team/mortar"])
+def test_good_values_pass(site_dir: Path, services: dict[str, ServiceSpec], line: str) -> None:
+    set_globals(site_dir, line + "\n")
+    key, value = next(iter(yaml.safe_load(line).items()))
+    assert load_site(site_dir, services).globals[key] == value
+
+
+@pytest.mark.parametrize("name", ["globals.yml", "passwords.yml"])
+@pytest.mark.parametrize(("content", "needle"), [
+    (b"\x7fELF\x02\x00", "is binary, expected text"),
+    (b"region_name: R\xe9gion\n", "is not UTF-8 text"),
+    (None, "is a directory, expected a file"),
+])
+def test_unreadable_site_files(site_dir: Path, services: dict[str, ServiceSpec], name: str, content: bytes | None,
+                               needle: str) -> None:
+    path = site_dir / name
+    path.unlink()
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+        path.chmod(0o600)
+    err = load_error(site_dir, services)
+    assert err.file == str(path)
+    assert f"{name} {needle}" in err.message
+    assert err.fix
+
+
+def test_broken_symlink_globals(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    path = site_dir / "globals.yml"
+    path.unlink()
+    path.symlink_to(site_dir / "moved.yml")
+    err = load_error(site_dir, services)
+    assert err.file == str(path)
+    assert "broken symlink" in err.message and "moved.yml" in err.message
+
+
+def test_site_dir_that_is_a_file(tmp_path: Path, services: dict[str, ServiceSpec]) -> None:
+    path = tmp_path / "site"
+    path.write_text("")
+    err = load_error(path, services)
+    assert err.file == str(path)
+    assert err.fix is not None and "--config-dir" in err.fix
+
+
 # ---- passwords.yml -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bits", [0o644, 0o640, 0o604, 0o660, 0o666])
+def test_passwords_readable_by_others_is_refused(site_dir: Path, services: dict[str, ServiceSpec],
+                                                 bits: int) -> None:
+    path = site_dir / "passwords.yml"
+    path.chmod(bits)
+    err = load_error(site_dir, services)
+    assert err.file == str(path)
+    assert f"mode {bits:04o}" in err.message
+    assert err.fix == f"chmod 600 {path}"
+    path.chmod(0o600)
+    load_site(site_dir, services)
+    path.chmod(0o400)
+    load_site(site_dir, services)
+
+
+@pytest.mark.parametrize(("value", "kind"), [("{a: 1}", "dict"), ("[a, b]", "list"), ("true", "bool"),
+                                             ("0123", "int"), ("3.10", "float"), ("2026-01-01", "date")])
+def test_password_values_must_be_strings(site_dir: Path, services: dict[str, ServiceSpec], value: str,
+                                         kind: str) -> None:
+    set_password_text(site_dir, "keystone_admin_password", value)
+    err = load_error(site_dir, services)
+    assert err.file == str(site_dir / "passwords.yml")
+    assert err.key == "keystone_admin_password"
+    assert f"must be a string, not {kind}" in err.message
+    assert err.fix is not None and "quoted" in err.fix
+
+
+def test_quoted_password_that_looks_like_a_number_is_kept(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    set_password_text(site_dir, "keystone_admin_password", "'0123'")
+    assert load_site(site_dir, services).passwords["keystone_admin_password"] == "0123"
+
 
 def test_missing_password_names_file_key_and_genpwd(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
     pw = passwords_of(site_dir)
@@ -229,31 +354,83 @@ def test_init_does_not_write_passwords(tmp_path: Path) -> None:
     assert (tmp_path / "config").is_dir()
 
 
-# ---- dependencies ----------------------------------------------------------------------------
+# ---- capabilities: a disabled provider is named where it was disabled ------------------------
 
-def test_disabled_dependency_is_a_clear_error(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+def desired_error(site_dir: Path, services: dict[str, ServiceSpec]) -> MortarError:
+    from mortar.deploy.desired import compute_desired
+    from mortar.site.inventory import parse_inventory
+
+    site = load_site(site_dir, services)
+    with pytest.raises(MortarError) as info:
+        compute_desired(site, parse_inventory(INVENTORY_AIO, "inventory"))
+    return info.value
+
+
+def test_disabled_provider_is_a_clear_error(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
     path = set_globals(site_dir, "enable_mariadb: false\n")
-    err = load_error(site_dir, services)
+    err = desired_error(site_dir, services)
     assert err.file == str(path)
     assert err.key == "enable_mariadb"
-    assert "needs mariadb, which is disabled" in err.message
-    assert "enable_mariadb: true" in str(err)
+    assert "need a database provider and no enabled service provides one" in err.message
+    assert "keystone" in err.message and "enable_keystone" in str(err)
+    assert err.fix is not None and "enable_mariadb: true" in err.fix
 
 
-def test_disabling_dependency_and_all_dependents_is_fine(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
-    # everything that (transitively) depends on keystone goes too
+def test_disabling_a_provider_and_all_its_consumers_is_fine(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    from mortar.deploy.desired import compute_desired
+    from mortar.site.inventory import parse_inventory
+
+    # Everything that needs (transitively, not optionally) a capability only keystone provides goes too.
     off = {"keystone"}
     changed = True
     while changed:
         changed = False
         for name, spec in services.items():
-            if name not in off and off & set(spec.depends):
+            lost = [cap for cap, need in spec.consumes.items() if not need.optional
+                    and all(p in off for p, other in services.items() if cap in other.provides)]
+            if name not in off and lost:
                 off.add(name)
                 changed = True
+    assert len(off) > 1, "something consumes identity"
     set_globals(site_dir, "".join(f"enable_{name}: false\n" for name in sorted(off)))
     site = load_site(site_dir, services)
-    assert site.enabled == set(services) - off
+    assert site.enabled == {name for name, spec in services.items() if spec.enabled} - off
     assert "mariadb" in site.enabled
+    desired = compute_desired(site, parse_inventory(INVENTORY_AIO, "inventory"))
+    assert "keystone" not in desired.order and "mariadb" in desired.order
+
+
+# ---- site id ------------------------------------------------------------------------------------
+
+def test_site_id_is_made_once(tmp_path: Path) -> None:
+    with pytest.raises(MortarError, match="mortar genpwd"):
+        site_id(tmp_path, create=False)  # loading a site never makes one: init and genpwd do
+    made = site_id(tmp_path)
+    assert re.fullmatch(r"[a-f0-9]{12}", made)
+    assert site_id(tmp_path) == made == (tmp_path / "site-id").read_text().strip()
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    ("my-cloud\n", "is not a mortar site id"),
+    ("0123456789ABCDEF\n", "is not a mortar site id"),
+    ("", "is not a mortar site id"),
+    (b"\x00\xff", "site id is binary"),
+    (None, "site id is a directory"),
+])
+def test_malformed_site_id(site_dir: Path, services: dict[str, ServiceSpec], content: str | bytes | None,
+                           needle: str) -> None:
+    path = site_dir / "site-id"
+    path.unlink()
+    if content is None:
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    else:
+        path.write_text(content)
+    err = load_error(site_dir, services)
+    assert err.file == str(path)
+    assert needle in err.message
+    assert err.fix
 
 
 # ---- genpwd ------------------------------------------------------------------------------------

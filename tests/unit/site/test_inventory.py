@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mortar.errors import MortarError
-from mortar.site.inventory import Host, Inventory, load_inventory, parse_inventory
+from mortar.site.inventory import Host, Inventory, load_inventory, parse_inventory, valid_host_name
 
 ALL_IN_ONE = """\
 [control]
@@ -253,13 +254,84 @@ def test_load_inventory_missing_file(tmp_path: Path) -> None:
     assert info.value.fix
 
 
-def test_load_inventory_directory_and_binary(tmp_path: Path) -> None:
-    with pytest.raises(MortarError, match="directory"):
-        load_inventory(tmp_path)
-    binary = tmp_path / "bin"
-    binary.write_bytes(b"\xff\xfe\x00[g]")
-    with pytest.raises(MortarError, match="UTF-8"):
-        load_inventory(binary)
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "inventory is a directory, expected a file"),
+    (b"\xff\xfe\x00[g]", "inventory is binary"),
+    (b"[control]\nh\xf6st\n", "inventory is not UTF-8 text"),
+])
+def test_load_inventory_unreadable(tmp_path: Path, content: bytes | None, needle: str) -> None:
+    path = tmp_path / "inventory"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MortarError) as info:
+        load_inventory(path)
+    assert info.value.file == str(path)
+    assert needle in info.value.message
+    assert info.value.fix
+
+
+@pytest.mark.parametrize("name", ["a/b", "..", ".", "a b", "a;b", "$(x)", "`id`", "a|b", "-lead", "trail-", "a..b",
+                                  "x" * 64, "h_1", "ünï"])
+def test_bad_host_names_are_refused(name: str) -> None:
+    err = error_of(f"[g]\nok\n{shlex.quote(name)} ansible_connection=local\n")
+    assert err.key == "line 3"
+    assert f"{name!r} is not a valid host name" in err.message
+    assert err.fix is not None and "ansible_host=" in err.fix
+
+
+@pytest.mark.parametrize("name", ["localhost", "ctl01", "node-1.example.com", "10.0.0.1", "fe80::1", "a" * 63])
+def test_good_host_names(name: str) -> None:
+    assert valid_host_name(name)
+    assert list(parse_inventory(f"[g]\n{name}\n").hosts) == [name]
+
+
+@pytest.mark.parametrize("line", ["h ansible_port=ssh", "h ansible_port=0", "h ansible_port=65536", "h:70000",
+                                  "h ansible_port=-1", "h ansible_port=22.5"])
+def test_bad_ports_are_refused(line: str) -> None:
+    err = error_of(f"[g]\n{line}\n")
+    assert err.key == "line 2"
+    assert "ansible_port" in err.message and "not a port number" in err.message
+    assert err.fix is not None and "ansible_port=22" in err.fix
+
+
+def test_port_from_group_vars_is_checked_at_the_host() -> None:
+    err = error_of("[g]\nh\n[g:vars]\nansible_port=99999\n")
+    assert err.key == "line 2"
+    assert "'99999'" in err.message
+
+
+@pytest.mark.parametrize(("line", "needle"), [
+    ("h api_address=300.1.2.3", "api_address '300.1.2.3' is not an IP address"),
+    ("h api_address=ctl1", "api_address 'ctl1' is not an IP address"),
+    ("h ansible_host=a;reboot", "ansible_host 'a;reboot' is not a host name or IP address"),
+    ("h ansible_host='$(x)'", "ansible_host '$(x)'"),
+])
+def test_bad_addresses_are_refused(line: str, needle: str) -> None:
+    err = error_of(f"[g]\n{line}\n")
+    assert err.key == "line 2"
+    assert needle in err.message
+    assert err.fix
+
+
+def test_host_twice_in_one_group_is_refused() -> None:
+    err = error_of("[g]\nh a=1\nother\nh b=2\n")
+    assert err.key == "line 4"
+    assert "host 'h' is listed twice in [g]" in err.message
+    assert err.fix
+    # A range that overlaps a host line is the same mistake.
+    assert "listed twice" in error_of("[g]\nn2\nn[1:3]\n").message
+
+
+def test_two_hosts_with_one_api_address_are_refused() -> None:
+    err = error_of("[a]\nh1 api_address=10.0.0.1\n[b]\nh2 api_address=10.0.0.1\n")
+    assert err.key == "line 4"
+    assert "hosts h1 and h2 both have api_address 10.0.0.1" in err.message
+    assert err.fix
+    # One host in two groups keeps its one address.
+    inv = parse_inventory("[a]\nh1 api_address=10.0.0.1\n[b]\nh1\n")
+    assert inv.hosts["h1"].vars["api_address"] == "10.0.0.1"
 
 
 def multinode() -> Inventory:
@@ -333,7 +405,7 @@ names = st.builds(str.__add__, st.sampled_from("abcxyz"), st.text("abc0123", max
 
 
 @settings(deadline=None)
-@given(st.dictionaries(names, st.lists(names, max_size=5), max_size=6), st.data())
+@given(st.dictionaries(names, st.lists(names, max_size=5, unique=True), max_size=6), st.data())
 def test_generated_inventories_resolve(groups: dict[str, list[str]], data: st.DataObject) -> None:
     # A random forest of child groups (edges only to earlier groups, so acyclic) resolves to the union of leaves.
     group_names = [f"g{name}" for name in groups]

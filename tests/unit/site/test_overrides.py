@@ -174,7 +174,8 @@ def test_merge_yaml_malformed_names_source(bad: str) -> None:
         merge_yaml("a: 1\n", ("config/prometheus/prometheus.yml", bad))
     assert info.value.file == "config/prometheus/prometheus.yml"
     assert info.value.key is not None and info.value.key.startswith("line ")
-    assert "invalid YAML" in info.value.message
+    assert "malformed YAML" in info.value.message
+    assert info.value.fix
 
 
 def test_merge_yaml_does_not_mutate_across_calls() -> None:
@@ -190,6 +191,44 @@ def test_apply_overrides_kinds() -> None:
     assert apply_overrides("{}", "replace", [("g", "first"), ("h", "last\n")]) == "last\n"
     for kind in ("ini", "yaml", "replace"):
         assert apply_overrides("untouched # text", kind, []) == "untouched # text"
+
+
+@pytest.mark.parametrize(("dest", "text", "needle"), [
+    ("/etc/nova/policy.yaml", '"os_compute_api:servers:create": [rule\n', "malformed YAML"),
+    ("/etc/nova/policy.yml", "a: 1\n b: 2\n", "malformed YAML"),
+    ("/etc/rabbitmq/definitions.json", '{"users": [}\n', "invalid JSON"),
+])
+def test_replacement_must_parse_as_what_it_replaces(dest: str, text: str, needle: str) -> None:
+    source = "config/nova/" + dest.rsplit("/", 1)[1]
+    with pytest.raises(MortarError) as info:
+        apply_overrides("{}", "replace", [("config/nova.conf", "ignored"), (source, text)], dest)
+    assert info.value.file == source
+    assert info.value.key is not None and info.value.key.startswith("line ")
+    assert needle in info.value.message
+    assert info.value.fix
+
+
+def test_replacement_of_other_files_is_taken_as_it_is() -> None:
+    text = "SECRET_KEY = 'x'\n[not: yaml\n"
+    assert apply_overrides("old", "replace", [("o", text)], "/etc/openstack-dashboard/local_settings.py") == text
+    assert apply_overrides("{}", "replace", [("o", "a: [1]\n")], "/etc/nova/policy.yaml") == "a: [1]\n"
+
+
+@pytest.mark.parametrize("override", ["just words\n", "- a\n- b\n", "42\n"])
+def test_merge_yaml_override_must_be_a_mapping_over_a_mapping(override: str) -> None:
+    with pytest.raises(MortarError) as info:
+        apply_overrides("global:\n  scrape_interval: 15s\n", "yaml", [("config/prometheus/prometheus.yml", override)])
+    assert info.value.file == "config/prometheus/prometheus.yml"
+    assert "mapping" in info.value.message
+    assert info.value.fix
+
+
+@pytest.mark.parametrize(("override", "needle"), [("[1, 2]", "override is a list"), ("{nope", "invalid JSON")])
+def test_merge_json_errors_name_the_source(override: str, needle: str) -> None:
+    with pytest.raises(MortarError) as info:
+        apply_overrides('{"a": 1}', "json", [("config/x/x.json", override)])
+    assert info.value.file == "config/x/x.json"
+    assert needle in info.value.message
 
 
 def test_apply_overrides_unknown_kind() -> None:
@@ -263,12 +302,32 @@ def test_override_sources_directory_instead_of_file(tmp_path: Path) -> None:
     assert info.value.file == str(config / "nova" / "nova.conf")
 
 
+# What each service renders: overrides may name only these files.
+FILES = {"nova": {"nova.conf", "policy.yaml"}, "glance": {"glance-api.conf"}}
+
+
+@pytest.mark.parametrize(("content", "needle"), [(b"\x00\x01\x02", "binary"), (b"[DEFAULT]\nx = \xe9\n", "UTF-8"),
+                                                (None, "broken symlink")])
+def test_override_sources_unreadable_file(tmp_path: Path, content: bytes | None, needle: str) -> None:
+    path = tmp_path / "config" / "nova" / "nova.conf"
+    path.parent.mkdir(parents=True)
+    if content is None:
+        path.symlink_to(tmp_path / "nowhere")
+    else:
+        path.write_bytes(content)
+    with pytest.raises(MortarError) as info:
+        override_sources(tmp_path / "config", "nova", "nova.conf", "node1", main=False)
+    assert info.value.file == str(path)
+    assert needle in info.value.message
+    assert info.value.fix
+
+
 def test_check_override_tree_accepts_valid_tree(tmp_path: Path) -> None:
     config = override_tree(tmp_path)
     write(config / ".gitkeep", "")
     (config / ".git").mkdir()
-    check_override_tree(config, {"nova", "glance"}, {"node1", "node2"})
-    check_override_tree(tmp_path / "absent", {"nova"}, {"node1"})
+    check_override_tree(config, FILES, {"node1", "node2"})
+    check_override_tree(tmp_path / "absent", {"nova": {"nova.conf"}}, {"node1"})
 
 
 @pytest.mark.parametrize(
@@ -282,6 +341,12 @@ def test_check_override_tree_accepts_valid_tree(tmp_path: Path) -> None:
         ("notes.txt", False, "unexpected file in the override directory"),
         ("nova", False, "expected a directory for service 'nova'"),
         ("nova/node1/sub", True, "unexpected directory in a per-host override directory"),
+        ("nova/api-paste.ini", False, "unknown nova file 'api-paste.ini' in override path (known nova files: "
+                                      "nova.conf, policy.yaml)"),
+        ("nova/nova.cnf", False, "unknown nova file 'nova.cnf' in override path (did you mean 'nova.conf'?)"),
+        ("nova/node1/api-paste.ini", False, "unknown nova file 'api-paste.ini'"),
+        ("glance/nova.conf", False, "unknown glance file 'nova.conf'"),
+        ("nova/nova.conf", True, "override is a directory, expected a file"),
     ],
 )
 def test_check_override_tree_rejects(tmp_path: Path, relative: str, is_dir: bool, expected: str) -> None:
@@ -292,7 +357,7 @@ def test_check_override_tree_rejects(tmp_path: Path, relative: str, is_dir: bool
     else:
         write(target, "")
     with pytest.raises(MortarError) as info:
-        check_override_tree(config, {"nova", "glance"}, {"node1", "node2"})
+        check_override_tree(config, FILES, {"node1", "node2"})
     assert info.value.file == str(target)
     assert expected in str(info.value)
     assert str(info.value).startswith(f"{target}: ")
@@ -301,7 +366,7 @@ def test_check_override_tree_rejects(tmp_path: Path, relative: str, is_dir: bool
 def test_check_override_tree_config_dir_is_a_file(tmp_path: Path) -> None:
     config = write(tmp_path / "config", "")
     with pytest.raises(MortarError) as info:
-        check_override_tree(config, {"nova"}, set())
+        check_override_tree(config, {"nova": {"nova.conf"}}, set())
     assert info.value.file == str(config)
 
 
