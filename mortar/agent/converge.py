@@ -62,9 +62,10 @@ def run_spec(container: Container, files_dir: Path, labels: dict[str, str]) -> R
         health=health, restart="unless-stopped", stop_timeout=container.stop_timeout)
 
 
-def container_labels(host: HostState, container: Container) -> dict[str, str]:
+def container_labels(host: HostState, container: Container, data: dict[str, str]) -> dict[str, str]:
     return {F.MANAGED: "1", F.SITE: host.site, F.SERVICE: container.service, F.CONTAINER: container.name,
-            F.HASH: container.config_hash, F.DEFINITION: json.dumps(container.definition(), sort_keys=True)}
+            F.HASH: container.config_hash, F.DEFINITION: json.dumps(container.definition(), sort_keys=True),
+            F.DATA: json.dumps(data, sort_keys=True)}
 
 
 # ---- plan --------------------------------------------------------------------------------
@@ -211,17 +212,24 @@ def remove_container(engine: Engine, name: str, service: str = "") -> None:
                         fix=f"see `docker inspect {name}`, remove it by hand and run the command again")
 
 
-def start_container(engine: Engine, host: HostState, container: Container, state_dir: Path) -> None:
+def start_container(engine: Engine, host: HostState, container: Container, state_dir: Path,
+                    known: dict[str, str]) -> None:
     files_dir = config_dir(state_dir, container.name)
     write_config_dir(files_dir, container.rendered_files())
-    engine.create(run_spec(container, files_dir, container_labels(host, container)))
+    data = F.current_data(engine, host.host, container.data, known)
+    engine.create(run_spec(container, files_dir, container_labels(host, container, data)))
     engine.start(container.name)
 
 
 def converge_service(engine: Engine, host: HostState, service: ServiceState, actions: list[Action],
-                     facts: F.Facts, state_dir: Path, progress: Progress) -> dict[str, str]:
-    """Volumes, then containers; waits until each started container serves. Returns new data ids."""
+                     facts: F.Facts, state_dir: Path, progress: Progress, recreate: list[str] | None = None,
+                     known: dict[str, str] | None = None) -> dict[str, str]:
+    """Volumes, then containers; waits until each started container serves. RECREATE names
+    containers the controller found on data that is no longer there. Returns new data ids."""
     todo = {(a.kind, a.target): a for a in actions}
+    for name in recreate or []:
+        if name in facts.containers and ("recreate", name) not in todo:
+            todo[("recreate", name)] = Action("recreate", host.host, service.name, name, ["its data is new"])
     created: dict[str, str] = {}
     for volume in service.volumes:
         if ("volume", volume) in todo:
@@ -241,7 +249,7 @@ def converge_service(engine: Engine, host: HostState, service: ServiceState, act
         if running is None:
             if ("recreate", container.name) not in todo:
                 progress(f"create {container.name}")
-            start_container(engine, host, container, state_dir)
+            start_container(engine, host, container, state_dir, known or {})
             started.append(container)
         elif ("start", container.name) in todo:
             progress(f"start {container.name}")

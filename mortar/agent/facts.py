@@ -25,6 +25,7 @@ DEFINITION = LABEL_PREFIX + "definition"
 PURPOSE = LABEL_PREFIX + "purpose"
 JOB = LABEL_PREFIX + "job"
 DATA_ID = LABEL_PREFIX + "data-id"
+DATA = LABEL_PREFIX + "data"  # on a container: the data ids it started on
 
 
 @dataclass
@@ -47,6 +48,34 @@ def data_id(volume: VolumeInfo) -> str:
 
 def new_data_id() -> str:
     return uuid.uuid4().hex
+
+
+def current_data(engine: Engine, host: str, keys: list[str], known: dict[str, str]) -> dict[str, str]:
+    """The data ids of KEYS ("host/volume"): this host's own volumes looked up, others' as KNOWN."""
+    found: dict[str, str] = {}
+    for key in keys:
+        owner, _, name = key.partition("/")
+        if owner == host:
+            volume = engine.volume(name)
+            if volume is not None:
+                found[key] = data_id(volume)
+        elif key in known:
+            found[key] = known[key]
+    return found
+
+
+def started_on(container: ContainerInfo) -> dict[str, str] | None:
+    """The data ids a container started on (None: it carries no such label)."""
+    import json
+
+    text = container.labels.get(DATA)
+    if text is None:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
 def gather(engine: Engine, host: HostState, state_dir: Path) -> Facts:

@@ -148,6 +148,8 @@ def plan(ctx: StepContext) -> None:
     wanted = {v for s in host.services.values() for v in s.volumes}
     ctx.report.volumes = {name: F.data_id(v) for name, v in facts.volumes.items() if name in wanted}
     ctx.report.job_records = {j.name: facts.records[j.name] for j in host.jobs() if j.name in facts.records}
+    ctx.report.container_data = {name: data for name, info in facts.containers.items()
+                                 if (data := F.started_on(info)) is not None}
     ctx.report.image_ids = {ref: image.id for ref, image in facts.images.items() if image is not None}
 
 
@@ -191,8 +193,9 @@ def _run_phase(ctx: StepContext, phase: str) -> None:
 
         if phase == "containers":
             actions = converge.plan_service(host, service, facts, ctx.state_dir)
-            ctx.report.volumes.update(converge.converge_service(engine, host, service, actions, facts,
-                                                                ctx.state_dir, progress))
+            ctx.report.volumes.update(converge.converge_service(
+                engine, host, service, actions, facts, ctx.state_dir, progress, ctx.request.recreate,
+                ctx.request.data_ids))
             return
         todo = [j for j in service.jobs if j.phase == phase and j.name in wanted]
         if not todo:
@@ -208,13 +211,7 @@ def _run_phase(ctx: StepContext, phase: str) -> None:
             progress(f"job {job.name.split('.', 1)[1]}")
             jobs.run_job(engine, host, job, ctx.state_dir, ctx.log_dir, progress)
             image = engine.image(job.spec.image)
-            data = dict(ctx.request.job_data.get(job.name, {}))
-            for key in job.data:
-                owner, _, volume = key.partition("/")
-                if owner == host.host and key not in data:
-                    found = engine.volume(volume)
-                    if found is not None:
-                        data[key] = F.data_id(found)
+            data = F.current_data(engine, host.host, job.data, ctx.request.data_ids)
             jobs.record_job(ctx.state_dir, job, image.id if image else "", data)
             progress(f"job {job.name.split('.', 1)[1]} done ({time.monotonic() - started:.1f}s)")
 
@@ -225,24 +222,23 @@ def _run_phase(ctx: StepContext, phase: str) -> None:
     _in_parallel(names, one)
 
 
-@step("provision", mutating=True, help="jobs that providers run for their consumers (databases, users)")
-def provision(ctx: StepContext) -> None:
-    _run_phase(ctx, "provision")
+PHASE_HELP = {
+    "provision": "jobs that providers run for their consumers (databases, users)",
+    "before": "jobs that run before a service's containers (db sync, bootstrap)",
+    "containers": "create, recreate, start or restart containers and wait until they serve",
+    "after": "jobs that run after a service's containers serve (host discovery)",
+}
 
 
-@step("before", mutating=True, help="jobs that run before a service's containers (db sync, bootstrap)")
-def before(ctx: StepContext) -> None:
-    _run_phase(ctx, "before")
+def _phase_step(phase: str) -> Callable[[StepContext], None]:
+    def run(ctx: StepContext) -> None:
+        _run_phase(ctx, phase)
+
+    return run
 
 
-@step("containers", mutating=True, help="create, recreate, start or restart containers and wait until they serve")
-def containers(ctx: StepContext) -> None:
-    _run_phase(ctx, "containers")
-
-
-@step("after", mutating=True, help="jobs that run after a service's containers serve (host discovery)")
-def after(ctx: StepContext) -> None:
-    _run_phase(ctx, "after")
+for _phase in APPLY_PHASES:
+    step(_phase, mutating=True, help=PHASE_HELP[_phase])(_phase_step(_phase))
 
 
 @step("pull", mutating=True, says_changed=True,

@@ -126,6 +126,7 @@ class Container:
     sysctls: dict[str, str] = declared(factory=dict, render=False)
     tmpfs: list[str] = declared(factory=list, render=False)
     stop_timeout: int = declared(10, render=False, help="seconds between SIGTERM and SIGKILL")
+    data: list[str] = computed(factory=list)  # "host/volume" of providers' data it relies on (a new one: recreate)
 
     def start_spec(self, output: str = "") -> dict[str, Any]:
         """The spec mortar-start reads inside the container."""
@@ -141,6 +142,7 @@ class Container:
         """Everything that decides the running container; contents as digests (no secrets)."""
         data = dataclasses.asdict(self)
         data.pop("group")
+        data.pop("data")  # decided against the data's ids, not the hash
         data["files"] = {f.name: {"dest": f.dest, "owner": f.owner, "mode": f.mode, "sha256": f.digest}
                          for f in self.files}
         data["environment"] = {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in self.environment.items()}
@@ -270,7 +272,8 @@ class StepRequest:
 
     services: list[str] = field(default_factory=list)  # whose containers converge (none outside --limit)
     jobs: list[str] = field(default_factory=list)  # the jobs to run, chosen by the controller
-    job_data: dict[str, dict[str, str]] = field(default_factory=dict)  # job -> data key -> data id
+    recreate: list[str] = field(default_factory=list)  # containers whose providers' data is new
+    data_ids: dict[str, str] = field(default_factory=dict)  # "host/volume" -> data id, of other hosts' volumes
     registry: str = ""  # the site registry, HOST:PORT (engine step)
     insecure_registries: list[str] = field(default_factory=list)
     registry_ca: str = ""  # PEM of the CA the registry's certificate is signed by
@@ -286,6 +289,7 @@ class StepReport:
     actions: list[Action] = field(default_factory=list)
     volumes: dict[str, str] = field(default_factory=dict)  # volume -> data id
     job_records: dict[str, dict[str, Any]] = field(default_factory=dict)  # job -> what it last ran with
+    container_data: dict[str, dict[str, str]] = field(default_factory=dict)  # container -> the data it started on
     image_ids: dict[str, str] = field(default_factory=dict)  # image ref -> id on this host
     checks: list[Check] = field(default_factory=list)
     failure: Failure | None = None

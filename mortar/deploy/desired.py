@@ -352,8 +352,12 @@ def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
                                   capability, name, keep_volumes=False)
                 job.data = [f"{provider_host}/{provides.data}"] if provides.data else []
                 service_state(provider_host, spec).jobs.append(job)
-        # The service's own jobs, each beside the container it names.
+        # The service's own jobs, each beside the container it names; its containers and jobs
+        # rely on the data of the providers it needs (a new one starts them again).
         data = _data_of(planner, spec)
+        for (owner, _, _), container in rendered.items():
+            if owner == name:
+                container.data = list(data)
         for job_decl in spec.jobs:
             host = planner.hosts_of(spec, job_decl.container)[0]
             base = rendered[(name, job_decl.container, host)]

@@ -10,14 +10,16 @@ from __future__ import annotations
 
 import hashlib
 import logging
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from mortar.deploy.desired import Registration
 from mortar.files import private_directory, write_private
 from mortar.records import RecordStore
 
+T = TypeVar("T")
 SERVICE_PROJECT = "service"
 SERVICE_ROLES = ("admin", "service")
 TIMEOUT = 30
@@ -43,9 +45,30 @@ def connect(identity: dict[str, str], state: Path | None = None) -> Any:
             cached = ""
     conn = openstack.connection.Connection(session=session.Session(auth=auth, timeout=TIMEOUT),
                                            region_name=identity["region"], identity_api_version="3")
+    conn.mortar_cached = bool(cached)  # type: ignore[attr-defined]
     if cache is not None:
         conn.mortar_keep_token = lambda: _keep_token(auth, cache, cached)  # type: ignore[attr-defined]
     return conn
+
+
+def with_admin(identity: dict[str, str], state: Path | None, work: Callable[[Any], T]) -> T:
+    """WORK(an admin connection); a kept token the identity service no longer honours (its
+    database was made again, its keys rotated) is dropped and WORK runs once more afresh."""
+    from keystoneauth1 import exceptions as ksa
+    from openstack import exceptions as sdk
+
+    conn = connect(identity, state)
+    try:
+        result = work(conn)
+    except (ksa.Unauthorized, ksa.Forbidden, ksa.NotFound, sdk.NotFoundException, sdk.ForbiddenException):
+        if not getattr(conn, "mortar_cached", False) or state is None:
+            raise
+        (state / "admin-token.json").unlink(missing_ok=True)
+        conn = connect(identity, state)
+        result = work(conn)
+    if hasattr(conn, "mortar_keep_token"):
+        conn.mortar_keep_token()
+    return result
 
 
 def _keep_token(auth: Any, cache: Path, cached: str) -> None:
@@ -88,21 +111,7 @@ def observe(identity: dict[str, str], registrations: dict[str, Registration],
     proofs = RecordStore(state / "identity.json") if state is not None else None
     proven = proofs.get("proven", default={}) if proofs is not None else {}
     try:
-        conn = connect(identity, state)
-        api = conn.identity
-        services = list(api.services())
-        endpoints = list(api.endpoints())
-        domain = api.find_domain("Default")
-        users = {u.name: u for u in api.users(domain_id=domain.id)}
-        project = api.find_project(SERVICE_PROJECT, domain_id=domain.id)
-        roles = {r.id: r.name for r in api.roles()}
-        assigned: dict[str, set[str]] = {}
-        if project is not None:
-            for assignment in api.role_assignments(scope_project_id=project.id):
-                user_id = (assignment.user or {}).get("id")
-                role_id = (assignment.role or {}).get("id")
-                if user_id and role_id in roles:
-                    assigned.setdefault(user_id, set()).add(roles[role_id])
+        services, endpoints, users, assigned = with_admin(identity, state, _registered)
     except (ksa.ConnectFailure, ksa.ConnectTimeout, ksa.DiscoveryFailure, ksa.Unauthorized,
             sdk.NotSupported) as exc:
         why = f"identity service not reachable yet ({type(exc).__name__})"
@@ -141,14 +150,34 @@ def observe(identity: dict[str, str], registrations: dict[str, Registration],
                 result[name].append(f"user {user}'s password differs from passwords.yml")
             elif proofs is not None:
                 proofs.set("proven", user_id, _proof(user_id, password))
-    if hasattr(conn, "mortar_keep_token"):
-        conn.mortar_keep_token()
     return result
+
+
+def _registered(conn: Any) -> tuple[list[Any], list[Any], dict[str, Any], dict[str, set[str]]]:
+    """Services, endpoints, users of the default domain, and each user's roles in the service project."""
+    api = conn.identity
+    services = list(api.services())
+    endpoints = list(api.endpoints())
+    domain = api.find_domain("Default")
+    users = {u.name: u for u in api.users(domain_id=domain.id)}
+    project = api.find_project(SERVICE_PROJECT, domain_id=domain.id)
+    roles = {r.id: r.name for r in api.roles()}
+    assigned: dict[str, set[str]] = {}
+    if project is not None:
+        for assignment in api.role_assignments(scope_project_id=project.id):
+            user_id = (assignment.user or {}).get("id")
+            role_id = (assignment.role or {}).get("id")
+            if user_id and role_id in roles:
+                assigned.setdefault(user_id, set()).add(roles[role_id])
+    return services, endpoints, users, assigned
 
 
 def register(identity: dict[str, str], reg: Registration, state: Path | None = None) -> None:
     """Make the identity service hold REG: idempotent, only what differs is written."""
-    conn = connect(identity, state)
+    with_admin(identity, state, lambda conn: _register(conn, identity, reg, state))
+
+
+def _register(conn: Any, identity: dict[str, str], reg: Registration, state: Path | None) -> None:
     api = conn.identity
     region = reg.region
     service = next((s for s in api.services() if s.name == reg.service and s.type == reg.type), None)
@@ -179,8 +208,6 @@ def register(identity: dict[str, str], reg: Registration, state: Path | None = N
             api.assign_project_role_to_user(project, user, role)
         if state is not None:
             RecordStore(state / "identity.json").set("proven", user.id, _proof(user.id, entry["password"]))
-    if hasattr(conn, "mortar_keep_token"):
-        conn.mortar_keep_token()
 
 
 def transient(exc: Exception) -> bool:

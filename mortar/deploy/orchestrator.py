@@ -125,6 +125,7 @@ class Plan:
     registrations: dict[str, list[str]] = field(default_factory=dict)
     unobserved: list[Failure] = field(default_factory=list)  # hosts outside --limit that did not answer
     volumes: dict[str, dict[str, str]] = field(default_factory=dict)  # host -> volume -> data id
+    recreate: dict[str, list[str]] = field(default_factory=dict)  # host -> containers whose data is new
 
     @property
     def empty(self) -> bool:
@@ -160,6 +161,19 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
     for host in deployment.targets:
         plan.actions += reports[host].actions
     plan.volumes = {h: dict(r.volumes) for h, r in reports.items() if r.failure is None}
+    # A container that started on data no longer there (a database made again) starts again.
+    for host in deployment.targets:
+        acted = {a.target for a in plan.actions if a.host == host}
+        for container in d.hosts[host].containers():
+            started_on = reports[host].container_data.get(container.name)
+            if started_on is None or container.name in acted:
+                continue
+            new = [key.split("/", 1)[1] for key in container.data if _observed(plan, key)
+                   and (_data_id(plan, key) is None or started_on.get(key) != _data_id(plan, key))]
+            if new:
+                plan.actions.append(Action("recreate", host, container.service, container.name,
+                                           [f"{volume} is new data" for volume in new]))
+                plan.recreate.setdefault(host, []).append(container.name)
     pending = deployment.pending.get("jobs", default={})
     changed = {a.service for a in plan.actions}
     created_data = {f"{a.host}/{a.target}" for a in plan.actions if a.kind == "volume"}
@@ -169,7 +183,9 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
             continue
         for job in state.jobs():
             assert job.spec is not None
-            data_ids = {key: plan.volumes.get(key.split("/", 1)[0], {}).get(key.split("/", 1)[1])
+            record = report.job_records.get(job.name) or {}
+            # Data on a host that did not answer is taken as it was: nothing says it changed.
+            data_ids = {key: _data_id(plan, key) if _observed(plan, key) else record.get("data", {}).get(key)
                         for key in job.data}
             reasons = job_reasons(job, report.job_records.get(job.name), report.image_ids.get(job.spec.image),
                                   data_ids)
@@ -192,6 +208,15 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
         plan.registrations = {n: r for n, r in observe(d.identity, d.registrations, deployment.controller_dir).items()
                               if r}
     return plan
+
+
+def _observed(plan: Plan, key: str) -> bool:
+    return key.partition("/")[0] in plan.volumes
+
+
+def _data_id(plan: Plan, key: str) -> str | None:
+    owner, _, volume = key.partition("/")
+    return plan.volumes.get(owner, {}).get(volume)
 
 
 def _job(desired: DesiredState, host: str, name: str) -> Job:
@@ -284,19 +309,15 @@ def _forget(done: set[str]) -> Callable[[dict], None]:
 
 def _request(deployment: Deployment, plan: Plan, host: str, services: list[str]) -> StepRequest:
     jobs = [j.job for j in plan.jobs if j.host == host and j.service in services]
-    data: dict[str, dict[str, str]] = {}
-    for name in jobs:
-        job = _job(deployment.desired, host, name)
-        known = {}
-        for key in job.data:
-            owner, _, volume = key.partition("/")
-            if owner != host and volume in plan.volumes.get(owner, {}):
-                known[key] = plan.volumes[owner][volume]
-        data[name] = known
+    # The ids of other hosts' data, as observed (and as made earlier in this run).
+    known = {f"{owner}/{volume}": data for owner, volumes in plan.volumes.items() if owner != host
+             for volume, data in volumes.items()}
     # Outside --limit a host only runs the jobs a change on the targets triggered there.
     present = [s for s in services if s in deployment.desired.hosts[host].services] \
         if host in deployment.targets else []
-    return StepRequest(services=present, jobs=jobs, job_data=data)
+    recreate = [name for name in plan.recreate.get(host, [])
+                if any(c.name == name and c.service in present for c in deployment.desired.hosts[host].containers())]
+    return StepRequest(services=present, jobs=jobs, recreate=recreate, data_ids=known)
 
 
 def _register(deployment: Deployment, names: list[str], echo: Echo) -> None:

@@ -46,6 +46,9 @@ def _translated(what: str) -> Iterator[None]:
         raise EngineTimeout(f"{what}: the engine did not answer in time ({exc.__class__.__name__})",
                             fix="check the engine (`docker info`) and run the command again") from None
     except requests.exceptions.ConnectionError as exc:
+        if "timed out" in str(exc):  # urllib3's read timeout, as some versions raise it
+            raise EngineTimeout(f"{what}: the engine did not answer in time",
+                                fix="check the engine (`docker info`) and run the command again") from None
         raise EngineError(f"{what}: the engine does not answer ({_first_line(exc)})", fix=SETUP_FIX) from None
 
 

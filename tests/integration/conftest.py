@@ -82,3 +82,27 @@ def run_container(docker, image: str, command, *, user: str | None = None, volum
     finally:
         container.remove(force=True)
     return code, output
+
+
+def site_env(site: dict) -> dict[str, str]:
+    """The environment a test's mortar runs in: its own state and log directories, live output."""
+    import os
+
+    return dict(os.environ, MORTAR_STATE_DIR=str(site["state"]), MORTAR_LOG_DIR=str(site["log"]),
+                PYTHONUNBUFFERED="1")
+
+
+def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True):
+    """`mortar ARGS --config-dir SITE` as an operator runs it; its output is kept in site["outputs"]
+    (for the secret scans), and a traceback always fails the test."""
+    import subprocess
+    import sys
+
+    extra = ["--config-dir", str(site["config"])] if site_args else []
+    proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], capture_output=True, text=True,
+                          env=site_env(site), timeout=1800)
+    site.setdefault("outputs", []).append(proc.stdout + proc.stderr)
+    if check:
+        assert proc.returncode == 0, f"mortar {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
+    return proc

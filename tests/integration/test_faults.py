@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import NAMESPACE, TAG, build
+from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
 from tests.integration.test_deploy import CORE, connect
 
 pytestmark = pytest.mark.integration
@@ -31,25 +31,13 @@ REGISTRY = "127.0.0.1:4001"
 KILLS: list[tuple[str, str]] = []  # (kill point, outcome of the deploy that followed)
 
 
-def env(site) -> dict[str, str]:
-    return dict(os.environ, MORTAR_STATE_DIR=str(site["state"]), MORTAR_LOG_DIR=str(site["log"]),
-                PYTHONUNBUFFERED="1")
 
-
-def mortar(site, *args: str, check: bool = True, site_args: bool = True) -> subprocess.CompletedProcess:
-    extra = ["--config-dir", str(site["config"])] if site_args else []
-    proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], capture_output=True, text=True,
-                          env=env(site), timeout=1800)
-    if check:
-        assert proc.returncode == 0, f"mortar {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
 
 
 def deploy_killed_at(site, point: str, delay: float = 0.0) -> list[str]:
     """Run deploy and SIGKILL it `delay` seconds after it prints a line matching POINT."""
     proc = subprocess.Popen([sys.executable, "-m", "mortar", "deploy", "--config-dir", str(site["config"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(site))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site_env(site))
     assert proc.stdout is not None
     lines = []
     for line in proc.stdout:
@@ -257,7 +245,7 @@ def test_engine_restarted_mid_deploy(deployed):
 
     set_override(deployed, "keystone", "keystone.conf", "[token]\nexpiration = 4800\n")
     proc = subprocess.Popen([sys.executable, "-m", "mortar", "deploy", "--config-dir", str(deployed["config"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(deployed))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site_env(deployed))
     assert proc.stdout is not None
     seen = []
     for line in proc.stdout:

@@ -15,7 +15,6 @@ registry, its data and every node.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import subprocess
@@ -27,7 +26,7 @@ import pytest
 import yaml
 
 from mortar.testbed.nodes import GATEWAY, Testbed, standard_layout
-from tests.integration.conftest import NAMESPACE, TAG, build
+from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -39,20 +38,7 @@ IMAGES = ["mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", 
 NODES = ("control1", "compute1", "compute2")
 
 
-def env(site) -> dict[str, str]:
-    return dict(os.environ, MORTAR_STATE_DIR=str(site["state"]), MORTAR_LOG_DIR=str(site["log"]),
-                PYTHONUNBUFFERED="1")
 
-
-def mortar(site, *args: str, check: bool = True, site_args: bool = True) -> subprocess.CompletedProcess:
-    extra = ["--config-dir", str(site["config"])] if site_args else []
-    proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], capture_output=True, text=True,
-                          env=env(site), timeout=1800)
-    site["outputs"].append(proc.stdout + proc.stderr)
-    if check:
-        assert proc.returncode == 0, f"mortar {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
-    return proc
 
 
 def started(bed: Testbed, node: str) -> dict[str, str]:
@@ -319,7 +305,7 @@ def test_a_node_stopped_mid_deploy_is_named_and_a_rerun_converges(deployed, dock
     override = deployed["config"] / "config" / "nova.conf"
     override.write_text("[DEFAULT]\nreserved_host_disk_mb = 512\n")
     proc = subprocess.Popen([sys.executable, "-m", "mortar", "deploy", "--config-dir", str(deployed["config"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env(deployed))
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site_env(deployed))
     assert proc.stdout is not None
     lines = []
     node = docker.containers.get(f"mortar-testbed-{BED}-compute2")

@@ -34,7 +34,7 @@ def a_report() -> StepReport:
 
 
 def a_request() -> StepRequest:
-    return StepRequest(services=["demo"], jobs=["demo.db_sync"], job_data={"demo.db_sync": {"h2/db": "ab12"}},
+    return StepRequest(services=["demo"], jobs=["demo.db_sync"], recreate=["demo"], data_ids={"h2/db": "ab12"},
                        registry="10.0.0.1:4000", insecure_registries=["10.0.0.1:4000"], registry_ca="PEM")
 
 
@@ -101,7 +101,7 @@ BAD: dict[str, tuple[type, str, str]] = {
                     "StepRequest.services[0]: expected str, got int"),
     "str for list": (StepRequest, with_data(a_request(), lambda d: d.update(jobs="demo.db_sync")),
                      "expected a list, got str"),
-    "list for mapping": (StepRequest, with_data(a_request(), lambda d: d.update(job_data=[])),
+    "list for mapping": (StepRequest, with_data(a_request(), lambda d: d.update(data_ids=[])),
                          "expected a mapping, got list"),
     "null for dataclass": (HostState, with_data(a_host(), lambda d: d["services"].__setitem__("demo", None)),
                            "expected a mapping for ServiceState"),

@@ -195,12 +195,20 @@ def test_an_interrupted_run_leaves_its_triggers_due(deployment, executor, engine
 
 def test_a_recreated_database_volume_reruns_the_jobs_on_its_data(deployment, executor, engine) -> None:
     deploy(deployment, executor)
-    on_mariadb = sorted(j.name for j in deployment.desired.hosts["localhost"].jobs() if "localhost/mariadb" in j.data)
+    host = deployment.desired.hosts["localhost"]
+    on_mariadb = sorted(j.name for j in host.jobs() if "localhost/mariadb" in j.data)
     assert {"keystone.database", "keystone.db_sync", "nova.db_sync", "glance.database"} <= set(on_mariadb)
+    # ... and so do the containers of every service that needs the database (nova-compute keeps
+    # its service record there, for one).
+    relying = sorted(c.name for c in host.containers() if "localhost/mariadb" in c.data)
+    assert {"keystone", "glance_api", "nova_api", "nova_compute"} <= set(relying) and "memcached" not in relying
     engine.remove("mariadb")
     engine.remove_volume("mariadb")
     plan = O.make_plan(deployment, executor)
-    assert [(a.kind, a.target) for a in plan.actions] == [("volume", "mariadb"), ("create", "mariadb")]
+    assert [(a.kind, a.target) for a in plan.actions][:2] == [("volume", "mariadb"), ("create", "mariadb")]
+    recreated = [a for a in plan.actions if a.kind == "recreate"]
+    assert sorted(a.target for a in recreated) == relying
+    assert all(a.reasons == ["mariadb is new data"] for a in recreated), recreated
     assert sorted(j.job for j in plan.jobs) == on_mariadb
     assert all("mariadb is not created yet" in j.reasons for j in plan.jobs)
     # the volume is made again; the first consumer's provision job fails
@@ -209,12 +217,13 @@ def test_a_recreated_database_volume_reruns_the_jobs_on_its_data(deployment, exe
         deploy(deployment, executor)
     del engine.job_results["mortar_job_keystone_database"]
     plan = O.make_plan(deployment, executor)
-    assert plan.actions == []
+    assert sorted(a.target for a in plan.actions if a.kind == "recreate") == relying
     assert sorted(j.job for j in plan.jobs) == on_mariadb
     assert all(j.reasons[0] == "mariadb is new data" for j in plan.jobs), plan.jobs
     before = len(engine.calls)
     deploy(deployment, executor)
-    assert sorted(created(engine, before)) == sorted(f"mortar_job_{j.replace('.', '_')}" for j in on_mariadb)
+    assert sorted(created(engine, before)) == sorted(
+        [f"mortar_job_{j.replace('.', '_')}" for j in on_mariadb] + relying)
     assert O.make_plan(deployment, executor).empty
 
 
