@@ -102,3 +102,21 @@ def test_one_line_blocks_do_not_glue_onto_the_next_instruction(tmp_path):
             assert "LABEL c=d" in lines, name
         if "LABEL a=b" in spec.dockerfile:
             assert "LABEL a=b" in lines, name
+
+
+def test_build_stages_never_carry_the_build_images_identity():
+    """A build stage's leftover image inherits python-builder's labels unless it clears them, and
+    the build cache would then take that leftover (without pip, with a service's packages) for
+    python-builder itself."""
+    import re
+
+    from mortar.builder.builder import BuildOptions, ImageTree
+
+    tree = ImageTree(BuildOptions())
+    staged = 0
+    for name, spec in tree.specs.items():
+        for stage in re.split(r"(?m)^(?=FROM )", spec.dockerfile):
+            if stage.startswith("FROM ") and " AS build" in stage.splitlines()[0]:
+                staged += 1
+                assert 'LABEL org.mortar.identity="" org.mortar.image=""' in stage, name
+    assert staged >= 7
