@@ -27,7 +27,7 @@ from mortar.agent import wire
 from mortar.agent.wire import Failure, StepReport, StepRequest
 from mortar.deploy.executors import Progress, StepResult
 from mortar.errors import MortarError
-from mortar.files import private_directory, write_private
+from mortar.files import inside, private_directory, write_private
 
 if TYPE_CHECKING:
     from mortar.deploy.orchestrator import Deployment
@@ -225,7 +225,8 @@ class AnsibleExecutor:
     def _write_states(self, hosts: list[str]) -> None:
         private_directory(self.states_dir)
         for host in hosts:
-            write_private(self.states_dir / f"{host}.json", wire.dumps(self.deployment.host_state(host)))
+            path = inside(self.states_dir, f"{host}.json", "host name")
+            write_private(path, wire.dumps(self.deployment.host_state(host)))
 
     def _run(self, play: Any, hosts: list[str], extravars: dict[str, Any], progress: Progress | None,
              label: str) -> AnsibleRun:
