@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -31,12 +30,10 @@ from mortar.builder.status import StatusBoard
 from mortar.builder.templates import IMAGES_DIR, Renderer
 from mortar.engine.protocol import Engine, ImageInfo, RunSpec
 from mortar.errors import EngineError, MortarError
+from mortar.paths import log_root
 
 SUITES = {"trixie": "3.13", "bookworm": "3.11"}
 
-
-def log_root() -> Path:
-    return Path(os.environ.get("MORTAR_LOG_DIR", "/var/log/mortar"))
 DEFAULT_CA_BUNDLE = Path("/etc/ssl/certs/ca-certificates.crt")
 COPY_RE = re.compile(r"^\s*(?:COPY|ADD)\s+(?!--from)(.+)$", re.I | re.M)
 

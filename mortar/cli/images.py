@@ -11,12 +11,13 @@ from pathlib import Path
 import click
 
 from mortar.builder import graph
-from mortar.builder.builder import SUITES, Builder, BuildOptions, ImageTree, log_root, log_tail
+from mortar.builder.builder import SUITES, Builder, BuildOptions, ImageTree, log_tail
 from mortar.builder.status import StatusBoard
 from mortar.builder.templates import IMAGES_DIR
 from mortar.cli.main import cli
 from mortar.errors import MortarError
 from mortar.files import read_text
+from mortar.paths import log_root
 from mortar.site.config import DEFAULT_CONFIG_DIR
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mortar"
@@ -206,7 +207,7 @@ def run_build(tree: ImageTree, selected: list[str], summary_json: Path | None) -
         board.start()
         digests = builder.push(to_push, board)
         board.stop()
-        from mortar.deploy.orchestrator import state_root
+        from mortar.paths import state_root
         from mortar.registry.pins import record_pushed
 
         record_pushed(state_root(), digests)

@@ -66,7 +66,7 @@ def registry_start(config_dir: Path, address: str | None, certificate: Path | No
     engine = connect()
     image = server.ensure_image(engine, str(site.globals["image_namespace"]), str(site.globals["image_tag"]),
                                 click.echo)
-    from mortar.deploy.orchestrator import state_root
+    from mortar.paths import state_root
 
     if site.globals["docker_registry_insecure"]:
         server.start(engine, address, image, state_root(), None, "", "", click.echo)

@@ -15,7 +15,6 @@ thing remembered here is work that was due and could not run (pending jobs).
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,13 +24,14 @@ from pathlib import Path
 from mortar.agent.errors import StepError
 from mortar.agent.jobs import job_reasons
 from mortar.agent.steps import APPLY_PHASES
-from mortar.agent.wire import Action, Check, Failure, HostState, Job, StepReport, StepRequest
+from mortar.agent.wire import Action, Check, Failure, HostState, Job, StepRequest
 from mortar.catalogue.loader import load_catalogue
 from mortar.deploy.desired import DesiredState, compute_desired
 from mortar.deploy.executors import Executor, StepResult
 from mortar.deploy.sitelock import site_lock
 from mortar.errors import MortarError
 from mortar.files import inside
+from mortar.paths import log_root, state_root
 from mortar.records import RecordStore
 from mortar.registry.pins import pushed_digests
 from mortar.retry import TimedOut, retry
@@ -43,14 +43,6 @@ Echo = Callable[[str], None]
 REGISTRATION_TIMEOUT = 120.0
 # What the agent keeps on this machine when it is one of the hosts (removed with the last site).
 AGENT_FILES = {"config", "jobs", "records.json", ".records.json.lock", "agent.lock", "desired.json"}
-
-
-def state_root() -> Path:
-    return Path(os.environ.get("MORTAR_STATE_DIR", "/var/lib/mortar"))
-
-
-def log_root() -> Path:
-    return Path(os.environ.get("MORTAR_LOG_DIR", "/var/log/mortar"))
 
 
 @dataclass
@@ -403,6 +395,3 @@ def prechecks(deployment: Deployment, executor: Executor) -> dict[str, list[Chec
             checks[report.host] = report.checks
     return checks
 
-
-__all__ = ["Deployment", "Plan", "StepReport", "deploy", "destroy", "load_deployment", "make_plan", "prechecks",
-           "print_plan", "pull", "stop"]

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
-import os
 import re
 import secrets
 import stat
@@ -23,8 +22,9 @@ import yaml
 from mortar.catalogue.loader import OPTION_TYPES, ServiceSpec
 from mortar.errors import MortarError
 from mortar.files import load_yaml, read_text, write_private
+from mortar.paths import config_root
 
-DEFAULT_CONFIG_DIR = Path(os.environ.get("MORTAR_CONFIG_DIR", "/etc/mortar"))
+DEFAULT_CONFIG_DIR = config_root()
 SITE_ID_FILE = "site-id"
 _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _NAMESPACE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")

@@ -28,6 +28,7 @@ from mortar.agent.wire import Failure, StepReport, StepRequest
 from mortar.deploy.executors import Progress, StepResult
 from mortar.errors import MortarError
 from mortar.files import inside, private_directory, write_private
+from mortar.paths import log_root
 
 if TYPE_CHECKING:
     from mortar.deploy.orchestrator import Deployment
@@ -37,10 +38,6 @@ PLAYBOOKS = COLLECTIONS / "ansible_collections" / "mortar" / "deploy" / "playboo
 MODULE = "mortar.deploy.host"
 REMOTE_DIR = "/var/lib/mortar"
 REMOTE_LOG_DIR = "/var/log/mortar/deploy"
-
-
-def log_root() -> Path:
-    return Path(os.environ.get("MORTAR_LOG_DIR", "/var/log/mortar"))
 
 
 def ansible_log_dir() -> Path:
