@@ -133,7 +133,8 @@ def main() -> None:
                 shutil.copy(scratch / "images" / "pushed.json", state / "images" / "pushed.json")
                 rows.append(multi_host(work, bed, nodes, count, registry_site))
         finally:
-            subprocess.run([sys.executable, "-m", "mortar", "registry", "stop", "--remove-data"], cwd=ROOT)
+            subprocess.run([sys.executable, "-m", "mortar", "registry", "stop", "--remove-data", "--address",
+                            REGISTRY], cwd=ROOT)
             bed.down(log=lambda _: None)
     print(f"\n{'setup':24} {'bootstrap':>9} {'pull':>6} {'deploy':>7} {'no-op':>6} {'reconf':>7}   "
           f"tasks (deploy/no-op/reconf)   restarted by reconfigure")

@@ -45,7 +45,7 @@ def _site(config_dir: Path):
 @config_dir_option
 @click.option("--address", metavar="HOST:PORT",
               help="Listen here instead (default: docker_registry, else 127.0.0.1:4000). Must be an address "
-                   "of this machine that every host can reach.")
+                   "of this machine that every host can reach. One registry runs per address.")
 @click.option("--certificate", type=click.Path(path_type=Path), metavar="PEM",
               help="Serve the operator's certificate (with --key) instead of one the site CA signs.")
 @click.option("--key", type=click.Path(path_type=Path), metavar="PEM", help="The key of --certificate.")
@@ -78,19 +78,42 @@ def registry_start(config_dir: Path, address: str | None, certificate: Path | No
                  site.passwords["docker_registry_password"], click.echo)
 
 
+address_option = click.option(
+    "--address", metavar="HOST:PORT",
+    help="The registry's address (default: docker_registry of the site, else 127.0.0.1:4000).")
+
+
+def _address(config_dir: Path, address: str | None) -> str:
+    """The address asked for, else the site's docker_registry (read leniently: stopping a
+    registry must work whatever state the site is in), else the default."""
+    from mortar.files import load_yaml
+    from mortar.registry import server
+
+    if not address:
+        path = config_dir / "globals.yml"
+        configured = load_yaml(path, what="globals.yml", required=False).get("docker_registry") \
+            if path.is_file() else None
+        address = str(configured or server.DEFAULT_ADDRESS)
+    server.split_address(address)
+    return address
+
+
 @registry.command("stop")
+@config_dir_option
+@address_option
 @click.option("--remove-data", is_flag=True, help="Also delete the volume holding every pushed image.")
-def registry_stop(remove_data: bool) -> None:
+def registry_stop(config_dir: Path, address: str | None, remove_data: bool) -> None:
     """Stop and remove the registry container (its images are kept unless --remove-data)."""
     from mortar.engine import connect
     from mortar.registry import server
 
-    server.stop(connect(), remove_data, click.echo)
+    server.stop(connect(), _address(config_dir, address), remove_data, click.echo)
 
 
 @registry.command("status")
 @config_dir_option
-def registry_status(config_dir: Path) -> None:
+@address_option
+def registry_status(config_dir: Path, address: str | None) -> None:
     """Whether the registry runs, where, and which repositories it holds; exit 1 when not running."""
     from mortar.engine import connect
     from mortar.registry import server
@@ -100,7 +123,8 @@ def registry_status(config_dir: Path) -> None:
     insecure = bool(site.globals["docker_registry_insecure"])
     auth = None if insecure else (str(site.globals["docker_registry_username"]),
                                   site.passwords["docker_registry_password"])
-    state = server.status(connect(), auth, None if insecure else site_ca_pem(config_dir))
+    state = server.status(connect(), _address(config_dir, address), auth,
+                          None if insecure else site_ca_pem(config_dir))
     if not state.running:
         click.echo("registry: not running")
         raise SystemExit(1)

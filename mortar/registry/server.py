@@ -1,7 +1,8 @@
 """The site registry: the `registry` image run on this machine's network, data in a named volume.
 
 It listens on the address hosts pull from (`docker_registry` in globals.yml), which must be
-an address of this machine; port 4000 because keystone owns 5000. It speaks TLS with a
+an address of this machine; port 4000 because keystone owns 5000. There is one registry per
+address (container and data volume `mortar_registry_<host>_<port>`). It speaks TLS with a
 certificate of the site CA (or the operator's) and asks every client for the site's
 registry password; its files reach it as any mortar container's do, through mortar-start.
 `docker_registry_insecure: true` runs it as plain HTTP without a password instead (for an
@@ -27,8 +28,6 @@ from mortar.engine.protocol import Engine, Mount, RunSpec
 from mortar.errors import EngineError, MortarError
 from mortar.registry.tls import RegistryTLS, htpasswd_line
 
-CONTAINER = "mortar_registry"
-VOLUME = "mortar_registry"
 LABEL = "org.mortar.registry"
 HASH_LABEL = "org.mortar.registry.config-hash"
 DEFAULT_ADDRESS = "127.0.0.1:4000"
@@ -42,6 +41,12 @@ class RegistryStatus:
     address: str = ""
     image: str = ""
     repositories: list[str] | None = None
+
+
+def name_for(address: str) -> str:
+    """The registry container's (and its data volume's) name: one registry per address."""
+    host, port = split_address(address)
+    return f"mortar_registry_{host.strip('[]').replace(':', '.')}_{port}"
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -100,9 +105,9 @@ def container_spec(address: str, tls: RegistryTLS | None, username: str, passwor
                  File(dest=f"{TLS_DIR}/tls.key", owner="docker-registry", mode="0400", content=tls.key),
                  File(dest=f"{TLS_DIR}/htpasswd", owner="docker-registry", mode="0400",
                       content=htpasswd_line(username, password, existing_htpasswd))]
-    return Container(name=CONTAINER, service="registry", image="", user="docker-registry",
+    return Container(name=name_for(address), service="registry", image="", user="docker-registry",
                      command=["/usr/bin/docker-registry", "serve", f"{TLS_DIR}/config.yml"],
-                     environment=environment, files=files, volumes=[f"{VOLUME}:{DATA_DIR}"])
+                     environment=environment, files=files, volumes=[f"{name_for(address)}:{DATA_DIR}"])
 
 
 def start(engine: Engine, address: str, image: str, state_dir: Path, tls: RegistryTLS | None, username: str,
@@ -116,25 +121,26 @@ def start(engine: Engine, address: str, image: str, state_dir: Path, tls: Regist
                           key="docker_registry",
                           fix="use one of this machine's addresses (`ip -br addr`) that every host reaches; "
                               "for the test bed, run `mortar testbed up` first (it adds 10.213.77.1)")
-    files_dir = state_dir / "registry" / "config"
+    name = name_for(address)
+    files_dir = state_dir / "registry" / name
     old = files_dir / "htpasswd"
     container = container_spec(address, tls, username, password, old.read_text() if old.is_file() else "")
     container.image = image
     image_info = engine.image(image)
     assert image_info is not None
     digest = hashlib.sha256((image_info.id + container.config_hash).encode()).hexdigest()
-    current = engine.container(CONTAINER)
+    current = engine.container(name)
     if current is not None:
         if current.labels.get(HASH_LABEL) == digest and current.status == "running":
             log(f"registry already running on {address}")
             return address
         log(f"replacing the registry container ({current.status}, serving {current.labels.get(LABEL) or '?'})")
-        engine.remove(CONTAINER)
+        engine.remove(name)
     write_config_dir(files_dir, container.rendered_files())
-    engine.create(RunSpec(name=CONTAINER, image=image, labels={LABEL: address, HASH_LABEL: digest},
+    engine.create(RunSpec(name=name, image=image, labels={LABEL: address, HASH_LABEL: digest},
                           mounts=[Mount(CONFIG_MOUNT, str(files_dir), "bind", read_only=True),
-                                  Mount(DATA_DIR, VOLUME, "volume")], restart="unless-stopped"))
-    engine.start(CONTAINER)
+                                  Mount(DATA_DIR, name, "volume")], restart="unless-stopped"))
+    engine.start(name)
     deadline = time.monotonic() + timeout
     auth = (username, password) if tls is not None else None
     while True:
@@ -146,33 +152,34 @@ def start(engine: Engine, address: str, image: str, state_dir: Path, tls: Regist
                               fix="run `mortar registry start` again") from None
         except (OSError, ValueError) as exc:
             if time.monotonic() > deadline:
-                logs = engine.logs(CONTAINER, tail=15)
+                logs = engine.logs(name, tail=15)
                 raise EngineError(f"the registry on {address} does not answer after {timeout:.0f}s ({exc})\n{logs}",
                                   fix="check that the address is one of this machine's (`ip -br addr`) and the "
                                       "port is free") from None
             time.sleep(0.5)
-    log(f"registry running on {address} ({'TLS, password' if tls else 'plain HTTP'}; data in volume {VOLUME})")
+    log(f"registry running on {address} ({'TLS, password' if tls else 'plain HTTP'}; data in volume {name})")
     return address
 
 
-def stop(engine: Engine, remove_data: bool, log: Callable[[str], None] = print) -> None:
-    if engine.remove(CONTAINER):
-        log(f"removed container {CONTAINER}")
+def stop(engine: Engine, address: str, remove_data: bool, log: Callable[[str], None] = print) -> None:
+    name = name_for(address)
+    if engine.remove(name):
+        log(f"removed container {name}")
     else:
-        log("no registry container")
-    if remove_data and engine.remove_volume(VOLUME):
-        log(f"removed volume {VOLUME} (every pushed image)")
+        log(f"no registry container for {address}")
+    if remove_data and engine.remove_volume(name):
+        log(f"removed volume {name} (every pushed image)")
 
 
-def status(engine: Engine, auth: tuple[str, str] | None, ca: str | None) -> RegistryStatus:
-    container = engine.container(CONTAINER)
+def status(engine: Engine, address: str, auth: tuple[str, str] | None, ca: str | None) -> RegistryStatus:
+    container = engine.container(name_for(address))
     if container is None:
         return RegistryStatus(False)
-    address = container.labels.get(LABEL, "")
-    result = RegistryStatus(container.status == "running", address, container.image_id[:19])
+    result = RegistryStatus(container.status == "running", container.labels.get(LABEL, address),
+                            container.image_id[:19])
     if result.running:
         try:
-            result.repositories = catalog(address, auth, ca)
+            result.repositories = catalog(result.address, auth, ca)
         except (OSError, urllib.error.URLError, ValueError):
             result.repositories = None
     return result

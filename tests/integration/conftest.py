@@ -7,6 +7,7 @@ Only the `mortar-test/*` tags and the containers these tests label are removed a
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import pytest
 
 from mortar.builder.builder import Builder, BuildOptions, ImageTree
 
-NAMESPACE = "mortar-test"
+NAMESPACE = os.environ.get("MORTAR_TEST_NAMESPACE", "mortar-test")
 TAG = "it"
 TEST_LABEL = "org.mortar.test"
 

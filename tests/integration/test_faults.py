@@ -28,7 +28,7 @@ from tests.integration.test_deploy import CORE, connect
 pytestmark = pytest.mark.integration
 
 REGISTRY = "127.0.0.1:4001"
-KILLS: list[tuple[str, str]] = []  # (kill point, outcome of the deploy that followed)
+KILLS: list[list[str]] = []  # [kill point, what the deploy that followed it did]
 
 
 
@@ -50,7 +50,15 @@ def deploy_killed_at(site, point: str, delay: float = 0.0) -> list[str]:
     rest = proc.stdout.read()
     assert proc.returncode == -signal.SIGKILL, f"deploy ended before {point!r}:\n{''.join(lines)}{rest}"
     assert "Traceback" not in "".join(lines)
+    settle("got further, and was killed at the next point")
+    KILLS.append([f"{point} (+{delay:.1f}s)", "?"])
     return lines
+
+
+def settle(outcome: str) -> None:
+    """Say what the run after the last kill did."""
+    if KILLS and KILLS[-1][1] == "?":
+        KILLS[-1][1] = outcome
 
 
 def converges(site, point: str) -> str:
@@ -58,7 +66,7 @@ def converges(site, point: str) -> str:
     assert "deploy finished" in out, out
     plan = mortar(site, "plan").stdout
     assert "No changes" in plan, f"after the kill at {point!r} the deploy did not converge:\n{plan}"
-    KILLS.append((point, "converged"))
+    settle("re-run converged")
     return out
 
 
@@ -76,6 +84,12 @@ def site(engine, docker, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
     mortar(data, "genpwd")
+    # The fake virt driver's stand-in chassis has no ovn-controller to report in, so neutron
+    # declares it dead after agent_down_time and stops binding ports (issue 9 replaces it with
+    # a real one). This test runs far longer than the default 75 s: give the stand-in a day.
+    override = data["config"] / "config" / "neutron.conf"
+    override.parent.mkdir(parents=True, exist_ok=True)
+    override.write_text("[DEFAULT]\nagent_down_time = 86400\n")
     try:
         mortar(data, "registry", "start")
         mortar(data, "build", *[f"^{name}$" for name in CORE], "--namespace", NAMESPACE, "--tag", TAG, "--push",
@@ -83,7 +97,7 @@ def site(engine, docker, tmp_path_factory):
         yield data
     finally:
         mortar(data, "destroy", "--yes-i-really-really-mean-it", check=False)
-        mortar(data, "registry", "stop", "--remove-data", check=False, site_args=False)
+        mortar(data, "registry", "stop", "--remove-data", check=False)
         certs = Path("/etc/docker/certs.d") / REGISTRY
         if certs.is_dir():
             for path in certs.iterdir():
@@ -91,7 +105,7 @@ def site(engine, docker, tmp_path_factory):
             certs.rmdir()
         for ref in [r for image in docker.images.list() for r in image.tags if r.startswith(REGISTRY + "/")]:
             docker.images.remove(ref)
-        print("\nkill points and outcomes:\n" + "\n".join(f"  {p}: {o}" for p, o in KILLS))
+        print(f"\n{len(KILLS)} kill points and their outcomes:\n" + "\n".join(f"  {p}: {o}" for p, o in KILLS))
 
 
 def untag(docker, *images: str) -> None:
@@ -102,8 +116,7 @@ def untag(docker, *images: str) -> None:
 # Points of a fresh deploy, in the order they come: each killed run is followed by one that
 # must get further (it is killed at the next point), and the last one converges.
 FRESH = [
-    ("pulling \\d+ image", 0.5),
-    ("containers rabbitmq: create rabbitmq", 1.0),
+    ("pulling \\d+ image", 0.0),
     ("provision  keystone: job database", 0.1),
     ("before     keystone: job keys", 2.0),
     ("before     keystone: job db_sync", 1.0),
@@ -121,10 +134,9 @@ FRESH = [
 
 @pytest.fixture(scope="module")
 def deployed(site, docker):
-    untag(docker, "memcached", "rabbitmq")
+    untag(docker, "mariadb-server", "memcached", "rabbitmq", "keystone")
     for point, delay in FRESH:
         deploy_killed_at(site, point, delay)
-        KILLS.append((point, "the next run got further"))
     out = converges(site, FRESH[-1][0])
     assert "nova: job discover_hosts done" in out, out
     mortar(site, "post-deploy")
@@ -203,7 +215,6 @@ def test_kill_during_a_provision_job(deployed):
 def test_kill_inside_a_long_job_and_inside_the_wait_for_it(deployed):
     set_global(deployed, "horizon_workers", 3)
     deploy_killed_at(deployed, "before     horizon: job static", 3.0)
-    KILLS.append(("inside the horizon static job", "the next run waited for the job left running"))
     lines = deploy_killed_at(deployed, "waiting for mortar_job_horizon_static", 0.5)
     assert any("left running by an interrupted run" in line for line in lines), lines
     out = converges(deployed, "waiting for a job an interrupted run left running")
@@ -257,7 +268,7 @@ def test_engine_restarted_mid_deploy(deployed):
     proc.wait(timeout=600)
     output = "".join(seen) + rest
     assert "Traceback" not in output, output
-    KILLS.append(("engine restarted during a recreate", f"deploy exited {proc.returncode}"))
+    print(f"\nthe engine restarted during a recreate: deploy exited {proc.returncode}")
     if proc.returncode != 0:
         assert "error:" in output, output
     converges(deployed, "after the engine restart")
@@ -266,4 +277,4 @@ def test_engine_restarted_mid_deploy(deployed):
 def test_everything_survived(deployed):
     verify_passes(deployed)
     still_there(deployed)
-    assert len([k for k in KILLS if k[0] != "engine restarted during a recreate"]) >= 20, KILLS
+    assert len(KILLS) >= 20 and all(outcome != "?" for _, outcome in KILLS), KILLS

@@ -95,7 +95,7 @@ def site(engine, bed, tmp_path_factory):
         yield data
     finally:
         mortar(data, "destroy", "--yes-i-really-really-mean-it", check=False)
-        mortar(data, "registry", "stop", "--remove-data", check=False, site_args=False)
+        mortar(data, "registry", "stop", "--remove-data", check=False)
         shutil.rmtree(Path("/etc/docker/certs.d") / REGISTRY, ignore_errors=True)
 
 

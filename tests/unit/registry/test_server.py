@@ -15,6 +15,8 @@ from mortar.registry import server
 from mortar.registry.tls import RegistryTLS
 from tests.unit.fakeengine import FakeEngine
 
+NAME = "mortar_registry_127.0.0.1_4000"  # the registry of the address these tests start
+
 IMAGE = "mortar/registry:2026.2"
 TLS = RegistryTLS(certificate="-----BEGIN CERTIFICATE-----\ncert\n-----END CERTIFICATE-----\n",
                   key="-----BEGIN PRIVATE KEY-----\nkey\n-----END PRIVATE KEY-----\n", ca="ca-pem")
@@ -54,7 +56,7 @@ def test_container_spec_serves_tls_and_asks_for_the_password() -> None:
     assert files["/etc/docker/registry/tls.crt"].content == TLS.certificate
     assert files["/etc/docker/registry/tls.key"].content == TLS.key
     assert files["/etc/docker/registry/htpasswd"].content.startswith("mortar:$2")
-    assert container.volumes == [f"{server.VOLUME}:{server.DATA_DIR}"]
+    assert container.volumes == [f"{server.name_for('10.0.0.10:4000')}:{server.DATA_DIR}"]
 
 
 def test_the_spec_mortar_start_reads_holds_no_secret() -> None:
@@ -102,16 +104,16 @@ def start(engine: FakeEngine, state: Path, password: str = PASSWORD, tls: Regist
 def test_start_runs_the_registry_with_its_files_through_mortar_start(engine: FakeEngine, answers,
                                                                      tmp_path: Path) -> None:
     assert start(engine, tmp_path) == "127.0.0.1:4000"
-    container = engine.containers_by_name[server.CONTAINER]
+    container = engine.containers_by_name[NAME]
     assert container.info.status == "running"
     spec = container.spec
     assert spec.image == IMAGE and spec.restart == "unless-stopped" and spec.network == "host"
     assert spec.labels[server.LABEL] == "127.0.0.1:4000" and server.HASH_LABEL in spec.labels
     assert spec.environment == {}  # the engine shows it to anyone: everything goes through mortar-start
-    files_dir = tmp_path / "registry" / "config"
+    files_dir = tmp_path / "registry" / NAME
     mounts = {m.target: m for m in spec.mounts}
     assert mounts[CONFIG_MOUNT].source == str(files_dir) and mounts[CONFIG_MOUNT].read_only
-    assert (mounts[server.DATA_DIR].kind, mounts[server.DATA_DIR].source) == ("volume", server.VOLUME)
+    assert (mounts[server.DATA_DIR].kind, mounts[server.DATA_DIR].source) == ("volume", NAME)
     assert sorted(p.name for p in files_dir.iterdir()) == ["htpasswd", "spec.json", "tls.crt", "tls.key"]
     assert all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in files_dir.iterdir())
     assert stat.S_IMODE(files_dir.stat().st_mode) == 0o700
@@ -120,37 +122,37 @@ def test_start_runs_the_registry_with_its_files_through_mortar_start(engine: Fak
 
 def test_start_again_keeps_the_running_registry(engine: FakeEngine, answers, tmp_path: Path) -> None:
     start(engine, tmp_path)
-    htpasswd = (tmp_path / "registry" / "config" / "htpasswd").read_text()
+    htpasswd = (tmp_path / "registry" / NAME / "htpasswd").read_text()
     engine.calls.clear()
     lines: list[str] = []
     start(engine, tmp_path, lines=lines)
     assert lines == ["registry already running on 127.0.0.1:4000"]
     assert engine.changes() == []
-    assert (tmp_path / "registry" / "config" / "htpasswd").read_text() == htpasswd
+    assert (tmp_path / "registry" / NAME / "htpasswd").read_text() == htpasswd
 
 
 def test_a_new_password_replaces_the_container(engine: FakeEngine, answers, tmp_path: Path) -> None:
     start(engine, tmp_path)
-    first = engine.containers_by_name[server.CONTAINER].info.id
+    first = engine.containers_by_name[NAME].info.id
     start(engine, tmp_path, password="rotated-password")
-    assert engine.containers_by_name[server.CONTAINER].info.id != first
+    assert engine.containers_by_name[NAME].info.id != first
     assert answers[-1][1] == ("mortar", "rotated-password")
 
 
 def test_a_stopped_registry_is_recreated(engine: FakeEngine, answers, tmp_path: Path) -> None:
     start(engine, tmp_path)
-    engine.stop(server.CONTAINER)
+    engine.stop(NAME)
     engine.calls.clear()
     start(engine, tmp_path)
-    assert engine.containers_by_name[server.CONTAINER].info.status == "running"
-    assert engine.changes() == [("remove", server.CONTAINER), ("create", server.CONTAINER),
-                                ("start", server.CONTAINER)]
+    assert engine.containers_by_name[NAME].info.status == "running"
+    assert engine.changes() == [("remove", NAME), ("create", NAME),
+                                ("start", NAME)]
 
 
 def test_plain_http_start_asks_without_a_password(engine: FakeEngine, answers, tmp_path: Path) -> None:
     start(engine, tmp_path, tls=None, password="")
     assert answers == [("127.0.0.1:4000", None, None)]
-    assert sorted(p.name for p in (tmp_path / "registry" / "config").iterdir()) == ["spec.json"]
+    assert sorted(p.name for p in (tmp_path / "registry" / NAME).iterdir()) == ["spec.json"]
 
 
 def test_a_registry_refusing_its_own_password_is_an_error(engine: FakeEngine, tmp_path: Path,
@@ -173,7 +175,7 @@ def test_a_registry_that_never_answers_is_an_error(engine: FakeEngine, tmp_path:
     with pytest.raises(EngineError, match=r"does not answer after 0s \(\[Errno 111\] Connection refused\)"):
         server.start(engine, "127.0.0.1:4000", IMAGE, tmp_path, TLS, "mortar", PASSWORD, log=lambda _: None,
                      timeout=0)
-    assert ("logs", server.CONTAINER) in engine.calls
+    assert ("logs", NAME) in engine.calls
 
 
 class NoEngine:
@@ -196,22 +198,22 @@ def test_stop_removes_the_container_and_the_data_only_when_asked(engine: FakeEng
                                                                  tmp_path: Path) -> None:
     start(engine, tmp_path)
     lines: list[str] = []
-    server.stop(engine, remove_data=False, log=lines.append)
-    assert server.CONTAINER not in engine.containers_by_name and server.VOLUME in engine.volumes_by_name
-    server.stop(engine, remove_data=True, log=lines.append)
-    assert server.VOLUME not in engine.volumes_by_name
-    assert lines == [f"removed container {server.CONTAINER}", "no registry container",
-                     f"removed volume {server.VOLUME} (every pushed image)"]
+    server.stop(engine, "127.0.0.1:4000", remove_data=False, log=lines.append)
+    assert NAME not in engine.containers_by_name and NAME in engine.volumes_by_name
+    server.stop(engine, "127.0.0.1:4000", remove_data=True, log=lines.append)
+    assert NAME not in engine.volumes_by_name
+    assert lines == [f"removed container {NAME}", "no registry container for 127.0.0.1:4000",
+                     f"removed volume {NAME} (every pushed image)"]
 
 
 def test_status(engine: FakeEngine, answers, tmp_path: Path) -> None:
-    assert server.status(engine, None, None) == server.RegistryStatus(False)
+    assert server.status(engine, "127.0.0.1:4000", None, None) == server.RegistryStatus(False)
     start(engine, tmp_path)
-    state = server.status(engine, ("mortar", PASSWORD), "ca-pem")
+    state = server.status(engine, "127.0.0.1:4000", ("mortar", PASSWORD), "ca-pem")
     assert (state.running, state.address, state.repositories) == (True, "127.0.0.1:4000", ["mortar/keystone"])
     assert state.image == engine.images_by_ref[IMAGE].id[:19]
-    engine.stop(server.CONTAINER)
-    assert server.status(engine, None, None).running is False
+    engine.stop(NAME)
+    assert server.status(engine, "127.0.0.1:4000", None, None).running is False
 
 
 def test_ensure_image_uses_the_image_it_has(engine: FakeEngine) -> None:
