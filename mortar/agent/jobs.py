@@ -23,6 +23,7 @@ from mortar.engine.protocol import Engine, EngineTimeout, Mount
 from mortar.files import inside, private_directory, write_private
 
 OUTPUT_FILE = "output.log"
+INPUTS_CHANGED = "its definition or files changed"
 LEFTOVER_WAIT = 600.0  # seconds a job left running by an interrupted run may take to finish
 
 
@@ -45,7 +46,7 @@ def job_reasons(job: Job, record: dict[str, Any] | None, image_id: str | None,
     if job.run in ("once", "always"):
         return reasons
     if record.get("inputs") != job.inputs:
-        reasons.append("its definition or files changed")
+        reasons.append(INPUTS_CHANGED)
     if image_id is None:
         reasons.append("its image is not on the host yet")
     elif record.get("image") != image_id:

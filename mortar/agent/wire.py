@@ -178,6 +178,7 @@ class Job:
     service: str = computed("")
     spec: Container | None = computed(None)
     data: list[str] = computed(factory=list)  # "host/volume" of the data it initialises or depends on
+    hosts: list[str] = computed(factory=list)  # hosts whose services its inputs describe (its service's, providers')
 
     @property
     def inputs(self) -> str:

@@ -380,6 +380,17 @@ def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
             host = planner.hosts_of(spec, check.container)[0]
             params = planner.render(spec, check.params, planner.variables(spec, host), f"verify.{check.name}")
             checks.append(VerifyCheck(name, check.name, check.check, params))
+    # What each job's inputs describe: its own service's hosts and those of what it consumes.
+    for name in planner.order:
+        spec = site.services[name]
+        described = {h for cname in spec.containers for h in planner.hosts_of(spec, cname)}
+        for capability, providers in planner.bindings[name].items():
+            for provider_name in providers:
+                provider = site.services[provider_name]
+                described |= set(planner.hosts_of(provider, provider.provides[capability].container))
+        for host_state in hosts.values():
+            for job in host_state.services.get(name, ServiceState(name)).jobs:
+                job.hosts = sorted(described)
     # A host gets only the service volumes its own containers and jobs mount.
     for host_state in hosts.values():
         for name, svc in host_state.services.items():

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from mortar.agent.errors import StepError
-from mortar.agent.jobs import job_reasons
+from mortar.agent.jobs import INPUTS_CHANGED, job_reasons
 from mortar.agent.steps import APPLY_PHASES
 from mortar.agent.wire import Action, Check, Failure, HostState, Job, StepRequest
 from mortar.catalogue.loader import load_catalogue
@@ -182,8 +182,12 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
             reasons = job_reasons(job, report.job_records.get(job.name), report.image_ids.get(job.spec.image),
                                   data_ids)
             if host not in deployment.targets:
-                # Outside --limit, a job runs only when a change on the targets needs it now.
-                reasons = [r for r in reasons if any(key in created_data for key in job.data)]
+                # Outside --limit, a job runs only when a change on the targets needs it now: their
+                # data is made in this run, or its inputs changed and describe a target host (a
+                # compute host added with --limit, say).
+                about_targets = bool(set(job.hosts) & set(deployment.targets))
+                reasons = [r for r in reasons if any(key in created_data for key in job.data)
+                           or (about_targets and r == INPUTS_CHANGED)]
             if job.name in pending:
                 reasons.append(f"was due and did not run ({pending[job.name].get('why', 'interrupted')})")
             plan.jobs.append(PlannedJob(host, job.service, job.name, job.phase, reasons))

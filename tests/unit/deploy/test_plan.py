@@ -368,6 +368,27 @@ def test_a_limited_deploy_runs_the_job_it_triggers_outside_the_limit_only(two_ho
     assert limited.pending.get("jobs") == {}
 
 
+def test_a_compute_host_added_with_limit_brings_the_control_jobs_that_describe_it(two_hosts,
+                                                                                  tmp_path: Path) -> None:
+    site_dir, engines = two_hosts
+    (site_dir / "inventory").write_text(INVENTORY.replace(
+        "cmp1 ansible_connection=local api_address=127.0.0.3",
+        "cmp1 ansible_connection=local api_address=127.0.0.3\ncmp2 ansible_connection=local api_address=127.0.0.4"))
+    limited = O.load_deployment(site_dir, limit="cmp2", state_dir=tmp_path / "controller")
+    engines["cmp2"] = engine_for(limited.desired.hosts["cmp2"])
+    executor = HostsExecutor(limited, engines, tmp_path / "hosts")
+    plan = O.make_plan(limited, executor)
+    assert {a.host for a in plan.actions} == {"cmp2"}
+    outside = {(j.host, j.job): j.reasons for j in plan.jobs}
+    # Both control-host jobs whose inputs name the compute hosts run: the cell mapping (it runs
+    # whenever nova changes) and the OVN chassis list (its inputs changed with the new host).
+    assert outside == {("ctl1", "nova.discover_hosts"): ["the service changed"],
+                       ("ctl1", "ovn.fake_chassis"): ["its definition or files changed"]}, outside
+    deploy(limited, executor)
+    whole = O.load_deployment(site_dir, state_dir=tmp_path / "controller")
+    assert O.make_plan(whole, HostsExecutor(whole, engines, tmp_path / "hosts")).empty
+
+
 def test_a_host_outside_the_limit_that_does_not_answer_is_noted(two_hosts, tmp_path: Path) -> None:
     site_dir, engines = two_hosts
     engines["ctl1"].fail["containers"] = EngineError("the Docker Engine does not answer")
