@@ -46,6 +46,8 @@ def docker(engine):
     yield client
     for container in client.containers.list(all=True, filters={"label": TEST_LABEL}):
         container.remove(force=True)
+    if os.environ.get("MORTAR_KEEP_TEST_IMAGES") == "1":  # a developer's next run reuses them
+        return
     for image in client.images.list():
         for ref in image.tags:
             if ref.startswith(f"{NAMESPACE}/") or "/" + NAMESPACE + "/" in ref:

@@ -100,7 +100,9 @@ def agent_library(directory: Path) -> Path:
     return path
 
 
-def ansible_env(forks: int, fact_cache: Path, known_hosts: Path, accept_new_keys: bool) -> dict[str, str]:
+def ansible_env(forks: int, private_dir: Path, known_hosts: Path, accept_new_keys: bool) -> dict[str, str]:
+    """Ansible's settings for one site: its facts and SSH master connections live in the site's
+    own private directory, its host keys in the site's known_hosts."""
     checking = "accept-new" if accept_new_keys else "yes"
     return {
         "ANSIBLE_COLLECTIONS_PATH": str(COLLECTIONS),
@@ -110,7 +112,8 @@ def ansible_env(forks: int, fact_cache: Path, known_hosts: Path, accept_new_keys
         "ANSIBLE_RETRY_FILES_ENABLED": "False",
         "ANSIBLE_GATHERING": "smart",
         "ANSIBLE_FACT_CACHING": "jsonfile",
-        "ANSIBLE_FACT_CACHING_CONNECTION": str(fact_cache),
+        "ANSIBLE_FACT_CACHING_CONNECTION": str(private_dir / "facts"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private_dir / "cp"),
         "ANSIBLE_FACT_CACHING_TIMEOUT": "86400",
         "ANSIBLE_SSH_ARGS": (f"-C -o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile={known_hosts} "
                              f"-o StrictHostKeyChecking={checking} -o HashKnownHosts=no"),
@@ -242,7 +245,7 @@ class AnsibleExecutor:
         runner = ansible_runner.run(
             private_data_dir=str(self.private_dir), playbook=play, inventory=str(Path(d.inventory.path).resolve()),
             limit=",".join(hosts), extravars=extravars, forks=forks, quiet=True, event_handler=collector.handle,
-            envvars=ansible_env(forks, self.private_dir / "facts", self.known_hosts, self.accept_new_host_keys),
+            envvars=ansible_env(forks, self.private_dir, self.known_hosts, self.accept_new_host_keys),
             artifact_dir=str(logs), ident=ident, rotate_artifacts=50, suppress_env_files=True)
         self.tasks += collector.result.tasks
         self.last_log = logs / ident / "stdout"

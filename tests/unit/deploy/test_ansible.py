@@ -161,8 +161,11 @@ def test_a_play_without_sync_or_stop() -> None:
 
 def test_ansible_env_checks_host_keys_against_the_sites_known_hosts(tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
-    env = ansible_env(7, tmp_path / "facts", known, accept_new_keys=False)
+    env = ansible_env(7, tmp_path / "site", known, accept_new_keys=False)
     assert env["ANSIBLE_PIPELINING"] == "True" and env["ANSIBLE_FORKS"] == "7"
+    # SSH masters and facts are the site's own
+    assert env["ANSIBLE_SSH_CONTROL_PATH_DIR"] == str(tmp_path / "site" / "cp")
+    assert env["ANSIBLE_FACT_CACHING_CONNECTION"] == str(tmp_path / "site" / "facts")
     assert env["ANSIBLE_HOST_KEY_CHECKING"] == "True"
     assert f"UserKnownHostsFile={known}" in env["ANSIBLE_SSH_ARGS"]
     assert "StrictHostKeyChecking=yes" in env["ANSIBLE_SSH_ARGS"]
