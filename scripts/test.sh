@@ -13,12 +13,14 @@ fi
 
 # Integration: every image built once, then two sessions side by side: this machine's engine
 # (build, all-in-one, faults) and the test bed, whose nodes run engines of their own. Each
-# session tags the images in a namespace of its own, so neither removes what the other runs.
+# session tags the images in a namespace of its own, so neither removes what the other runs;
+# the one test that restarts the engine waits until the test bed session is done.
 IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|neutron-server|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
-MORTAR_TEST_NAMESPACE=mortar-test-bed .venv/bin/python -m pytest tests/integration/test_testbed.py \
+export MORTAR_TEST_ENGINE_LOCK="$logs/engine.lock"
+MORTAR_TEST_NAMESPACE=mortar-test-bed MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest tests/integration/test_testbed.py \
   tests/integration/test_multihost.py "$@" > "$logs/bed.log" 2>&1 &
 bed=$!
 aio=0

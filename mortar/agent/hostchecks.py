@@ -49,16 +49,19 @@ def available_memory_gb() -> float:
 
 
 def image_problem(engine: Engine, host: HostState, ref: str) -> str:
-    """'' when REF is usable on this host, else what is wrong with it."""
+    """'' when REF is usable on this host, else what is wrong with it. An image mortar pushed is
+    also looked up in the registry: a tag replaced there is named even while hosts, pulling the
+    pushed digest, never run it."""
     local = engine.image(ref)
     pin = host.image_pins.get(ref)
-    if local is not None and (not pin or f"{split_ref(ref)[0]}@{pin}" in local.repo_digests):
+    present = local is not None and (not pin or f"{split_ref(ref)[0]}@{pin}" in local.repo_digests)
+    if present and not pin:
         return ""
     found = engine.registry_digest(ref, registry_auth(host))
     if found is None:
-        return f"{ref} (not on the host, not in the registry)"
+        return "" if present else f"{ref} (not on the host, not in the registry)"
     if pin and found != pin:
-        return f"{ref} (the registry holds {found[:19]}…, not the {pin[:19]}… mortar pushed)"
+        return f"{ref} (the registry's tag holds {found[:19]}…, not the {pin[:19]}… mortar pushed)"
     return ""
 
 
@@ -73,8 +76,9 @@ def host_checks(state: HostState, engine: Engine) -> list[Check]:
     refs = state.images()
     problems = [p for p in (image_problem(engine, state, ref) for ref in refs) if p]
     checks.append(Check(not problems, f"{name}: {len(refs)} images present or pullable" +
-                        (f"; missing: {', '.join(problems)}" if problems else ""),
-                        "build them (`mortar build`), and with a registry push them (`--push`)"))
+                        (f"; {', '.join(problems)}" if problems else ""),
+                        "build them (`mortar build`) and push them (`--push`); a tag replaced in the registry "
+                        "is someone else's image: find out who, then push again"))
     local = address_is_local(state.address)
     checks.append(Check(local, f"{name}: api_address {state.address} is an address of this host",
                         "set api_address for this host in the inventory to one of its own addresses"))

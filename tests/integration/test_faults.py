@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
+from tests.integration.conftest import NAMESPACE, TAG, build, engine_alone, mortar, site_env
 from tests.integration.test_deploy import CORE, connect
 
 pytestmark = pytest.mark.integration
@@ -255,6 +255,12 @@ def test_engine_restarted_mid_deploy(deployed):
     from mortar.engine.setup import restart_engine
 
     set_override(deployed, "keystone", "keystone.conf", "[token]\nexpiration = 4800\n")
+    with engine_alone():
+        restarted_mid_deploy(deployed, restart_engine)
+    converges(deployed, "after the engine restart")
+
+
+def restarted_mid_deploy(deployed, restart_engine) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "mortar", "deploy", "--config-dir", str(deployed["config"])],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site_env(deployed))
     assert proc.stdout is not None
@@ -271,7 +277,6 @@ def test_engine_restarted_mid_deploy(deployed):
     print(f"\nthe engine restarted during a recreate: deploy exited {proc.returncode}")
     if proc.returncode != 0:
         assert "error:" in output, output
-    converges(deployed, "after the engine restart")
 
 
 def test_everything_survived(deployed):
