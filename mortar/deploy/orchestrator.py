@@ -88,7 +88,7 @@ def load_deployment(config_dir: Path, inventory_path: Path | None = None, limit:
     state = state_dir or state_root()
     pins = pushed_digests(state)
     for host in desired.hosts.values():
-        host.image_pins = {ref: pins[ref] for ref in host.images() if ref in pins and "/" in ref.split(":")[0]}
+        host.image_pins = {ref: pins[ref] for ref in host.images() if ref in pins}
     targets = list(desired.hosts)
     if limit:
         chosen = set(inventory.limit(limit).hosts)

@@ -11,6 +11,7 @@ deploy is killed when it prints it, and the test fails if it never does.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import re
 import signal
@@ -23,6 +24,7 @@ import pytest
 import yaml
 
 from tests.integration.conftest import NAMESPACE, TAG, build, engine_alone, mortar, site_env
+from tests.integration.secretscan import Scanner
 from tests.integration.test_deploy import CORE, connect
 
 pytestmark = pytest.mark.integration
@@ -212,9 +214,15 @@ def test_kill_during_a_provision_job(deployed):
     converges(deployed, "provision job (a changed database password)")
 
 
-def test_kill_inside_a_long_job_and_inside_the_wait_for_it(deployed):
+def test_kill_inside_a_long_job_and_inside_the_wait_for_it(deployed, docker):
     set_global(deployed, "horizon_workers", 3)
     deploy_killed_at(deployed, "before     horizon: job static", 3.0)
+    # The job an interrupted run left running keeps no log an engine could show, and its
+    # definition holds no secret.
+    left = docker.containers.get("mortar_job_horizon_static")
+    assert left.attrs["HostConfig"]["LogConfig"]["Type"] == "none"
+    scanner = Scanner.of_site(deployed["config"] / "passwords.yml")
+    assert scanner.text("docker inspect of the job left running", json.dumps(left.attrs)) == []
     lines = deploy_killed_at(deployed, "waiting for mortar_job_horizon_static", 0.5)
     assert any("left running by an interrupted run" in line for line in lines), lines
     out = converges(deployed, "waiting for a job an interrupted run left running")

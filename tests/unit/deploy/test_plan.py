@@ -398,3 +398,19 @@ def test_a_host_outside_the_limit_that_does_not_answer_is_noted(two_hosts, tmp_p
     said: list[str] = []
     O.print_plan(plan, limited, said.append)
     assert "note: ctl1 (outside --limit) did not answer: the Docker Engine does not answer" in said
+
+
+def test_hosts_pull_the_digests_a_push_recorded(site_dir: Path, tmp_path: Path) -> None:
+    """Every image ref of a host that `mortar build --push` recorded is pinned to its digest,
+    registry address (with its port) and all."""
+    from mortar.registry.pins import record_pushed
+
+    globals_path = site_dir / "globals.yml"
+    globals_path.write_text(globals_path.read_text() + "\ndocker_registry: 10.0.0.10:4000\n")
+    state = tmp_path / "controller"
+    deployment = O.load_deployment(site_dir, state_dir=state)
+    refs = deployment.desired.hosts["localhost"].images()
+    assert refs and all(ref.startswith("10.0.0.10:4000/") for ref in refs)
+    record_pushed(state, {ref: "sha256:" + f"{i:064x}" for i, ref in enumerate(refs)})
+    pinned = O.load_deployment(site_dir, state_dir=state).desired.hosts["localhost"].image_pins
+    assert sorted(pinned) == refs and len(set(pinned.values())) == len(refs)
