@@ -18,12 +18,21 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 
-from tests.integration.conftest import NAMESPACE, TAG, build, engine_alone, mortar, site_env
+from tests.integration.conftest import (
+    NAMESPACE,
+    TAG,
+    build,
+    engine_alone,
+    keep_stand_in_chassis_alive,
+    mortar,
+    site_env,
+)
 from tests.integration.secretscan import Scanner
 from tests.integration.test_deploy import CORE, connect
 
@@ -36,8 +45,9 @@ KILLS: list[list[str]] = []  # [kill point, what the deploy that followed it did
 
 
 
-def deploy_killed_at(site, point: str, delay: float = 0.0) -> list[str]:
-    """Run deploy and SIGKILL it `delay` seconds after it prints a line matching POINT."""
+def deploy_until(site, point: str, act: Callable[[subprocess.Popen], None]) -> tuple[int, str]:
+    """Run deploy; when it prints a line matching POINT, ACT on it. Its exit status and all it printed
+    (the test fails if the point never comes)."""
     proc = subprocess.Popen([sys.executable, "-m", "mortar", "deploy", "--config-dir", str(site["config"])],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site_env(site))
     assert proc.stdout is not None
@@ -45,16 +55,25 @@ def deploy_killed_at(site, point: str, delay: float = 0.0) -> list[str]:
     for line in proc.stdout:
         lines.append(line)
         if re.search(point, line):
-            time.sleep(delay)
-            proc.kill()
+            act(proc)
             break
-    proc.wait(timeout=60)
-    rest = proc.stdout.read()
-    assert proc.returncode == -signal.SIGKILL, f"deploy ended before {point!r}:\n{''.join(lines)}{rest}"
-    assert "Traceback" not in "".join(lines)
+    else:
+        proc.wait(timeout=60)
+        pytest.fail(f"deploy ended (exit {proc.returncode}) before {point!r}:\n{''.join(lines)}")
+    lines.append(proc.stdout.read())
+    proc.wait(timeout=600)
+    output = "".join(lines)
+    assert "Traceback" not in output, output
+    return proc.returncode, output
+
+
+def deploy_killed_at(site, point: str, delay: float = 0.0) -> list[str]:
+    """Run deploy and SIGKILL it `delay` seconds after it prints a line matching POINT."""
+    code, output = deploy_until(site, point, lambda proc: (time.sleep(delay), proc.kill()))
+    assert code == -signal.SIGKILL, f"deploy was not killed at {point!r}:\n{output}"
     settle("got further, and was killed at the next point")
     KILLS.append([f"{point} (+{delay:.1f}s)", "?"])
-    return lines
+    return output.splitlines()
 
 
 def settle(outcome: str) -> None:
@@ -86,12 +105,7 @@ def site(engine, docker, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
     mortar(data, "genpwd")
-    # The fake virt driver's stand-in chassis has no ovn-controller to report in, so neutron
-    # declares it dead after agent_down_time and stops binding ports (issue 9 replaces it with
-    # a real one). This test runs far longer than the default 75 s: give the stand-in a day.
-    override = data["config"] / "config" / "neutron.conf"
-    override.parent.mkdir(parents=True, exist_ok=True)
-    override.write_text("[DEFAULT]\nagent_down_time = 86400\n")
+    keep_stand_in_chassis_alive(data["config"])
     try:
         mortar(data, "registry", "start")
         mortar(data, "build", *[f"^{name}$" for name in CORE], "--namespace", NAMESPACE, "--tag", TAG, "--push",
@@ -269,21 +283,12 @@ def test_engine_restarted_mid_deploy(deployed):
 
 
 def restarted_mid_deploy(deployed, restart_engine) -> None:
-    proc = subprocess.Popen([sys.executable, "-m", "mortar", "deploy", "--config-dir", str(deployed["config"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=site_env(deployed))
-    assert proc.stdout is not None
-    seen = []
-    for line in proc.stdout:
-        seen.append(line)
-        if "containers keystone: recreate keystone" in line:
-            assert restart_engine() is not None, "the engine is not one mortar started: cannot restart it here"
-            break
-    rest = proc.stdout.read()
-    proc.wait(timeout=600)
-    output = "".join(seen) + rest
-    assert "Traceback" not in output, output
-    print(f"\nthe engine restarted during a recreate: deploy exited {proc.returncode}")
-    if proc.returncode != 0:
+    def restart(proc: subprocess.Popen) -> None:
+        assert restart_engine() is not None, "the engine is not one mortar started: cannot restart it here"
+
+    code, output = deploy_until(deployed, "containers keystone: recreate keystone", restart)
+    print(f"\nthe engine restarted during a recreate: deploy exited {code}")
+    if code != 0:
         assert "error:" in output, output
 
 

@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from mortar.testbed.nodes import GATEWAY, Testbed, standard_layout
-from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
+from tests.integration.conftest import NAMESPACE, TAG, build, keep_stand_in_chassis_alive, mortar, site_env
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -89,6 +89,7 @@ def site(engine, bed, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
     (data["config"] / "inventory").write_text(inventory(bed, ("compute1",)))
+    keep_stand_in_chassis_alive(data["config"])
     mortar(data, "genpwd")
     try:
         mortar(data, "registry", "start")
