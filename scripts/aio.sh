@@ -7,11 +7,13 @@ bash scripts/bootstrap.sh
 M=.venv/bin/mortar
 CONF=${MORTAR_CONFIG_DIR:-/etc/mortar}
 $M build --profile core --summary-json build-out/summary.json
+$M guest-image
 $M init --config-dir "$CONF"
 $M genpwd --config-dir "$CONF"
 $M prechecks --config-dir "$CONF"
 $M deploy --config-dir "$CONF"
 $M post-deploy --config-dir "$CONF"
+$M init-runonce --config-dir "$CONF"
 $M verify --config-dir "$CONF"
 horizon_port=$(.venv/bin/python -c "import yaml,sys; print((yaml.safe_load(open('$CONF/globals.yml')) or {}).get('horizon_port', 80))")
 cat <<EOT

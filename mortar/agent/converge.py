@@ -42,6 +42,16 @@ def write_config_dir(directory: Path, files: dict[str, str]) -> None:
         write_private(path, content)
 
 
+UNMASKED_PATHS = "systempaths=unconfined"
+
+
+def make_mount_sources(container: Container) -> None:
+    """A host path a container shares with others (a socket folder) is made when missing: the
+    engine refuses to bind a path that does not exist."""
+    for mount in container.mounts:
+        Path(mount.source).mkdir(parents=True, exist_ok=True)
+
+
 def run_spec(container: Container, files_dir: Path, labels: dict[str, str]) -> RunSpec:
     """The engine's view of a container: mortar's start program reads the mounted files."""
     mounts = [Mount(CONFIG_MOUNT, str(files_dir), "bind", read_only=True)]
@@ -57,7 +67,10 @@ def run_spec(container: Container, files_dir: Path, labels: dict[str, str]) -> R
     return RunSpec(
         name=container.name, image=container.image, labels=labels, mounts=mounts, tmpfs=list(container.tmpfs),
         cap_add=list(container.cap_add), cap_drop=list(container.cap_drop), devices=list(container.devices),
-        security_opt=list(container.security_opt), pid_mode=container.pid_mode, ipc_mode=container.ipc_mode,
+        # `systempaths=unconfined` is the engine's flag, not a security option it is sent as.
+        security_opt=[o for o in container.security_opt if o != UNMASKED_PATHS],
+        unmasked_paths=UNMASKED_PATHS in container.security_opt, pid_mode=container.pid_mode,
+        ipc_mode=container.ipc_mode,
         ulimits={k: (v[0], v[-1]) for k, v in container.ulimits.items()}, sysctls=dict(container.sysctls),
         health=health, restart="unless-stopped", stop_timeout=container.stop_timeout)
 
@@ -217,6 +230,7 @@ def start_container(engine: Engine, host: HostState, container: Container, state
     files_dir = config_dir(state_dir, container.name)
     write_config_dir(files_dir, container.rendered_files())
     data = F.current_data(engine, host.host, container.data, known)
+    make_mount_sources(container)
     engine.create(run_spec(container, files_dir, container_labels(host, container, data)))
     engine.start(container.name)
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from mortar.agent import facts as F
-from mortar.agent.converge import run_spec, write_config_dir
+from mortar.agent.converge import make_mount_sources, run_spec, write_config_dir
 from mortar.agent.errors import StepError
 from mortar.agent.masking import redact
 from mortar.agent.wire import OUTPUT_MOUNT, HostState, Job
@@ -68,6 +68,7 @@ def run_job(engine: Engine, host: HostState, job: Job, state_dir: Path, log_dir:
     shutil.rmtree(output_dir, ignore_errors=True)
     private_directory(output_dir)
     labels = {F.MANAGED: "1", F.SITE: host.site, F.SERVICE: job.service, F.PURPOSE: "job", F.JOB: job.name}
+    make_mount_sources(job.spec)
     spec = run_spec(job.spec, files_dir, labels)
     spec.name, spec.health, spec.restart, spec.logs = container_name(job), None, "no", False
     spec.mounts.append(Mount(OUTPUT_MOUNT, str(output_dir), "bind"))

@@ -104,7 +104,8 @@ class Container:
     name: str = computed()
     service: str = computed("")
     image: str = declared(render=False, help="image name (declared) or full reference (rendered)")
-    group: str = declared("", render=False, help="inventory group that runs it (default: the service's)")
+    group: str = declared("", render=False,
+                          help="inventory group that runs it, or groups joined by ',' (default: the service's)")
     user: str = declared("root", help="user the command runs as")
     command: list[str] = declared(factory=list, help="exec form; a string is split into words before rendering")
     script: str = declared("", help="a shell script instead of a command; every {{ value }} is shell-quoted")

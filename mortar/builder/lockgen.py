@@ -7,7 +7,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from mortar.builder.builder import Builder, BuildOptions, ImageTree
-from mortar.builder.lock import Lock, canonical, dump_lock, load_requirements, requirements_digest, split_by_image
+from mortar.builder.lock import (
+    Lock,
+    canonical,
+    dump_lock,
+    load_lock,
+    load_requirements,
+    requirements_digest,
+    split_by_image,
+)
 from mortar.errors import MortarError
 
 # Runs in the python-builder image after every top-level requirement is installed: prints
@@ -43,7 +51,10 @@ print(json.dumps({"python": platform.python_version(),
 NOT_LOCKED = {"pip"}
 
 
-def regenerate_lock(options: BuildOptions, output: Path, log: Callable[[str], None] = print) -> Lock:
+def regenerate_lock(options: BuildOptions, output: Path, log: Callable[[str], None] = print, *,
+                    upgrade: bool = False) -> Lock:
+    """Resolve the requirements into OUTPUT. Pins already in OUTPUT are kept (a new requirement
+    resolves around them, so adding one package moves nothing else) unless UPGRADE."""
     from mortar.builder.baseimage import ensure_base_image
     from mortar.engine import connect
     from mortar.engine.protocol import RunSpec
@@ -62,8 +73,12 @@ def regenerate_lock(options: BuildOptions, output: Path, log: Callable[[str], No
     if result.status not in ("done", "cached"):
         raise MortarError(f"python-builder image failed to build: {result.error}", fix=f"see {result.log}")
     everything = sorted({req for reqs in top_level.values() for req in reqs}, key=str.lower)
-    log(f"resolving {len(everything)} top-level requirements together in python-builder")
-    script = ("set -e; /var/lib/openstack/bin/pip install -q " + " ".join(f"'{r}'" for r in everything)
+    kept = [] if upgrade or not output.is_file() else load_lock(output).all_pins()
+    log(f"resolving {len(everything)} top-level requirements together in python-builder"
+        + (f", keeping {len(kept)} locked pins" if kept else ""))
+    constraints = ("printf '%s\\n' " + " ".join(f"'{pin}'" for pin in kept) + " > /tmp/kept.txt; ") if kept else ""
+    script = ("set -e; " + constraints + "/var/lib/openstack/bin/pip install -q "
+              + ("-c /tmp/kept.txt " if kept else "") + " ".join(f"'{r}'" for r in everything)
               + " >&2; /var/lib/openstack/bin/pip check >&2; /var/lib/openstack/bin/python3 -c \"$0\" \"$1\"")
     assert result.image_id
     code, printed = engine.run(RunSpec(name="mortar_lock", image=result.image_id, entrypoint=[],

@@ -281,3 +281,45 @@ def destroy_command(config_dir: Path, inventory: Path | None, limit: str | None,
 
     deployment = _load(config_dir, inventory, limit)
     destroy(deployment, _executor(deployment, executor), click.echo)
+
+
+@cli.command("guest-image")
+@click.option("--output", type=click.Path(path_type=Path), default=None,
+              help="Where to write the image (default: $MORTAR_STATE_DIR/guest/mortar-guest.img).")
+@click.option("--force", is_flag=True, help="Build again even when the inputs did not change.")
+def guest_image_command(output: Path | None, force: bool) -> None:
+    """Build mortar's guest disk image offline from Debian packages (about 15 MiB).
+
+    Debian's cloud kernel and a busybox initramfs, booted by syslinux: the guest brings up its
+    NIC by DHCP, reads the metadata service (instance id, SSH keys, user data), prints
+    "mortar-guest:" lines on its serial console and serves SSH (dropbear) for user "mortar"
+    with the injected key. Built once per input; `mortar init-runonce` uploads it.
+    """
+    from mortar.guest.image import build_guest_image
+
+    build_guest_image(output, log=click.echo, force=force)
+
+
+@cli.command("init-runonce")
+@config_dir_option
+@inventory_option
+@click.option("--image-file", type=click.Path(path_type=Path), default=None,
+              help="Guest image to upload (default: the one `mortar guest-image` builds, built if missing).")
+def init_runonce_command(config_dir: Path, inventory: Path | None, image_file: Path | None) -> None:
+    """Make what a fresh cloud needs for its first guest (again: changes nothing that exists).
+
+    Uploads the guest image, creates flavors m1.tiny and m1.small, the provider network
+    "public" on physnet1 (external_network_cidr, or the veth subnet of
+    neutron_external_veth_address) with its floating-IP range, "demo-net" behind
+    "demo-router", and lets ICMP and SSH into the admin project's default security group.
+    """
+    from mortar.deploy.identity import connect
+    from mortar.deploy.runonce import init_runonce
+    from mortar.guest.image import build_guest_image
+
+    deployment = _load(config_dir, inventory, None)
+    if not deployment.desired.identity:
+        raise MortarError("no enabled service provides identity", fix="enable keystone in globals.yml")
+    image = image_file or build_guest_image(log=click.echo)
+    init_runonce(connect(deployment.desired.identity), deployment.site.globals, str(config_dir / "globals.yml"),
+                 image, log=click.echo)

@@ -236,8 +236,11 @@ def run_build(tree: ImageTree, selected: list[str], summary_json: Path | None) -
 @cli.command("lock")
 @click.option("--output", type=click.Path(path_type=Path), default=IMAGES_DIR / "python.lock",
               show_default=True, help="Where to write the lock file.")
+@click.option("--upgrade", is_flag=True,
+              help="Resolve every package anew (newest allowed versions); by default the pins already "
+                   "in the lock are kept and only new requirements are resolved around them.")
 @common_build_options
-def lock_command(output: Path, **kw) -> None:
+def lock_command(output: Path, upgrade: bool, **kw) -> None:
     """Resolve images/python-requirements.yaml into the lock file (pins every package).
 
     Installs every image's top-level requirements together in the python-builder image (so
@@ -246,4 +249,4 @@ def lock_command(output: Path, **kw) -> None:
     """
     from mortar.builder.lockgen import regenerate_lock
 
-    regenerate_lock(make_options(**kw), output, log=click.echo)
+    regenerate_lock(make_options(**kw), output, log=click.echo, upgrade=upgrade)

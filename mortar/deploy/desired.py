@@ -103,7 +103,9 @@ class Planner:
     def hosts_of(self, spec: ServiceSpec, container: str) -> list[str]:
         decl = spec.containers[container]
         group = self.group_of(spec, decl)
-        hosts = [h.name for h in self.inventory.hosts_in(group)]
+        # "compute,network": every host of either group, once, in inventory order.
+        members = {h.name for g in group.split(",") for h in self.inventory.hosts_in(g.strip())}
+        hosts = [name for name in self.inventory.hosts if name in members]
         if not hosts:
             raise MortarError(f"group '{group}' is empty or missing, but {spec.name} runs {container} there",
                               file=self.inventory.path, key=f"[{group}]",
@@ -125,6 +127,7 @@ class Planner:
         # A service's templates see its own secrets only; others' come through capabilities.
         values.update({k: self.site.passwords[k] for k in spec.passwords})
         values.update(host=host, api_address=self.address(host), service=spec.name,
+                      host_groups=[g for g, members in self.inventory.groups.items() if host in members],
                       hosts_of_container=lambda name: self.hosts_of(spec, name))
         return values
 

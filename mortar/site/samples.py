@@ -69,7 +69,17 @@ def globals_sample() -> str:
             lines.append(f"# {decl['help']}" + (f" (one of: {', '.join(map(str, decl['choices']))})"
                                                  if "choices" in decl else ""))
         lines.append("#" + yaml.safe_dump({key: decl["default"]}, default_flow_style=True).strip().strip("{}"))
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines) + "\n" + AIO_PROVIDER_NETWORK
+
+
+AIO_PROVIDER_NETWORK = """
+# All-in-one provider network: mortar creates a veth pair on this host; br-ex gets mortar-ext and
+# the host keeps mortar-ext-host at the address below, so floating IPs of 10.213.78.0/24 answer
+# from here (`mortar init-runonce` makes that network). On real hosts name the NIC that carries
+# the provider network instead, and drop the veth address.
+neutron_external_interface: mortar-ext
+neutron_external_veth_address: 10.213.78.1/24
+"""
 
 
 def write_samples(config_dir: Path) -> list[tuple[Path, bool]]:

@@ -38,6 +38,13 @@ else
     done
 fi
 
+# A host has the tun device (the switch's internal ports and guests' taps use it); docker
+# gives a container only a minimal /dev.
+if [ ! -c /dev/net/tun ]; then
+    mkdir -p /dev/net
+    mknod -m 0666 /dev/net/tun c 10 200
+fi
+
 # /run survives a container restart: stale pid files and sockets would stop dockerd/containerd.
 rm -rf /run/docker /run/docker.pid /run/docker.sock /run/containerd /run/nologin
 mkdir -p /run/sshd

@@ -17,6 +17,7 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 PREFIX = "mortar-verify"
@@ -207,6 +208,106 @@ def scrape_targets(ctx: Context, params: dict[str, Any]) -> str:
         time.sleep(3)
 
 
+def _guest_ready(ctx: Context) -> bool:
+    """The cloud has what init-runonce makes: the guest image and the external network."""
+    from mortar.deploy.runonce import EXTERNAL_NETWORK, GUEST_IMAGE
+
+    return (ctx.conn.image.find_image(GUEST_IMAGE) is not None
+            and ctx.conn.network.find_network(EXTERNAL_NETWORK) is not None)
+
+
+def _console_until(ctx: Context, server: Any, marker: str, wait: float) -> str:
+    deadline = time.monotonic() + wait
+    while True:
+        output = ctx.conn.compute.get_server_console_output(server).get("output", "")
+        if marker in output:
+            return output
+        if time.monotonic() > deadline:
+            tail = "\n".join(line for line in output.splitlines() if "mortar-guest" in line)[-400:]
+            raise AssertionError(f"{server.name}: no '{marker}' on the console after {wait:.0f}s; seen: {tail!r}")
+        time.sleep(2)
+
+
+def _ssh(key: Path, address: str, command: str, wait: float) -> str:
+    import subprocess
+
+    from mortar.deploy.runonce import GUEST_USER
+
+    argv = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
+            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"{GUEST_USER}@{address}",
+            command]
+    deadline = time.monotonic() + wait
+    while True:
+        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
+        if proc.returncode == 0:
+            return proc.stdout
+        if time.monotonic() > deadline:
+            raise AssertionError(f"ssh {GUEST_USER}@{address} `{command}` failed: {proc.stderr.strip()[-200:]}")
+        time.sleep(3)
+
+
+def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
+    """A real guest on every host of a container: ACTIVE, port ACTIVE, DHCP lease and metadata
+    on its console, SSH on a floating IP from here; guests on two hosts reach each other."""
+    import subprocess
+    import tempfile
+
+    from mortar.deploy.runonce import DEMO_NETWORK, EXTERNAL_NETWORK, GUEST_IMAGE
+
+    conn = ctx.conn
+    hosts = _hosts_of(ctx, params)
+    image = conn.image.find_image(GUEST_IMAGE)
+    flavor = conn.compute.find_flavor("m1.tiny") or ctx.flavor()
+    network = conn.network.find_network(DEMO_NETWORK)
+    public = conn.network.find_network(EXTERNAL_NETWORK)
+    if network is None:
+        raise AssertionError(f"no network {DEMO_NETWORK} (run `mortar init-runonce`)")
+    timings: list[str] = []
+    servers: list[Any] = []
+    ips: list[Any] = []
+    with tempfile.TemporaryDirectory() as scratch:
+        key = Path(scratch) / "id"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        keypair = conn.compute.create_keypair(name=f"{PREFIX}-key-{os.getpid()}",
+                                              public_key=(Path(scratch) / "id.pub").read_text())
+        try:
+            started = time.monotonic()
+            for host in hosts:
+                # Pinned to the host (admin's zone:host form) when there are several to cover.
+                placement = {"availability_zone": f"nova:{host}"} if len(hosts) > 1 else {}
+                servers.append(conn.compute.create_server(
+                    name=f"{PREFIX}-guest-{host}", image_id=image.id, flavor_id=flavor.id, key_name=keypair.name,
+                    networks=[{"uuid": network.id}], **placement))
+            fixed: list[str] = []
+            for index, server in enumerate(servers):
+                server = servers[index] = conn.compute.wait_for_server(server, status="ACTIVE", wait=WAIT, interval=1)
+                active = time.monotonic() - started
+                port = next(iter(conn.network.ports(device_id=server.id)))
+                deadline = time.monotonic() + 60
+                while port.status != "ACTIVE" and time.monotonic() < deadline:
+                    time.sleep(1)
+                    port = conn.network.get_port(port.id)
+                if port.status != "ACTIVE":
+                    raise AssertionError(f"{server.name}: port {port.id[:8]} is {port.status}")
+                fixed.append(port.fixed_ips[0]["ip_address"])
+                _console_until(ctx, server, "mortar-guest: metadata instance-id=" + server.id, 240)
+                booted = time.monotonic() - started
+                ip = conn.network.create_ip(floating_network_id=public.id, port_id=port.id)
+                ips.append(ip)
+                answer = _ssh(key, ip.floating_ip_address, "hostname", 120)
+                timings.append(f"{server.compute_host}: ACTIVE {active:.0f}s, metadata {booted:.0f}s, "
+                               f"ssh {time.monotonic() - started:.0f}s as {answer.strip()}")
+            if len(servers) > 1:
+                _ssh(key, ips[0].floating_ip_address, f"ping -c 3 -W 2 {fixed[1]}", 60)
+                timings.append(f"{hosts[0]} reached {hosts[1]} over the tenant network")
+        finally:
+            for ip in ips:
+                conn.network.delete_ip(ip)
+            _delete(ctx, servers)
+            conn.compute.delete_keypair(keypair)
+    return "; ".join(timings)
+
+
 KINDS: dict[str, Kind] = {
     "token": Kind(token, help="the identity service issues the admin a token"),
     "catalogue": Kind(catalogue, help="every registered service has a public endpoint"),
@@ -215,6 +316,8 @@ KINDS: dict[str, Kind] = {
     "server_boot": Kind(server_boot, {"nic": False}, help="a server reaches ACTIVE (nic: none or port)"),
     "server_spread": Kind(server_spread, {"hosts_of": True}, lambda ctx, p: len(_hosts_of(ctx, p)) > 1,
                           help="servers land on every host of a container (when there are several)"),
+    "guest_ssh": Kind(guest_ssh, {"hosts_of": True}, lambda ctx, p: _guest_ready(ctx),
+                      help="a real guest per host: DHCP, metadata, SSH on a floating IP (after init-runonce)"),
     "form_login": Kind(form_login, {"url": True}, help="the admin logs in through a web login form"),
     "scrape_targets": Kind(scrape_targets, {"url": True, "expect": True, "wait": False},
                            help="a metrics server scrapes every expected target, all up"),
