@@ -15,7 +15,7 @@ fi
 # (build, all-in-one, faults) and the test bed, whose nodes run engines of their own. Each
 # session tags the images in a namespace of its own, so neither removes what the other runs;
 # the one test that restarts the engine waits until the test bed session is done.
-IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|neutron-server|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
+IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 logs=$(mktemp -d)
 trap 'rm -rf "$logs"' EXIT
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"

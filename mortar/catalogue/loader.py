@@ -26,6 +26,8 @@ SERVICE_KEYS = ["name", "description", "enabled", "enabled_with", "group", "opti
                 "provides", "consumes", "containers", "jobs", "registration", "verify"]
 PROVIDES_KEYS = ["container", "values", "per_request", "data", "provision", "request_keys"]
 CONSUMES_KEYS = ["optional", "multiple", "request"]
+# What every instance of a capability carries besides its declared values.
+INSTANCE_KEYS = {"host", "address", "service"}
 PROVISION_KEYS = ["user", "command", "script", "files", "environment", "timeout", "retry_delay"]
 REGISTRATION_KEYS = ["container", "name", "type", "description", "endpoints", "users"]
 VERIFY_KEYS = ["name", "check", "container", "when"]
@@ -238,6 +240,9 @@ def _load_provides(spec: ServiceSpec, raw: Any, where: Where) -> None:
                             {str(k): str(v) for k, v in _expect(entry.get("per_request", {}), dict,
                                                                 at.at("per_request"), "a mapping").items()},
                             str(entry.get("data", "")))
+        for key in INSTANCE_KEYS & set(provides.values):
+            raise at.at("values").at(key).error(f"'{key}' is set by mortar for every instance (its host, "
+                                                f"address and service)", fix="give the value another name")
         if provides.data and provides.data not in spec.volumes:
             raise at.at("data").error(f"'{provides.data}' is not one of the service's volumes")
         if entry.get("provision") is not None:

@@ -313,8 +313,8 @@ def init_runonce_command(config_dir: Path, inventory: Path | None, image_file: P
     neutron_external_veth_address) with its floating-IP range, "demo-net" behind
     "demo-router", and lets ICMP and SSH into the admin project's default security group.
     """
+    from mortar.cloud.runonce import init_runonce
     from mortar.deploy.identity import connect
-    from mortar.deploy.runonce import init_runonce
     from mortar.guest.image import build_guest_image
 
     deployment = _load(config_dir, inventory, None)

@@ -94,8 +94,13 @@ class Planner:
 
     # ---- placement -----------------------------------------------------------------------
     def group_of(self, spec: ServiceSpec, container: Container) -> str:
-        # An inventory group named after the container or the service wins over the default.
-        for candidate in (container.name.replace("_", "-"), container.name, spec.name, spec.name.replace("_", "-")):
+        # An inventory group named after the container wins over its declared group; one named
+        # after the service, only for containers that run where the service does (not one that
+        # declares a group of its own, as a controller on every compute host does).
+        candidates = [container.name.replace("_", "-"), container.name]
+        if container.group == spec.group:
+            candidates += [spec.name, spec.name.replace("_", "-")]
+        for candidate in candidates:
             if self.inventory.has_group(candidate) and self.inventory.hosts_in(candidate):
                 return candidate
         return container.group

@@ -210,7 +210,7 @@ def scrape_targets(ctx: Context, params: dict[str, Any]) -> str:
 
 def _guest_ready(ctx: Context) -> bool:
     """The cloud has what init-runonce makes: the guest image and the external network."""
-    from mortar.deploy.runonce import EXTERNAL_NETWORK, GUEST_IMAGE
+    from mortar.cloud.runonce import EXTERNAL_NETWORK, GUEST_IMAGE
 
     return (ctx.conn.image.find_image(GUEST_IMAGE) is not None
             and ctx.conn.network.find_network(EXTERNAL_NETWORK) is not None)
@@ -231,7 +231,7 @@ def _console_until(ctx: Context, server: Any, marker: str, wait: float) -> str:
 def _ssh(key: Path, address: str, command: str, wait: float) -> str:
     import subprocess
 
-    from mortar.deploy.runonce import GUEST_USER
+    from mortar.cloud.runonce import GUEST_USER
 
     argv = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"{GUEST_USER}@{address}",
@@ -252,7 +252,7 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
     import subprocess
     import tempfile
 
-    from mortar.deploy.runonce import DEMO_NETWORK, EXTERNAL_NETWORK, GUEST_IMAGE
+    from mortar.cloud.runonce import DEMO_NETWORK, EXTERNAL_NETWORK, GUEST_IMAGE
 
     conn = ctx.conn
     hosts = _hosts_of(ctx, params)
@@ -273,11 +273,11 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
         try:
             started = time.monotonic()
             for host in hosts:
-                # Pinned to the host (admin's zone:host form) when there are several to cover.
-                placement = {"availability_zone": f"nova:{host}"} if len(hosts) > 1 else {}
+                # Pinned to the host (admin's ZONE:HOST form) when there are several to cover.
+                pinned = {"availability_zone": f"{params['zone']}:{host}"} if len(hosts) > 1 else {}
                 servers.append(conn.compute.create_server(
                     name=f"{PREFIX}-guest-{host}", image_id=image.id, flavor_id=flavor.id, key_name=keypair.name,
-                    networks=[{"uuid": network.id}], **placement))
+                    networks=[{"uuid": network.id}], **pinned))
             fixed: list[str] = []
             for index, server in enumerate(servers):
                 server = servers[index] = conn.compute.wait_for_server(server, status="ACTIVE", wait=WAIT, interval=1)
@@ -316,7 +316,7 @@ KINDS: dict[str, Kind] = {
     "server_boot": Kind(server_boot, {"nic": False}, help="a server reaches ACTIVE (nic: none or port)"),
     "server_spread": Kind(server_spread, {"hosts_of": True}, lambda ctx, p: len(_hosts_of(ctx, p)) > 1,
                           help="servers land on every host of a container (when there are several)"),
-    "guest_ssh": Kind(guest_ssh, {"hosts_of": True}, lambda ctx, p: _guest_ready(ctx),
+    "guest_ssh": Kind(guest_ssh, {"hosts_of": True, "zone": True}, lambda ctx, p: _guest_ready(ctx),
                       help="a real guest per host: DHCP, metadata, SSH on a floating IP (after init-runonce)"),
     "form_login": Kind(form_login, {"url": True}, help="the admin logs in through a web login form"),
     "scrape_targets": Kind(scrape_targets, {"url": True, "expect": True, "wait": False},

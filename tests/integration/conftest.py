@@ -126,15 +126,6 @@ def run_container(docker, image: str, command, *, user: str | None = None, volum
     return code, output
 
 
-def keep_stand_in_chassis_alive(config: Path) -> None:
-    """The fake virt driver's stand-in chassis has no ovn-controller to report in, so neutron
-    declares it dead after agent_down_time (75 s) and stops binding ports (issue 9 replaces it
-    with a real one). Tests that run longer than that give the stand-in a day."""
-    override = config / "config" / "neutron.conf"
-    override.parent.mkdir(parents=True, exist_ok=True)
-    override.write_text("[DEFAULT]\nagent_down_time = 86400\n")
-
-
 def site_env(site: dict) -> dict[str, str]:
     """The environment a test's mortar runs in: its own state and log directories, live output."""
     import os

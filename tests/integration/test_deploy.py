@@ -25,7 +25,8 @@ from tests.integration.secretscan import ProcessSampler, Scanner
 pytestmark = pytest.mark.integration
 
 CORE = ["mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", "ovn-sb-db", "keystone", "glance-api",
-        "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "neutron-server", "horizon"]
+        "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "nova-libvirt", "openvswitch",
+        "ovn-controller", "neutron-server", "neutron-ovn-metadata-agent", "horizon"]
 MONITORING = ["prometheus-server", "prometheus-node-exporter", "prometheus-mysqld-exporter"]
 
 
@@ -229,8 +230,7 @@ def test_lost_database_is_initialised_again_with_its_registrations(deployed, doc
         assert line in out, out
     assert "No changes" in mortar(deployed, "plan").stdout
     # The cloud works on its new database: a token, every endpoint, the compute host mapped
-    # again, an image stored, a server booted. (A port binding is left out: the fake chassis
-    # that stands in for ovn-controller is declared dead once neutron's agent timeout passes.)
+    # again, an image stored, a server booted.
     conn = connect(deployed)
     assert conn.authorize()
     assert {"identity", "image", "compute", "network", "placement"} <= {s.type for s in conn.identity.services()}

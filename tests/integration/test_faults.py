@@ -29,7 +29,6 @@ from tests.integration.conftest import (
     TAG,
     build,
     engine_alone,
-    keep_stand_in_chassis_alive,
     mortar,
     site_env,
 )
@@ -105,7 +104,6 @@ def site(engine, docker, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
     mortar(data, "genpwd")
-    keep_stand_in_chassis_alive(data["config"])
     try:
         mortar(data, "registry", "start")
         mortar(data, "build", *[f"^{name}$" for name in CORE], "--namespace", NAMESPACE, "--tag", TAG, "--push",

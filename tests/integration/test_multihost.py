@@ -26,7 +26,7 @@ import pytest
 import yaml
 
 from mortar.testbed.nodes import GATEWAY, Testbed, standard_layout
-from tests.integration.conftest import NAMESPACE, TAG, build, keep_stand_in_chassis_alive, mortar, site_env
+from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -34,8 +34,12 @@ pytestmark = pytest.mark.integration
 BED = "pytest-mh"
 REGISTRY = f"{GATEWAY}:4000"
 IMAGES = ["mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", "ovn-sb-db", "keystone", "glance-api",
-          "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "neutron-server", "horizon"]
+          "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "nova-libvirt",
+          "openvswitch", "ovn-controller", "neutron-server", "neutron-ovn-metadata-agent", "horizon"]
 NODES = ("control1", "compute1", "compute2")
+# What a compute host runs: the hypervisor, its switch, OVN's controller and the metadata agent.
+COMPUTE = {"nova_compute", "nova_libvirt", "openvswitch_db", "openvswitch_vswitchd", "ovn_controller",
+           "neutron_ovn_metadata_agent"}
 
 
 
@@ -89,7 +93,6 @@ def site(engine, bed, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
     (data["config"] / "inventory").write_text(inventory(bed, ("compute1",)))
-    keep_stand_in_chassis_alive(data["config"])
     mortar(data, "genpwd")
     try:
         mortar(data, "registry", "start")
@@ -139,7 +142,7 @@ def test_deploy_places_services_by_group(deployed):
         assert name in control, (name, sorted(control))
     assert "nova_compute" not in control
     for node in ("compute1", "compute2"):
-        assert set(started(bed, node)) == {"nova_compute"}
+        assert set(started(bed, node)) == COMPUTE
     # one line per host per phase, not Ansible's task output
     out = deployed["deploy_output"]
     assert "[compute1] containers nova: create nova_compute" in out and "TASK [" not in out, out
@@ -332,7 +335,7 @@ def test_a_node_stopped_mid_deploy_is_named_and_a_rerun_converges(deployed, dock
     mortar(deployed, "bootstrap-servers", "--limit", "compute2")
     out = mortar(deployed, "deploy").stdout
     assert "deploy finished" in out
-    assert set(started(bed, "compute2")) == {"nova_compute"}
+    assert set(started(bed, "compute2")) == COMPUTE
     assert "Nothing to do" in mortar(deployed, "deploy").stdout
     assert "0 failed" in mortar(deployed, "verify").stdout
 
@@ -343,7 +346,7 @@ def test_stop_keeps_data_then_deploy_starts_again(deployed):
     for node in NODES:
         assert started(bed, node) == {}
     mortar(deployed, "deploy")
-    assert set(started(bed, "compute1")) == {"nova_compute"}
+    assert set(started(bed, "compute1")) == COMPUTE
     assert "keystone" in started(bed, "control1")
 
 

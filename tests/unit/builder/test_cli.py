@@ -79,7 +79,12 @@ def test_list_dependencies_profile_core():
     assert result.exit_code == 0
     lines = result.output.splitlines()
     assert lines[0].startswith("base")
-    assert "    keystone  (build stage from python-builder)" in lines and "      nova-compute" in lines
+    assert "    keystone  (build stage from python-builder)" in lines
+    # nova-compute builds libvirt-python in a stage of its own on top of nova-base.
+    assert "      nova-compute  (build stage from python-builder)" in lines
+    # The data plane: the hypervisor, the switch with OVN's controller on it, the metadata agent.
+    assert "  nova-libvirt" in lines and "      neutron-ovn-metadata-agent" in lines
+    assert lines.index("    ovn-controller") == lines.index("  openvswitch") + 1
     assert "  python-builder" in lines
     assert not any("registry" in line for line in lines)
 

@@ -30,7 +30,7 @@ SERVICES = load_catalogue()
 IMAGES = {"svc-image", "db-image"}
 # What every template sees besides globals, its own passwords and its consumed capabilities
 # (desired.Planner.base_variables).
-CONTEXT = {"host", "api_address", "service", "hosts_of_container"}
+CONTEXT = {"host", "api_address", "service", "host_groups", "hosts_of_container"}
 
 
 def files_of(spec: ServiceSpec):
@@ -86,7 +86,8 @@ def test_every_capability_consumed_is_provided_and_every_provider_container_exis
     assert providers["database"] == ["mariadb"] and providers["identity"] == ["keystone"]
     assert providers["messaging"] == ["rabbitmq"] and providers["cache"] == ["memcached"]
     assert providers["ovn_northbound"] == providers["ovn_southbound"] == ["ovn"]
-    assert providers["compute"] == providers["hypervisors"] == ["nova"]
+    assert providers["compute"] == providers["metadata"] == ["nova"]
+    assert providers["switch"] == ["openvswitch"]
     assert providers["metrics"] == ["mysqld_exporter", "node_exporter", "prometheus"]
     assert SERVICES["prometheus"].consumes["metrics"].multiple
 
@@ -175,7 +176,7 @@ def good() -> dict[str, Any]:
         "volumes": ["data"],
         "provides": {"database": {
             "container": "api",
-            "values": {"host": "{{ api_address }}"},
+            "values": {"port": "3306"},
             "per_request": {"url": "db://{{ entry.name }}@{{ api_address }}"},
             "data": "data",
             "request_keys": {"name": "required"},
@@ -376,7 +377,7 @@ def test_malformed_shapes_are_mortar_errors(tmp_path: Path, text: str) -> None:
 # ---- loading a catalogue ----------------------------------------------------------------------
 
 def provider_and_consumer(root: Path, consumer: dict[str, Any] | None = None) -> tuple[Path, Path]:
-    provider = {"provides": {"database": {"container": "db", "values": {"host": "{{ api_address }}"}}},
+    provider = {"provides": {"database": {"container": "db", "values": {"port": "3306"}}},
                 "containers": {"db": {"image": "db-image", "command": "db-server"}}}
     consumer = consumer or {"consumes": {"database": {}}, "containers": {"api": {"image": "svc-image",
                                                                                    "command": "svc-api"}}}
@@ -420,3 +421,16 @@ def test_an_image_missing_from_the_image_tree_is_refused(tmp_path: Path) -> None
     with pytest.raises(MortarError, match="no image named 'svc-image'") as info:
         load_catalogue(tmp_path, images={"db-image"})
     assert (info.value.file, info.value.key) == (str(consumer), "containers.api.image")
+
+
+
+@pytest.mark.parametrize("key", ["host", "address", "service"])
+def test_a_provided_value_named_like_an_instance_key_is_refused(tmp_path: Path, key: str) -> None:
+    # mortar sets host, address and service on every instance: a declared one would be replaced.
+    data = good()
+    data["provides"]["database"]["values"] = {key: "{{ api_address }}"}
+    path = write_service(tmp_path, "svc", data)
+    with pytest.raises(MortarError) as info:
+        load_service(path, IMAGES)
+    assert info.value.file == str(path) and info.value.key == f"provides.database.values.{key}"
+    assert "another name" in str(info.value)

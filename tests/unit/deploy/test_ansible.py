@@ -376,14 +376,21 @@ def test_kolla_style_child_groups_place_services_on_network_hosts(site_dir: Path
         "[storage]\n[monitoring]\n"
         "[neutron-server:children]\nnetwork\n[ovn:children]\nnetwork\n")
     desired = load_deployment(site_dir, state_dir=tmp_path).desired
+    # net1 is a network host anyway (a switch and OVN's gateway controller); the child groups bring
+    # neutron-server and central OVN there too.
     assert sorted(c.name for c in desired.hosts["net1"].containers()) == [
-        "neutron_server", "ovn_nb_db", "ovn_northd", "ovn_sb_db"]
+        "neutron_server", "openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "ovn_nb_db", "ovn_northd",
+        "ovn_sb_db"]
     ctl1 = desired.hosts["ctl1"]
     assert not [c.name for c in ctl1.containers() if c.service in ("neutron", "ovn")]
     # the database server makes neutron's database where it runs
     assert [j.name for j in ctl1.services["neutron"].jobs] == ["neutron.database"] and "ovn" not in ctl1.services
     assert {"mariadb", "keystone", "nova"} <= set(desired.hosts["ctl1"].services)
-    assert [c.name for c in desired.hosts["cmp2"].containers()] == ["nova_compute"]
+    # Compute hosts keep their data plane: [ovn] is where central OVN goes, and each compute host
+    # still needs its own controller (its chassis) for guests' ports to bind there.
+    assert [c.name for c in desired.hosts["cmp2"].containers()] == [
+        "openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "nova_compute", "nova_libvirt",
+        "neutron_ovn_metadata_agent"]
     neutron_files = "\n".join(f.content for c in desired.hosts["net1"].containers() if c.name == "neutron_server"
                               for f in c.files)
     assert "10.0.0.31:6641" in neutron_files

@@ -103,7 +103,10 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
         ("keystone.bootstrap", "before")]
     jobs = jobs_by_name(desired)
     assert (jobs["nova.discover_hosts"].phase, jobs["nova.discover_hosts"].run) == ("after", "always")
-    assert jobs["ovn.fake_chassis"].phase == "after"
+    # The cell mapping is the one job after the containers; OVN needs none (each switch host's
+    # controller registers its own chassis).
+    assert [n for n, j in jobs.items() if j.phase == "after"] == ["nova.discover_hosts"]
+    assert state.services["ovn"].jobs == []
     # A service's jobs depend on its own volumes and on the data of the providers it requires.
     assert jobs["keystone.db_sync"].data == ["localhost/keystone_credential_keys", "localhost/keystone_fernet_keys",
                                              "localhost/mariadb"]
@@ -173,26 +176,39 @@ def multi(site: Site) -> DesiredState:
     return compute_desired(site, parse_inventory(MULTI, "multi"))
 
 
-def test_compute_hosts_run_only_nova_compute(multi: DesiredState, site: Site) -> None:
+# What a compute host runs: the switch, OVN's controller on it, the hypervisor and the metadata agent.
+DATA_PLANE = ["openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "nova_compute", "nova_libvirt",
+              "neutron_ovn_metadata_agent"]
+
+
+def test_compute_hosts_run_only_the_data_plane(multi: DesiredState, site: Site) -> None:
     assert list(multi.hosts) == ["control1", "compute1", "compute2"]
     for host, address in (("compute1", "10.0.0.21"), ("compute2", "10.0.0.22")):
         state = multi.hosts[host]
         assert state.address == address
-        assert [c.name for c in state.containers()] == ["nova_compute"]
+        assert [c.name for c in state.containers()] == DATA_PLANE
         assert state.jobs() == []
-        assert "my_ip = " + address in file_of(state.containers()[0], "nova.conf").content
+        containers = {c.name: c for c in state.containers()}
+        assert "my_ip = " + address in file_of(containers["nova_compute"], "nova.conf").content
+        assert f"ovn-encap-ip={address}" in containers["ovn_controller"].script
+    # Without a [network] group the control host runs no switch: every data-plane container is elsewhere.
     control = {c.name for c in multi.hosts["control1"].containers()}
-    assert control == {c for name in site.enabled for c in site.services[name].containers} - {"nova_compute"}
+    assert control == {c for name in site.enabled for c in site.services[name].containers} - set(DATA_PLANE)
 
 
 def test_compute_hosts_hold_only_the_secrets_they_use(multi: DesiredState, site: Site) -> None:
     for host in ("compute1", "compute2"):
-        held = names_of_secrets(site, multi.hosts[host].secrets)
+        state = multi.hosts[host]
+        held = names_of_secrets(site, state.secrets)
         # nova-compute authenticates to keystone as nova and reaches the message queue; its database
-        # goes through the conductor, and it serves no metadata.
-        assert held == {"nova_keystone_password", "rabbitmq_password"}, host
-        for other in ("database_password", "keystone_admin_password", "nova_database_password", "metadata_secret"):
-            assert site.passwords[other] not in rendered_text(multi.hosts[host]), (host, other)
+        # goes through the conductor. The metadata agent signs guests' requests with the metadata secret.
+        assert held == {"nova_keystone_password", "rabbitmq_password", "metadata_secret"}, host
+        for other in ("database_password", "keystone_admin_password", "nova_database_password"):
+            assert site.passwords[other] not in rendered_text(state), (host, other)
+        # ... and only the metadata agent holds that secret: nova-compute serves no metadata.
+        secret = site.passwords["metadata_secret"]
+        assert [c.name for c in state.containers() if any(secret in f.content for f in c.files)] == [
+            "neutron_ovn_metadata_agent"], host
     control = names_of_secrets(site, multi.hosts["control1"].secrets)
     assert {"database_password", "keystone_admin_password", "nova_database_password", "metadata_secret"} <= control
 
@@ -211,20 +227,35 @@ def test_every_host_holds_exactly_the_secrets_its_state_contains(site: Site, inv
     assert set(desired.secrets) == set(secrets)
 
 
-def test_ovn_northd_in_its_own_group_takes_the_fake_chassis_job(site: Site) -> None:
-    inventory = parse_inventory(MULTI + "[ovn-northd]\nnet1 api_address=10.0.0.31\n", "inv")
+def test_ovn_northd_in_its_own_group_and_a_controller_on_every_compute_and_network_host(site: Site) -> None:
+    inventory = parse_inventory(MULTI + "[ovn-northd]\nnet1 api_address=10.0.0.31\n"
+                                "[network]\ngw1 api_address=10.0.0.41\n", "inv")
     desired = compute_desired(site, inventory)
     assert desired.hosts_of_container("ovn_northd") == ["net1"]
     assert desired.hosts_of_container("ovn_nb_db") == desired.hosts_of_container("ovn_sb_db") == ["control1"]
-    assert hosts_of_job(desired, "ovn.fake_chassis") == ["net1"]
     northd = containers_by_name(desired)["ovn_northd"]
     assert "--ovnnb-db=tcp:10.0.0.11:6641" in northd.command and "--ovnsb-db=tcp:10.0.0.11:6642" in northd.command
-    script = file_of(jobs_by_name(desired)["ovn.fake_chassis"].spec, Path(SCRIPT_DEST).name).content
-    # One chassis per host running nova-compute with the fake driver (the hypervisors capability).
-    for host, address in (("compute1", "10.0.0.21"), ("compute2", "10.0.0.22")):
-        assert f"chassis-add {host} geneve {address}" in script
-    assert "control1" not in script
-    assert names_of_secrets(site, desired.hosts["net1"].secrets) == set()
+    assert [c.name for c in desired.hosts["net1"].containers()] == ["ovn_northd"]
+    # "compute,network": a switch and its controller on every host of either group, in inventory order.
+    switch_hosts = ["compute1", "compute2", "gw1"]
+    for container in ("ovn_controller", "openvswitch_db", "openvswitch_vswitchd"):
+        assert desired.hosts_of_container(container) == switch_hosts, container
+    # Each controller registers its own chassis: named after its host, tunnels at its address.
+    for host, address in (("compute1", "10.0.0.21"), ("compute2", "10.0.0.22"), ("gw1", "10.0.0.41")):
+        (controller,) = [c for c in desired.hosts[host].containers() if c.name == "ovn_controller"]
+        assert f"external_ids:system-id={host} external_ids:hostname={host}" in controller.script
+        assert f"ovn-encap-ip={address}" in controller.script
+        assert "external_ids:ovn-remote=tcp:10.0.0.11:6642" in controller.script
+        # Only a network host is a gateway: br-ex on the provider interface (host_groups tells them apart).
+        gateway = host == "gw1"
+        assert ("iface=mortar-ext\n" in controller.script) is gateway, host
+        assert ('--may-exist add-port br-ex "$iface"' in controller.script) is gateway, host
+        assert ("ovn-cms-options=enable-chassis-as-gw" in controller.script) is gateway, host
+        assert ("remove Open_vSwitch . external_ids ovn-bridge-mappings" in controller.script) is not gateway, host
+        # The sample's veth address: the host end of the provider network's veth pair.
+        assert ('ip addr add 10.213.78.1/24 dev "$iface-host"' in controller.script) is gateway, host
+    for host in ("net1", "gw1"):
+        assert names_of_secrets(site, desired.hosts[host].secrets) == set(), host
 
 
 def test_jobs_run_on_the_first_host_of_their_container_and_endpoints_where_it_runs(site: Site) -> None:
@@ -253,16 +284,24 @@ def test_registrations_carry_their_users_passwords(desired: DesiredState, site: 
 
 def test_an_empty_group_names_the_inventory_and_the_group(site: Site) -> None:
     with pytest.raises(MortarError) as info:
-        compute_desired(site, parse_inventory("[control]\nlocalhost\n\n[compute]\n", "inv.ini"))
+        compute_desired(site, parse_inventory("[control]\nlocalhost\n\n[network]\nlocalhost\n\n[compute]\n",
+                                              "inv.ini"))
     assert (info.value.file, info.value.key) == ("inv.ini", "[compute]")
     assert "nova_compute" in info.value.message and "enable_nova: false" in str(info.value)
+    # A container of several groups is refused only when all of them are empty.
+    with pytest.raises(MortarError) as both:
+        compute_desired(site, parse_inventory("[control]\nlocalhost\n\n[network]\n\n[compute]\n", "inv.ini"))
+    assert both.value.file == "inv.ini"
+    assert "openvswitch_db" in both.value.message and "enable_openvswitch: false" in str(both.value)
 
 
 def test_a_group_named_after_the_container_wins(site: Site) -> None:
     inventory = parse_inventory("[control]\nctl1\n[compute]\ncmp1\n[nova-compute]\ncmp2\n", "inv")
     desired = compute_desired(site, inventory)
     assert [c.name for c in desired.hosts["cmp2"].containers()] == ["nova_compute"]
-    assert "cmp1" not in desired.hosts
+    assert desired.hosts_of_container("nova_compute") == ["cmp2"]
+    # The group moves only the container it is named after: cmp1 keeps [compute]'s other containers.
+    assert [c.name for c in desired.hosts["cmp1"].containers()] == [c for c in DATA_PLANE if c != "nova_compute"]
 
 
 def test_the_api_address_host_variable_is_used(site: Site) -> None:
@@ -338,10 +377,24 @@ def test_optional_consumption_implies_no_order(tmp_path: Path, configure: Callab
 
 
 def test_an_absent_optional_provider_is_none_to_the_template(configure: Callable[..., Site]) -> None:
-    site = configure({"enable_nova": False})
-    desired = compute_desired(site, parse_inventory("[control]\nlocalhost\n", "inv"))
+    # The metadata agent needs nova's metadata API: it goes with nova (a switch host serves neutron).
+    site = configure({"enable_nova": False, "enable_neutron_metadata": False})
+    desired = compute_desired(site, parse_inventory("[control]\nlocalhost\n[network]\nlocalhost\n", "inv"))
     conf = ini(file_of(containers_by_name(desired)["neutron_server"], "neutron.conf").content)
     assert not conf.has_section("nova") and "notify_nova_on_port_status_changes" not in conf["DEFAULT"]
+
+
+def test_the_metadata_agent_reaches_nova_metadata_where_it_listens(multi: DesiredState, site: Site) -> None:
+    """The metadata capability: compute hosts' agents proxy to the address nova_metadata binds,
+    signing with the metadata secret."""
+    uwsgi = ini(file_of(containers_by_name(multi)["nova_metadata"], "nova-metadata-uwsgi.ini").content)
+    assert uwsgi["uwsgi"]["http-socket"] == "10.0.0.11:8775"
+    for host in ("compute1", "compute2"):
+        (agent,) = [c for c in multi.hosts[host].containers() if c.name == "neutron_ovn_metadata_agent"]
+        conf = ini(file_of(agent, "neutron_ovn_metadata_agent.ini").content)["DEFAULT"]
+        assert f"{conf['nova_metadata_host']}:{conf['nova_metadata_port']}" == "10.0.0.11:8775", host
+        assert conf["metadata_proxy_shared_secret"] == site.passwords["metadata_secret"], host
+        assert conf["host"] == host
 
 
 def test_exporters_follow_enable_prometheus(configure: Callable[..., Site], site: Site) -> None:
@@ -486,10 +539,15 @@ def test_a_per_host_override_reaches_only_that_host(site_dir: Path, site: Site) 
     override(site_dir, "nova/compute2/nova.conf", "[DEFAULT]\nmarker = compute2-only\n")
     desired = compute_desired(site, parse_inventory(MULTI, "inv"))
     markers = {(h, c.name): ini(file_of(c, "nova.conf").content)["DEFAULT"]["marker"]
-               for h, state in desired.hosts.items() for c in state.containers() if c.service == "nova"}
+               for h, state in desired.hosts.items() for c in state.containers()
+               if c.service == "nova" and any(f.name == "nova.conf" for f in c.files)}
     assert markers == {("control1", "nova_api"): "everywhere", ("control1", "nova_conductor"): "everywhere",
-                       ("control1", "nova_scheduler"): "everywhere", ("compute1", "nova_compute"): "everywhere",
-                       ("compute2", "nova_compute"): "compute2-only"}
+                       ("control1", "nova_scheduler"): "everywhere", ("control1", "nova_metadata"): "everywhere",
+                       ("compute1", "nova_compute"): "everywhere", ("compute2", "nova_compute"): "compute2-only"}
+    # The hypervisor reads no nova.conf, so no override of it reaches there.
+    for host in ("compute1", "compute2"):
+        (libvirt,) = [c for c in desired.hosts[host].containers() if c.name == "nova_libvirt"]
+        assert not [f.name for f in libvirt.files if "marker" in f.content], host
 
 
 def test_global_conf_reaches_every_main_ini_file(site_dir: Path, site: Site, aio: Inventory) -> None:
@@ -525,8 +583,11 @@ def test_host_state_round_trips_through_the_wire(multi: DesiredState) -> None:
 
 
 def test_a_host_gets_only_the_volumes_it_mounts(multi: DesiredState) -> None:
-    assert multi.hosts["compute1"].services["nova"].volumes == ["nova_compute"]
+    assert multi.hosts["compute1"].services["nova"].volumes == ["nova_compute", "nova_libvirt"]
+    assert multi.hosts["compute1"].services["openvswitch"].volumes == ["openvswitch_db"]
+    assert multi.hosts["compute1"].services["ovn"].volumes == []
     assert multi.hosts["control1"].services["nova"].volumes == []
+    assert "openvswitch" not in multi.hosts["control1"].services
     assert multi.hosts["control1"].services["keystone"].volumes == ["keystone_fernet_keys", "keystone_credential_keys"]
 
 

@@ -60,10 +60,15 @@ def test_shipped_catalogue_levels(services: dict[str, ServiceSpec]) -> None:
     for name, needs in depends.items():
         assert all(depth[dep] < depth[name] for dep in needs), name
     # Providers of required capabilities are dependencies; a service does not depend on itself (ovn
-    # consumes the databases it provides), and optional needs imply no order (neutron and nova).
+    # consumes the databases it provides, and only the switch its controller programs is another's),
+    # and optional needs imply no order (neutron and nova, nova and the switch).
     assert set(depends["keystone"]) == {"mariadb", "memcached"}
-    assert depends["ovn"] == [] and depth["ovn"] == 0
+    assert depends["openvswitch"] == [] and depth["openvswitch"] == 0
+    assert depends["ovn"] == ["openvswitch"] and depth["ovn"] == 1
     assert "nova" not in depends["neutron"] and "neutron" not in depends["nova"]
+    assert "openvswitch" not in depends["nova"]
+    # The metadata agent needs nova's metadata API, the southbound database and the switch.
+    assert set(depends["neutron_metadata"]) == {"nova", "ovn", "openvswitch"}
     assert depth["mariadb"] == 0 and depth["keystone"] == 1
 
 

@@ -4,6 +4,7 @@ failed or interrupted run converges on the next one."""
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import pytest
 from mortar.agent import jobs, steps
 from mortar.agent.errors import StepError
 from mortar.agent.wire import StepRequest
+from mortar.catalogue.loader import load_catalogue
 from mortar.deploy import identity
 from mortar.deploy import orchestrator as O
 from mortar.deploy.executors import Progress, StepResult
@@ -107,7 +109,11 @@ def test_the_first_plan_creates_everything_and_every_job_never_ran(deployment, e
 def test_deploy_converges_level_by_level_and_a_second_deploy_changes_nothing(deployment, executor,
                                                                             engine) -> None:
     said = deploy(deployment, executor)
-    assert said[-1].startswith("nova: done on 1 host(s)")
+    # Level after level; the metadata agent needs nova's metadata API, so it is the last one, after nova's.
+    assert said[-1].startswith("neutron_metadata: done on 1 host(s)")
+    assert [line.split(": done on ")[0] for line in said if ": done on 1 host(s)" in line] == [
+        "mariadb, memcached, rabbitmq, openvswitch", "keystone, ovn", "glance, horizon, neutron, placement", "nova",
+        "neutron_metadata"]
     for name in all_containers(deployment):
         assert engine.containers_by_name[name].info.status == "running", name
     assert not [n for n in engine.containers_by_name if n.startswith("mortar_job_")], "job containers are removed"
@@ -116,7 +122,10 @@ def test_deploy_converges_level_by_level_and_a_second_deploy_changes_nothing(dep
     for first, then in [("mariadb", "mortar_job_keystone_database"),
                         ("mortar_job_keystone_database", "mortar_job_keystone_db_sync"),
                         ("mortar_job_keystone_db_sync", "keystone"), ("keystone", "mortar_job_glance_database"),
-                        ("glance_api", "mortar_job_nova_database"), ("nova_compute", DISCOVER)]:
+                        ("glance_api", "mortar_job_nova_database"), ("nova_compute", DISCOVER),
+                        # the switch before its controller, nova's metadata API before its proxy
+                        ("openvswitch_vswitchd", "ovn_controller"), ("nova_metadata", "neutron_ovn_metadata_agent"),
+                        (DISCOVER, "neutron_ovn_metadata_agent")]:
         assert order.index(first) < order.index(then), (first, then)
     assert deployment.pending.get("jobs") == {}
     assert O.make_plan(deployment, executor).empty
@@ -334,6 +343,34 @@ class HostsExecutor:
 @pytest.fixture
 def two_hosts(site_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, FakeEngine]]:
     """ctl1 and cmp1 deployed, each host its own engine."""
+    return deploy_two_hosts(site_dir, tmp_path)
+
+
+@pytest.fixture
+def host_list_job(monkeypatch) -> None:
+    """The catalogue with one more job on a control host whose inputs list the compute hosts (as
+    OVN's stand-in chassis job did before each compute host ran its own controller): nova.list_hosts,
+    beside nova_api, run when its inputs change."""
+
+    def catalogue(*args, **kwargs):
+        services = load_catalogue(*args, **kwargs)
+        nova = services["nova"]
+        discover = next(j for j in nova.jobs if j.name == "discover_hosts")
+        nova.jobs.append(dataclasses.replace(
+            discover, name="list_hosts", run="on_change", retry_delay=0,
+            script='echo {% for h in hosts_of_container("nova_compute") %}{{ h }} {% endfor %}\n'))
+        return services
+
+    monkeypatch.setattr(O, "load_catalogue", catalogue)
+
+
+@pytest.fixture
+def two_hosts_listed(host_list_job, site_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, FakeEngine]]:
+    """two_hosts, deployed with nova.list_hosts."""
+    return deploy_two_hosts(site_dir, tmp_path)
+
+
+def deploy_two_hosts(site_dir: Path, tmp_path: Path) -> tuple[Path, dict[str, FakeEngine]]:
     (site_dir / "inventory").write_text(INVENTORY)
     whole = O.load_deployment(site_dir, state_dir=tmp_path / "controller")
     engines = {h: engine_for(state) for h, state in whole.desired.hosts.items()}
@@ -353,7 +390,11 @@ def test_a_limited_deploy_runs_the_job_it_triggers_outside_the_limit_only(two_ho
     executor = HostsExecutor(limited, engines, tmp_path / "hosts")
     plan = O.make_plan(limited, executor)
     assert {a.host for a in plan.actions} == {"cmp1"}
-    assert [(a.kind, a.target) for a in plan.actions] == [("volume", "nova_compute"), ("create", "nova_compute")]
+    # The reinstalled compute host gets its whole data plane again, level by level.
+    assert [(a.kind, a.target) for a in plan.actions] == [
+        ("volume", "openvswitch_db"), ("create", "openvswitch_db"), ("create", "openvswitch_vswitchd"),
+        ("create", "ovn_controller"), ("volume", "nova_compute"), ("volume", "nova_libvirt"),
+        ("create", "nova_compute"), ("create", "nova_libvirt"), ("create", "neutron_ovn_metadata_agent")]
     assert [(j.host, j.job, j.reasons) for j in plan.jobs] == [("ctl1", "nova.discover_hosts",
                                                                ["the service changed"])]
     said: list[str] = []
@@ -368,9 +409,9 @@ def test_a_limited_deploy_runs_the_job_it_triggers_outside_the_limit_only(two_ho
     assert limited.pending.get("jobs") == {}
 
 
-def test_a_compute_host_added_with_limit_brings_the_control_jobs_that_describe_it(two_hosts,
+def test_a_compute_host_added_with_limit_brings_the_control_jobs_that_describe_it(two_hosts_listed,
                                                                                   tmp_path: Path) -> None:
-    site_dir, engines = two_hosts
+    site_dir, engines = two_hosts_listed
     (site_dir / "inventory").write_text(INVENTORY.replace(
         "cmp1 ansible_connection=local api_address=127.0.0.3",
         "cmp1 ansible_connection=local api_address=127.0.0.3\ncmp2 ansible_connection=local api_address=127.0.0.4"))
@@ -379,11 +420,17 @@ def test_a_compute_host_added_with_limit_brings_the_control_jobs_that_describe_i
     executor = HostsExecutor(limited, engines, tmp_path / "hosts")
     plan = O.make_plan(limited, executor)
     assert {a.host for a in plan.actions} == {"cmp2"}
+    # The new host registers its own OVN chassis: its controller is made there, within the limit.
+    assert ("create", "ovn_controller") in [(a.kind, a.target) for a in plan.actions]
     outside = {(j.host, j.job): j.reasons for j in plan.jobs}
     # Both control-host jobs whose inputs name the compute hosts run: the cell mapping (it runs
-    # whenever nova changes) and the OVN chassis list (its inputs changed with the new host).
+    # whenever nova changes) and the host list (its inputs changed with the new host); no other
+    # control job does.
     assert outside == {("ctl1", "nova.discover_hosts"): ["the service changed"],
-                       ("ctl1", "ovn.fake_chassis"): ["its definition or files changed"]}, outside
+                       ("ctl1", "nova.list_hosts"): ["its definition or files changed"]}, outside
+    listing = next(j for j in limited.desired.hosts["ctl1"].jobs() if j.name == "nova.list_hosts")
+    assert listing.spec is not None and listing.spec.script.split() == ["echo", "cmp1", "cmp2"]
+    assert "cmp2" in listing.hosts
     deploy(limited, executor)
     whole = O.load_deployment(site_dir, state_dir=tmp_path / "controller")
     assert O.make_plan(whole, HostsExecutor(whole, engines, tmp_path / "hosts")).empty

@@ -27,6 +27,9 @@ from mortar.site.config import (
 )
 from mortar.site.samples import INVENTORY_AIO, INVENTORY_MULTINODE, globals_sample, write_samples
 
+# What the globals sample sets uncommented: the veth pair of an all-in-one provider network.
+AIO_NETWORK = {"neutron_external_interface": "mortar-ext", "neutron_external_veth_address": "10.213.78.1/24"}
+
 
 def set_globals(site_dir: Path, text: str) -> Path:
     path = site_dir / "globals.yml"
@@ -58,8 +61,11 @@ def test_fresh_site_loads_with_defaults(site_dir: Path, services: dict[str, Serv
     site = load_site(site_dir, services)
     assert site.enabled == {name for name, spec in services.items() if spec.enabled}
     assert site.enabled, "the shipped catalogue enables something by default"
+    # The sample sets the all-in-one provider network; every other key takes its default.
+    assert {k: site.globals[k] for k in AIO_NETWORK} == AIO_NETWORK
     for key, decl in schema(services).items():
-        assert site.globals[key] == decl["default"], key
+        if key not in AIO_NETWORK:
+            assert site.globals[key] == decl["default"], key
     needed = required_passwords(services, site.enabled)
     assert set(needed) <= set(site.passwords)
     assert all(site.passwords[key] for key in needed)
@@ -504,11 +510,13 @@ def test_genpwd_output_then_load_site(site_dir: Path, services: dict[str, Servic
 
 # ---- mortar init samples -----------------------------------------------------------------------
 
-def test_globals_sample_is_all_comments(services: dict[str, ServiceSpec]) -> None:
+def test_globals_sample_is_all_comments_but_the_aio_provider_network(services: dict[str, ServiceSpec]) -> None:
     text = globals_sample()
-    assert yaml.safe_load(text) is None
-    for line in text.splitlines():
-        assert not line.strip() or line.lstrip().startswith("#"), line
+    assert yaml.safe_load(text) == AIO_NETWORK
+    settings = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
+    assert settings == [f"{key}: {value}" for key, value in AIO_NETWORK.items()]
+    # Both are options of the catalogue (a sample setting an unknown key would not load).
+    assert set(AIO_NETWORK) <= set(schema(services))
 
 
 def test_globals_sample_lists_every_key_commented(services: dict[str, ServiceSpec]) -> None:
@@ -533,7 +541,7 @@ def test_uncommented_sample_gives_the_defaults(tmp_path: Path, services: dict[st
 def test_globals_sample_shows_help_and_choices(services: dict[str, ServiceSpec]) -> None:
     text = globals_sample()
     assert "# uWSGI processes of the keystone API\n#keystone_workers: 2\n" in text
-    assert "(one of: fake, libvirt)" in text
+    assert "(one of: libvirt, fake)\n#nova_compute_driver: libvirt\n" in text
 
 
 def test_write_samples_keeps_existing_files(tmp_path: Path) -> None:
@@ -555,7 +563,14 @@ def test_multinode_sample_places_every_service(tmp_path: Path, services: dict[st
     write_samples(tmp_path)
     genpwd(tmp_path / "passwords.yml", required_passwords(services, set(services)))
     desired = compute_desired(load_site(tmp_path, services), inventory)
+    # Compute hosts run the data plane only: the switch, OVN's controller, the hypervisor, the metadata agent.
+    data_plane = ["openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "nova_compute", "nova_libvirt",
+                  "neutron_ovn_metadata_agent"]
     for host in ("cmp1", "cmp2"):
-        assert [c.name for c in desired.hosts[host].containers()] == ["nova_compute"]
+        assert [c.name for c in desired.hosts[host].containers()] == data_plane
         assert desired.hosts[host].address == inventory.hosts[host].vars["api_address"]
     assert "keystone" in desired.hosts["ctl1"].services
+    # ctl1 is the network host too: a switch and a controller (its gateway), no hypervisor.
+    control = [c.name for c in desired.hosts["ctl1"].containers()]
+    assert {"openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "nova_metadata"} <= set(control)
+    assert not {"nova_compute", "nova_libvirt", "neutron_ovn_metadata_agent"} & set(control)

@@ -1,0 +1,1 @@
+"""What an operator makes inside a deployed cloud (not how it is deployed): first resources."""
