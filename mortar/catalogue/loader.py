@@ -26,6 +26,8 @@ SERVICE_KEYS = ["name", "description", "enabled", "enabled_with", "group", "opti
                 "provides", "consumes", "containers", "jobs", "registration", "verify"]
 PROVIDES_KEYS = ["container", "values", "per_request", "data", "provision", "request_keys"]
 CONSUMES_KEYS = ["optional", "multiple", "request"]
+# Formats a str option may name (`format:`); mortar.site.config checks each value against it.
+OPTION_FORMATS = {"address", "interface_address", "network", "address_range", "interface"}
 # What every instance of a capability carries besides its declared values.
 INSTANCE_KEYS = {"host", "address", "service"}
 PROVISION_KEYS = ["user", "command", "script", "files", "environment", "timeout", "retry_delay"]
@@ -351,6 +353,9 @@ def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
     for option, decl in spec.options.items():
         if not isinstance(decl, dict) or decl.get("type") not in OPTION_TYPES or "default" not in decl:
             raise where.at("options").at(option).error("an option needs a type (int, str, bool, list) and a default")
+        if "format" in decl and decl["format"] not in OPTION_FORMATS:
+            raise where.at("options").at(option).at("format").error(
+                f"unknown format {decl['format']!r}", fix=f"one of {', '.join(sorted(OPTION_FORMATS))}")
     for password, password_kind in spec.passwords.items():
         if password_kind not in PASSWORD_KINDS:
             raise where.at("passwords").at(password).error(f"password kind must be one of {sorted(PASSWORD_KINDS)}")

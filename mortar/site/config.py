@@ -30,6 +30,8 @@ _TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
 _NAMESPACE = re.compile(r"[a-z0-9]+(?:[._-][a-z0-9]+)*(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*")
 _REGISTRY = re.compile(r"(?P<host>\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):(?P<port>\d+)")
 _SITE_ID = re.compile(r"[a-f0-9]{12}")
+# Linux allows 15 characters; mortar may add "-host" for the peer of a veth it makes.
+_INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,9}")
 
 
 # A check answers None for a good value, or (what is wrong, how to fix it).
@@ -42,6 +44,58 @@ def check_address(value: Any) -> Problem:
     except ValueError:
         return "is not an IP address", "give an IP address, e.g. 10.0.0.11, or 127.0.0.1 on one host"
     return None
+
+
+def check_optional_address(value: Any) -> Problem:
+    return None if value == "" else check_address(value)
+
+
+def check_interface_address(value: Any) -> Problem:
+    """ADDRESS/PREFIX, e.g. 10.213.78.1/24 ('' leaves it unset)."""
+    if value == "":
+        return None
+    try:
+        ipaddress.ip_interface(str(value))
+    except ValueError:
+        return "is not an address with its prefix length", "give ADDRESS/PREFIX, e.g. 10.213.78.1/24"
+    return None if "/" in str(value) else ("has no prefix length", f"give ADDRESS/PREFIX, e.g. {value}/24")
+
+
+def check_network(value: Any) -> Problem:
+    """A subnet in CIDR form, e.g. 10.213.78.0/24 ('' leaves it unset)."""
+    if value == "":
+        return None
+    try:
+        ipaddress.ip_network(str(value))
+    except ValueError:
+        return "is not a subnet in CIDR form", "give NETWORK/PREFIX with no host bits set, e.g. 10.213.78.0/24"
+    return None
+
+
+def check_address_range(value: Any) -> Problem:
+    """START-END, two addresses ('' leaves it unset)."""
+    if value == "":
+        return None
+    start, _, end = str(value).partition("-")
+    try:
+        if ipaddress.ip_address(start.strip()) > ipaddress.ip_address(end.strip()):
+            return "starts after it ends", "give START-END with START the lower address"
+    except ValueError:
+        return "is not an address range", "give START-END, e.g. 10.213.78.100-10.213.78.200"
+    return None
+
+
+def check_interface_name(value: Any) -> Problem:
+    """A Linux interface name ('' leaves it unset); NAME-host must fit too (veth peers)."""
+    if value == "" or _INTERFACE.fullmatch(str(value)):
+        return None
+    return "is not an interface name", "use at most 10 letters, digits, '-', '_' or '.', e.g. eth1 or mortar-ext"
+
+
+# `format:` of a service option (service.yaml) -> its check.
+OPTION_FORMATS = {"address": check_optional_address, "interface_address": check_interface_address,
+                  "network": check_network, "address_range": check_address_range,
+                  "interface": check_interface_name}
 
 
 def check_registry(value: Any) -> Problem:
@@ -125,7 +179,8 @@ def schema(services: dict[str, ServiceSpec]) -> dict[str, dict[str, Any]]:
         keys[f"enable_{spec.name}"] = {"type": "bool", "default": spec.enabled,
                                        "help": f"deploy {spec.name} ({spec.description})"
                                        + (f"; default: as enable_{spec.enabled_with}" if spec.enabled_with else "")}
-        keys.update(spec.options)
+        keys.update({name: {**decl, "check": OPTION_FORMATS[decl["format"]]} if "format" in decl else decl
+                     for name, decl in spec.options.items()})
     return keys
 
 

@@ -434,3 +434,13 @@ def test_a_provided_value_named_like_an_instance_key_is_refused(tmp_path: Path, 
         load_service(path, IMAGES)
     assert info.value.file == str(path) and info.value.key == f"provides.database.values.{key}"
     assert "another name" in str(info.value)
+
+
+def test_an_option_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
+    data = good()
+    data["options"] = {"svc_net": {"type": "str", "default": "", "format": "cidr"}}
+    path = write_service(tmp_path, "svc", data)
+    with pytest.raises(MortarError) as info:
+        load_service(path, IMAGES)
+    assert info.value.file == str(path) and info.value.key == "options.svc_net.format"
+    assert "interface_address" in str(info.value.fix)

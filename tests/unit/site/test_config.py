@@ -233,6 +233,21 @@ def test_every_choice_option_accepts_its_choices_and_default(services: dict[str,
     ("image_tag: -lead", "image_tag", "is not an image tag", "2026.2"),
     ("image_namespace: My Images", "image_namespace", "is not an image namespace", "lowercase"),
     ("healthcheck_timeout: 1", "healthcheck_timeout", "must be at least 10, not 1", "healthcheck_timeout: 180"),
+    # Service options with a `format:` in their service.yaml.
+    ("neutron_external_veth_address: 10.213.78.1", "neutron_external_veth_address", "has no prefix length",
+     "10.213.78.1/24"),
+    ("neutron_external_veth_address: 10.213.78.300/24", "neutron_external_veth_address",
+     "is not an address with its prefix length", "ADDRESS/PREFIX"),
+    ("neutron_external_interface: 'eth1; reboot'", "neutron_external_interface", "is not an interface name", "eth1"),
+    ("neutron_external_interface: a-very-long-name", "neutron_external_interface", "is not an interface name",
+     "at most 10"),
+    ("external_network_cidr: 10.213.78.1/24", "external_network_cidr", "is not a subnet in CIDR form",
+     "no host bits"),
+    ("external_network_gateway: gw.example", "external_network_gateway", "is not an IP address", "10.0.0.11"),
+    ("external_allocation_pool: 10.213.78.200-10.213.78.100", "external_allocation_pool", "starts after it ends",
+     "START-END"),
+    ("external_allocation_pool: 10.213.78.100", "external_allocation_pool", "is not an address range",
+     "START-END"),
 ])
 def test_values_are_checked(site_dir: Path, services: dict[str, ServiceSpec], line: str, key: str, needle: str,
                             fix: str) -> None:
@@ -246,7 +261,10 @@ def test_values_are_checked(site_dir: Path, services: dict[str, ServiceSpec], li
 
 @pytest.mark.parametrize("line", ["api_address: 10.0.0.11", "api_address: '::1'", "docker_registry: 10.0.0.1:4000",
                                   "docker_registry: reg.example:5000", "docker_registry: '[fd00::1]:4000'",
-                                  "docker_registry: ''", "image_tag: 2026.2-rc1", "image_namespace: team/mortar"])
+                                  "docker_registry: ''", "image_tag: 2026.2-rc1", "image_namespace: team/mortar",
+                                  "neutron_external_veth_address: 10.213.78.1/24", "neutron_external_interface: eth1",
+                                  "external_network_cidr: 10.213.78.0/24", "external_network_gateway: ''",
+                                  "external_allocation_pool: 10.213.78.100-10.213.78.200"])
 def test_good_values_pass(site_dir: Path, services: dict[str, ServiceSpec], line: str) -> None:
     set_globals(site_dir, line + "\n")
     key, value = next(iter(yaml.safe_load(line).items()))
