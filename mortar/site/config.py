@@ -78,10 +78,13 @@ def check_address_range(value: Any) -> Problem:
         return None
     start, _, end = str(value).partition("-")
     try:
-        if ipaddress.ip_address(start.strip()) > ipaddress.ip_address(end.strip()):
-            return "starts after it ends", "give START-END with START the lower address"
+        first, last = ipaddress.ip_address(start.strip()), ipaddress.ip_address(end.strip())
     except ValueError:
         return "is not an address range", "give START-END, e.g. 10.213.78.100-10.213.78.200"
+    if first.version != last.version:
+        return "mixes IPv4 and IPv6", "give START-END of one family, e.g. 10.213.78.100-10.213.78.200"
+    if int(first) > int(last):
+        return "starts after it ends", "give START-END with START the lower address"
     return None
 
 

@@ -248,6 +248,8 @@ def test_every_choice_option_accepts_its_choices_and_default(services: dict[str,
      "START-END"),
     ("external_allocation_pool: 10.213.78.100", "external_allocation_pool", "is not an address range",
      "START-END"),
+    ("external_allocation_pool: 10.213.78.100-fd00::1", "external_allocation_pool", "mixes IPv4 and IPv6",
+     "one family"),
 ])
 def test_values_are_checked(site_dir: Path, services: dict[str, ServiceSpec], line: str, key: str, needle: str,
                             fix: str) -> None:
