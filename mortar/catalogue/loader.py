@@ -242,9 +242,11 @@ def _load_provides(spec: ServiceSpec, raw: Any, where: Where) -> None:
                             {str(k): str(v) for k, v in _expect(entry.get("per_request", {}), dict,
                                                                 at.at("per_request"), "a mapping").items()},
                             str(entry.get("data", "")))
-        for key in INSTANCE_KEYS & set(provides.values):
-            raise at.at("values").at(key).error(f"'{key}' is set by mortar for every instance (its host, "
-                                                f"address and service)", fix="give the value another name")
+        reserved = sorted(INSTANCE_KEYS & set(provides.values))
+        if reserved:
+            raise at.at("values").at(reserved[0]).error(f"'{reserved[0]}' is set by mortar for every instance "
+                                                        "(its host, address and service)",
+                                                        fix="give the value another name")
         if provides.data and provides.data not in spec.volumes:
             raise at.at("data").error(f"'{provides.data}' is not one of the service's volumes")
         if entry.get("provision") is not None:

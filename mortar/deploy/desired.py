@@ -109,12 +109,14 @@ class Planner:
         decl = spec.containers[container]
         group = self.group_of(spec, decl)
         # "compute,network": every host of either group, once, in inventory order.
-        members = {h.name for g in group.split(",") for h in self.inventory.hosts_in(g.strip())}
+        groups = [g.strip() for g in group.split(",")]
+        members = {h.name for g in groups for h in self.inventory.hosts_in(g)}
         hosts = [name for name in self.inventory.hosts if name in members]
         if not hosts:
-            raise MortarError(f"group '{group}' is empty or missing, but {spec.name} runs {container} there",
-                              file=self.inventory.path, key=f"[{group}]",
-                              fix=f"add at least one host to [{group}] or set enable_{spec.name}: false")
+            raise MortarError(f"group {' or '.join(repr(g) for g in groups)} is empty or missing, but {spec.name} "
+                              f"runs {container} there", file=self.inventory.path, key=f"[{groups[0]}]",
+                              fix=f"add at least one host to {' or '.join(f'[{g}]' for g in groups)} or set "
+                                  f"enable_{spec.name}: false")
         return hosts
 
     def address(self, host: str) -> str:
