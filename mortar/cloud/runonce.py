@@ -21,6 +21,7 @@ EXTERNAL_NETWORK = "public"
 DEMO_NETWORK = "demo-net"
 DEMO_CIDR = "10.0.0.0/24"
 FLAVORS = [("m1.tiny", 256, 1, 1), ("m1.small", 512, 1, 2)]
+GUEST_FLAVOR = FLAVORS[0][0]  # what verify boots the guest image with
 
 
 @dataclass

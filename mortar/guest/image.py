@@ -34,12 +34,13 @@ def build_guest_image(output: Path | None = None, base: str = "trixie", log: Cal
                       force: bool = False) -> Path:
     """OUTPUT (default: the state directory's) holds the guest image; made when its inputs changed."""
     from mortar.builder.baseimage import ensure_base_image
+    from mortar.builder.builder import BuildOptions
     from mortar.engine import connect
     from mortar.engine.protocol import Mount, RunSpec
 
     output = (output or default_path()).resolve()
     engine = connect()
-    base_ref = f"debian:{base}"
+    base_ref = BuildOptions(base=base).base_ref  # the images' own base: made here when missing
     base_id = ensure_base_image(engine, base_ref, base, True, log)
     wanted = identity(base_id)
     stamp = output.with_name(output.name + ".identity")

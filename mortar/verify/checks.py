@@ -12,6 +12,8 @@ import http.cookiejar
 import json
 import os
 import re
+import subprocess
+import tempfile
 import time
 import urllib.parse
 import urllib.request
@@ -19,6 +21,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from mortar.cloud.runonce import DEMO_NETWORK, EXTERNAL_NETWORK, GUEST_FLAVOR, GUEST_IMAGE, GUEST_USER
 
 PREFIX = "mortar-verify"
 # TEST-NET-1 (RFC 5737): documentation addresses; a logical subnet only, no traffic is sent.
@@ -210,8 +214,6 @@ def scrape_targets(ctx: Context, params: dict[str, Any]) -> str:
 
 def _guest_ready(ctx: Context) -> bool:
     """The cloud has what init-runonce makes: the guest image and the external network."""
-    from mortar.cloud.runonce import EXTERNAL_NETWORK, GUEST_IMAGE
-
     return (ctx.conn.image.find_image(GUEST_IMAGE) is not None
             and ctx.conn.network.find_network(EXTERNAL_NETWORK) is not None)
 
@@ -229,10 +231,6 @@ def _console_until(ctx: Context, server: Any, marker: str, wait: float) -> str:
 
 
 def _ssh(key: Path, address: str, command: str, wait: float) -> str:
-    import subprocess
-
-    from mortar.cloud.runonce import GUEST_USER
-
     argv = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"{GUEST_USER}@{address}",
             command]
@@ -249,15 +247,10 @@ def _ssh(key: Path, address: str, command: str, wait: float) -> str:
 def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
     """A real guest on every host of a container: ACTIVE, port ACTIVE, DHCP lease and metadata
     on its console, SSH on a floating IP from here; guests on two hosts reach each other."""
-    import subprocess
-    import tempfile
-
-    from mortar.cloud.runonce import DEMO_NETWORK, EXTERNAL_NETWORK, GUEST_IMAGE
-
     conn = ctx.conn
     hosts = _hosts_of(ctx, params)
     image = conn.image.find_image(GUEST_IMAGE)
-    flavor = conn.compute.find_flavor("m1.tiny") or ctx.flavor()
+    flavor = conn.compute.find_flavor(GUEST_FLAVOR) or ctx.flavor()
     network = conn.network.find_network(DEMO_NETWORK)
     public = conn.network.find_network(EXTERNAL_NETWORK)
     if network is None:
