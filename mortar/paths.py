@@ -19,3 +19,9 @@ def log_root() -> Path:
 def config_root() -> Path:
     """The site directory ($MORTAR_CONFIG_DIR, default /etc/mortar)."""
     return Path(os.environ.get("MORTAR_CONFIG_DIR", "/etc/mortar"))
+
+
+def cache_root() -> Path:
+    """Tools made once per machine and shared by every site, e.g. Tempest's venv ($MORTAR_CACHE_DIR,
+    default /var/cache/mortar)."""
+    return Path(os.environ.get("MORTAR_CACHE_DIR", "/var/cache/mortar"))

@@ -238,13 +238,26 @@ def post_deploy_command(config_dir: Path, inventory: Path | None) -> None:
 @cli.command("verify")
 @config_dir_option
 @inventory_option
-def verify_command(config_dir: Path, inventory: Path | None) -> None:
+@click.option("--tempest", "tempest", is_flag=True,
+              help="Then run upstream Tempest's smoke set against the cloud (after init-runonce); "
+                   "Tempest is installed once into its own venv under the cache directory.")
+@click.option("--tempest-tests", metavar="REGEX", default="smoke", show_default=True,
+              help="With --tempest: the tests to run, `smoke` or a regex of Tempest test names.")
+@click.option("--tempest-concurrency", metavar="N", type=click.IntRange(1, 16), default=2, show_default=True,
+              help="With --tempest: tests run side by side (each server test boots a real guest).")
+def verify_command(config_dir: Path, inventory: Path | None, tempest: bool, tempest_tests: str,
+                   tempest_concurrency: int) -> None:
     """Run every enabled service's verify checks through the APIs; a table, exit 1 on failure.
 
     Each service lists its checks in its service.yaml (`verify:`): a token is issued, the
     catalogue lists every service, an image uploads and downloads intact, a network is
-    made, servers boot (and land on every compute host), the dashboard logs the admin in,
-    the metrics server scrapes every target. What the checks create is deleted again.
+    made, servers boot (and land on every compute host), a real guest per compute host
+    answers SSH on a floating IP, the dashboard logs the admin in, the metrics server
+    scrapes every target. What the checks create is deleted again.
+
+    With --tempest, upstream Tempest runs next, configured from the cloud itself (guest
+    image, flavors, external network, the services in the catalogue); its workspace and
+    tempest.conf (root-only) are under the state directory. Exit 1 when a test fails.
     """
     from mortar.verify.runner import run_checks
 
@@ -252,7 +265,12 @@ def verify_command(config_dir: Path, inventory: Path | None) -> None:
     if not deployment.desired.identity:
         raise MortarError("nothing to verify against: no enabled service provides identity",
                           fix="enable the service that provides identity in globals.yml")
-    if not run_checks(deployment, click.echo):
+    ok = run_checks(deployment, click.echo)
+    if tempest:
+        from mortar.verify.tempest import run_tempest
+
+        ok = run_tempest(deployment, click.echo, tempest_tests, tempest_concurrency).failed == 0 and ok
+    if not ok:
         sys.exit(1)
 
 
