@@ -9,7 +9,7 @@ src=$(dirname "$0")
 work=/tmp/guest
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends busybox-static dropbear-bin syslinux syslinux-common mtools \
-    dosfstools xz-utils cpio kmod >/dev/null
+    dosfstools xz-utils cpio kmod curl >/dev/null
 mkdir -p $work/debs $work/kernel
 cd $work/debs && chown _apt $work/debs
 kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n1)
@@ -25,8 +25,9 @@ cp /bin/busybox $root/bin/busybox
 for applet in $($root/bin/busybox --list-full); do
     [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
-# dropbear is linked dynamically: bring its libraries and loader along.
-for bin in /usr/sbin/dropbear /usr/bin/dropbearkey; do
+# dropbear and curl (what tools such as Tempest use to read the metadata service from a guest)
+# are linked dynamically: bring their libraries and loader along.
+for bin in /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/curl; do
     cp "$bin" "$root$bin"
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
         mkdir -p "$root$(dirname "$lib")"
