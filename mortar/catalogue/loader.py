@@ -358,6 +358,9 @@ def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
         if "format" in decl and decl["format"] not in OPTION_FORMATS:
             raise where.at("options").at(option).at("format").error(
                 f"unknown format {decl['format']!r}", fix=f"one of {', '.join(sorted(OPTION_FORMATS))}")
+        if decl.get("per_host") and decl["type"] != "str":
+            raise where.at("options").at(option).at("per_host").error(
+                "only a str option may be set per host (inventory values are text)", fix="use type: str")
     for password, password_kind in spec.passwords.items():
         if password_kind not in PASSWORD_KINDS:
             raise where.at("passwords").at(password).error(f"password kind must be one of {sorted(PASSWORD_KINDS)}")

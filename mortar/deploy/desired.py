@@ -23,7 +23,7 @@ from mortar.catalogue.loader import Provides, ServiceSpec
 from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependencies, levels, service_order
 from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
-from mortar.site.config import Site
+from mortar.site.config import Site, host_settings
 from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
 
@@ -91,6 +91,8 @@ class Planner:
         self.order = service_order(self.depends)
         self._envs: dict[tuple[str, bool], jinja2.Environment] = {}
         self._values: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.host_settings = host_settings(site.services, {name: h.vars for name, h in inventory.hosts.items()},
+                                           inventory.path)
 
     # ---- placement -----------------------------------------------------------------------
     def group_of(self, spec: ServiceSpec, container: Container) -> str:
@@ -133,6 +135,7 @@ class Planner:
         values: dict[str, Any] = dict(self.site.globals)
         # A service's templates see its own secrets only; others' come through capabilities.
         values.update({k: self.site.passwords[k] for k in spec.passwords})
+        values.update(self.host_settings.get(host, {}))
         values.update(host=host, api_address=self.address(host), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
                       hosts_of_container=lambda name: self.hosts_of(spec, name))

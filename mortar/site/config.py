@@ -224,6 +224,28 @@ def load_globals(path: Path, services: dict[str, ServiceSpec]) -> dict[str, Any]
     return values
 
 
+def host_settings(services: dict[str, ServiceSpec], host_vars: dict[str, dict[str, str]],
+                  inventory_file: str) -> dict[str, dict[str, str]]:
+    """Per-host values of the options declared `per_host: true`, from the inventory's host
+    variables (`compute1 neutron_tunnel_address=10.0.1.11/24`), each checked like globals.yml's."""
+    keys = {name: decl for name, decl in schema(services).items() if decl.get("per_host")}
+    settings: dict[str, dict[str, str]] = {}
+    for host, variables in host_vars.items():
+        for key, value in variables.items():
+            if key not in keys:
+                continue
+            decl = keys[key]
+            if "choices" in decl and value not in decl["choices"]:
+                raise MortarError(f"'{value}' is not allowed", file=inventory_file, key=f"{host} {key}",
+                                  fix=f"choose one of {', '.join(map(str, decl['choices']))}")
+            problem = decl["check"](value) if "check" in decl else None
+            if problem:
+                raise MortarError(f"{value!r} {problem[0]}", file=inventory_file, key=f"{host} {key}",
+                                  fix=problem[1])
+            settings.setdefault(host, {})[key] = value
+    return settings
+
+
 def required_passwords(services: dict[str, ServiceSpec], enabled: set[str]) -> dict[str, str]:
     needed: dict[str, str] = dict(CORE_PASSWORDS)
     for name in sorted(enabled):

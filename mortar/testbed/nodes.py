@@ -31,6 +31,14 @@ NETWORK = "mortar-testbed"
 SUBNET = "10.213.77.0/24"
 GATEWAY = "10.213.77.1"
 FIRST_ADDRESS = "10.213.77.11"
+# The subnet's upper half is carved up: nodes get .11-.62, each node's Geneve tunnel address is
+# its own plus 128 (TUNNEL_SUBNET, more specific than SUBNET so that tunnel traffic leaves
+# through the node's br-tun), and PROVIDER_NETWORK is the floating-IP range a deployment puts
+# behind its network node (this host reaches it through a route, see `route_via`).
+LAST_ADDRESS = "10.213.77.62"
+TUNNEL_SUBNET = "10.213.77.128/26"
+TUNNEL_OFFSET = 128
+PROVIDER_NETWORK = "10.213.77.192/27"
 # Named so an operator finds the host's side of the subnet with `ip addr show mortar-testbed`.
 BRIDGE = "mortar-testbed"
 LABEL = "org.mortar.testbed"
@@ -104,7 +112,13 @@ def _assignable(address: str) -> bool:
     except ValueError:
         return False
     subnet = ipaddress.IPv4Network(SUBNET)
-    return ip in subnet and ip != subnet.broadcast_address and ip >= ipaddress.IPv4Address(FIRST_ADDRESS)
+    return (ip in subnet and ipaddress.IPv4Address(FIRST_ADDRESS) <= ip <= ipaddress.IPv4Address(LAST_ADDRESS))
+
+
+def tunnel_address(address: str) -> str:
+    """The node's tunnel address (CIDR, in TUNNEL_SUBNET): its own address plus TUNNEL_OFFSET."""
+    subnet = ipaddress.IPv4Network(TUNNEL_SUBNET)
+    return f"{ipaddress.IPv4Address(address) + TUNNEL_OFFSET}/{subnet.prefixlen}"
 
 
 def free_addresses(taken: set[str]) -> list[str]:
@@ -148,8 +162,9 @@ def hosts_command(nodes: Sequence[Node], path: str = "/etc/hosts") -> str:
 
 
 def inventory_text(bed: str, nodes: Sequence[Node], key_path: Path) -> str:
-    """An Ansible INI inventory of the nodes: the standard groups always present, even when empty.
-    Host keys are not in it: the bed writes them to known_hosts beside it, for the site."""
+    """An Ansible INI inventory of the nodes: the standard groups always present, even when empty,
+    each node with its tunnel address. Host keys are not in it: the bed writes them to
+    known_hosts beside it, for the site."""
     groups: dict[str, list[Node]] = {group: [] for group in STANDARD_GROUPS}
     for node in nodes:
         for group in node.groups:
@@ -157,7 +172,8 @@ def inventory_text(bed: str, nodes: Sequence[Node], key_path: Path) -> str:
     lines = [f"# Test bed {bed!r}: written by `mortar testbed up`, removed by `mortar testbed down`.", ""]
     for group, members in groups.items():
         lines.append(f"[{group}]")
-        lines += [f"{node.name} ansible_host={node.address} api_address={node.address}" for node in members]
+        lines += [f"{node.name} ansible_host={node.address} api_address={node.address} "
+                  f"neutron_tunnel_address={tunnel_address(node.address)}" for node in members]
         lines.append("")
     lines += [
         "[all:vars]",
@@ -288,6 +304,7 @@ class Testbed:
 
     def down(self, log: Log = print) -> None:
         """Remove the bed's containers, volumes, state and (when nothing else uses it) the network."""
+        self.unroute(PROVIDER_NETWORK)
         containers = self._containers()
         _in_parallel(lambda c: self.engine.remove(c.name), containers)
         if containers:
@@ -302,6 +319,32 @@ class Testbed:
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
             log(f"removed {self.state_dir}")
+
+    def route_via(self, network: str, node: str) -> None:
+        """Route NETWORK (inside SUBNET, e.g. PROVIDER_NETWORK) from this host through a node;
+        `unroute` or `down` removes it."""
+        self._ip_route("replace", network, self._address_of(node))
+
+    def unroute(self, network: str) -> None:
+        """Remove this host's route to NETWORK if it goes through one of the bed's nodes."""
+        ours = {c.address for c in self._containers() if c.address}
+        if not ours:
+            return
+        proc = subprocess.run(["ip", "-4", "route", "show", network], capture_output=True, text=True)
+        for line in proc.stdout.splitlines():
+            words = line.split()
+            if "via" in words and words[words.index("via") + 1] in ours:
+                self._ip_route("del", network, words[words.index("via") + 1])
+
+    def _ip_route(self, verb: str, network: str, via: str) -> None:
+        if not ipaddress.IPv4Network(network).subnet_of(ipaddress.IPv4Network(SUBNET)):
+            raise MortarError(f"{network} is not inside the test bed's subnet {SUBNET}",
+                              fix=f"route only a part of {SUBNET}, e.g. {PROVIDER_NETWORK}")
+        proc = subprocess.run(["ip", "route", verb, network, "via", via, "dev", BRIDGE],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise MortarError(f"ip route {verb} {network} via {via}: {proc.stderr.strip()}",
+                              fix="run as root on the host of the test bed")
 
     def status(self) -> list[dict[str, str]]:
         rows = [{"node": c.labels.get(NODE_LABEL, ""), "address": c.address, "state": c.status,
@@ -416,6 +459,8 @@ class Testbed:
             labels={LABEL: self.name, NODE_LABEL: node.name}, network=NETWORK, address=node.address,
             cap_add=["ALL"], cap_drop=["SYS_RESOURCE"], security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             device_cgroup_rules=["a *:* rwm"], cgroupns="private", unmasked_paths=True,
+            # A network node routes between this subnet and the provider network behind its br-ex.
+            sysctls={"net.ipv4.ip_forward": "1"},
             mounts=[Mount("/var/lib/docker", volume, "volume")]))
 
     def _wait_for_ssh(self, node: Node, timeout: float = SSH_READY_TIMEOUT) -> None:

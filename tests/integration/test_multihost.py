@@ -4,7 +4,10 @@ One site, in order, through the CLI an operator uses: registry start (TLS, passw
 --push (digests recorded), bootstrap-servers (refused until host keys are accepted, then
 twice: the second changes nothing), prechecks, pull, deploy with compute1 only, then
 compute2 added with `deploy --limit compute2` (its compute service is mapped by the
-control host's job), verify (servers on both compute hosts); a no-op deploy; a one-host
+control host's job), verify (servers on both compute hosts); guest-image, init-runonce and
+verify again: a real guest per compute host answers SSH on a floating IP (routed from here
+through control1) and reaches the other over Geneve (each host's tunnel address on its br-tun);
+a no-op deploy; a one-host
 override that restarts only that host's nova_compute; a changed host key refused; a tag
 replaced in the registry refused by prechecks and never run; host state checked with
 pytest-testinfra over the same SSH; no secret in any world-readable file, job log,
@@ -15,6 +18,7 @@ registry, its data and every node.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import shutil
 import subprocess
@@ -25,7 +29,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mortar.testbed.nodes import GATEWAY, Testbed, standard_layout
+from mortar.testbed.nodes import GATEWAY, PROVIDER_NETWORK, Testbed, standard_layout
 from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
 from tests.integration.secretscan import ProcessSampler, Scanner
 
@@ -37,6 +41,9 @@ IMAGES = ["mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", 
           "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "nova-libvirt",
           "openvswitch", "ovn-controller", "neutron-server", "neutron-ovn-metadata-agent", "horizon"]
 NODES = ("control1", "compute1", "compute2")
+# The provider network: a veth behind control1's br-ex, its gateway end at the range's first
+# address; this host reaches the floating IPs through a route via control1.
+PROVIDER_GATEWAY = f"{ipaddress.ip_network(PROVIDER_NETWORK)[1]}/{ipaddress.ip_network(PROVIDER_NETWORK).prefixlen}"
 # What a compute host runs: the hypervisor, its switch, OVN's controller and the metadata agent.
 COMPUTE = {"nova_compute", "nova_libvirt", "openvswitch_db", "openvswitch_vswitchd", "ovn_controller",
            "neutron_ovn_metadata_agent"}
@@ -91,13 +98,15 @@ def site(engine, bed, tmp_path_factory):
     data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [], "bed": bed}
     mortar(data, "init")
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
-        {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
+        {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
+         "neutron_external_interface": "mortar-ext", "neutron_external_veth_address": PROVIDER_GATEWAY}))
     (data["config"] / "inventory").write_text(inventory(bed, ("compute1",)))
     mortar(data, "genpwd")
     try:
         mortar(data, "registry", "start")
         yield data
     finally:
+        bed.unroute(PROVIDER_NETWORK)
         mortar(data, "destroy", "--yes-i-really-really-mean-it", check=False)
         mortar(data, "registry", "stop", "--remove-data", check=False)
         shutil.rmtree(Path("/etc/docker/certs.d") / REGISTRY, ignore_errors=True)
@@ -131,6 +140,7 @@ def deployed(site):
     mortar(site, "bootstrap-servers", "--limit", "compute2", "--accept-new-host-keys")
     site["add_output"] = mortar(site, "deploy", "--limit", "compute2").stdout
     mortar(site, "post-deploy")
+    site["bed"].route_via(PROVIDER_NETWORK, "control1")
     return site
 
 
@@ -168,6 +178,27 @@ def test_verify_boots_servers_on_both_compute_hosts(deployed):
     assert "0 failed" in out and "FAIL" not in out, out
     line = next(line for line in out.splitlines() if line.startswith("servers on every compute host"))
     assert "compute1" in line and "compute2" in line, line
+
+
+def test_guests_on_two_compute_hosts_reach_each_other_over_geneve(deployed):
+    bed = deployed["bed"]
+    # Each host's tunnel address sits on its br-tun, and OVN's chassis advertises it.
+    for node in NODES:
+        host_line = next(line for line in bed.inventory_path.read_text().splitlines() if line.startswith(node + " "))
+        tunnel = host_line.split("neutron_tunnel_address=", 1)[1].split()[0]
+        shown = bed.run(node, "ip -4 -o addr show br-tun; docker exec ovn_controller ovs-vsctl get Open_vSwitch . "
+                              "external_ids:ovn-encap-ip", timeout=60).stdout
+        assert tunnel in shown and f'"{tunnel.split("/")[0]}"' in shown, (node, shown)
+    mortar(deployed, "guest-image", site_args=False)
+    made = mortar(deployed, "init-runonce").stdout
+    assert f"network public: {PROVIDER_NETWORK}" in made, made
+    again = mortar(deployed, "init-runonce").stdout
+    assert "network public:" not in again and "exists" in again, again
+    out = mortar(deployed, "verify").stdout
+    assert "0 failed" in out and "FAIL" not in out, out
+    line = next(line for line in out.splitlines() if line.startswith("guests reachable over SSH"))
+    assert "PASS" in line and "compute1: ACTIVE" in line and "compute2: ACTIVE" in line, line
+    assert "reached compute" in line and "over the tenant network" in line, line
 
 
 def test_second_deploy_changes_nothing(deployed):

@@ -190,7 +190,7 @@ def test_compute_hosts_run_only_the_data_plane(multi: DesiredState, site: Site) 
         assert state.jobs() == []
         containers = {c.name: c for c in state.containers()}
         assert "my_ip = " + address in file_of(containers["nova_compute"], "nova.conf").content
-        assert f"ovn-encap-ip={address}" in containers["ovn_controller"].script
+        assert f"encap={address}" in containers["ovn_controller"].script
     # Without a [network] group the control host runs no switch: every data-plane container is elsewhere.
     control = {c.name for c in multi.hosts["control1"].containers()}
     assert control == {c for name in site.enabled for c in site.services[name].containers} - set(DATA_PLANE)
@@ -244,7 +244,7 @@ def test_ovn_northd_in_its_own_group_and_a_controller_on_every_compute_and_netwo
     for host, address in (("compute1", "10.0.0.21"), ("compute2", "10.0.0.22"), ("gw1", "10.0.0.41")):
         (controller,) = [c for c in desired.hosts[host].containers() if c.name == "ovn_controller"]
         assert f"external_ids:system-id={host} external_ids:hostname={host}" in controller.script
-        assert f"ovn-encap-ip={address}" in controller.script
+        assert f"encap={address}" in controller.script
         assert "external_ids:ovn-remote=tcp:10.0.0.11:6642" in controller.script
         # Only a network host is a gateway: br-ex on the provider interface (host_groups tells them apart).
         gateway = host == "gw1"

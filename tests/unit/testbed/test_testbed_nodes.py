@@ -90,7 +90,7 @@ def test_addresses_outside_the_node_range_are_replaced(address: str) -> None:
 
 def test_running_out_of_addresses_is_an_error() -> None:
     taken = set(free_addresses(set())[:-1])
-    assert assign_addresses(["a"], {}, taken) == {"a": "10.213.77.254"}
+    assert assign_addresses(["a"], {}, taken) == {"a": "10.213.77.62"}
     with pytest.raises(MortarError, match="no free address"):
         assign_addresses(["a", "b"], {}, taken)
 
@@ -114,6 +114,7 @@ def test_inventory_parses_into_groups_hosts_and_vars() -> None:
     assert compute2.vars == {
         "ansible_host": "10.213.77.13",
         "api_address": "10.213.77.13",
+        "neutron_tunnel_address": "10.213.77.141/26",
         "ansible_user": "root",
         "ansible_ssh_private_key_file": str(KEY),
         "ansible_python_interpreter": "/usr/bin/python3",
