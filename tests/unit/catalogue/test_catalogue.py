@@ -444,3 +444,13 @@ def test_an_option_of_an_unknown_format_is_refused(tmp_path: Path) -> None:
         load_service(path, IMAGES)
     assert info.value.file == str(path) and info.value.key == "options.svc_net.format"
     assert "interface_address" in str(info.value.fix)
+
+
+def test_only_a_str_option_may_be_set_per_host(tmp_path: Path) -> None:
+    data = good()
+    data["options"] = {"svc_count": {"type": "int", "default": 1, "per_host": True}}
+    path = write_service(tmp_path, "svc", data)
+    with pytest.raises(MortarError) as info:
+        load_service(path, IMAGES)
+    assert info.value.file == str(path) and info.value.key == "options.svc_count.per_host"
+    assert "type: str" in str(info.value.fix)

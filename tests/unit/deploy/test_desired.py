@@ -598,3 +598,35 @@ def test_rendered_files_include_the_start_spec(desired: DesiredState) -> None:
     spec = json.loads(files["spec.json"])
     assert spec["command"] == keystone.command and spec["user"] == "keystone"
     assert {f["source"] for f in spec["files"]} == {f.name for f in keystone.files}
+
+
+TUNNELS = MULTI.replace("compute1 api_address=10.0.0.21", "compute1 api_address=10.0.0.21 "
+                        "neutron_tunnel_address=10.0.0.149/26")
+
+
+def test_a_hosts_tunnel_address_gives_its_switch_a_tunnel_bridge(site: Site) -> None:
+    desired = compute_desired(site, parse_inventory(TUNNELS, "multi"))
+    vswitchd = {h: next(c for c in desired.hosts[h].containers() if c.name == "openvswitch_vswitchd")
+                for h in ("compute1", "compute2")}
+    script = vswitchd["compute1"].script
+    # On the userspace datapath only: the NIC of api_address becomes br-tun's port, the address
+    # goes on br-tun at every start, and OVN's chassis is told to use it.
+    assert 'if [ "$datapath" = netdev ]; then' in script
+    assert "tunnel=10.0.0.149/26" in script and "a=10.0.0.21" in script
+    assert 'add-port br-tun "$nic"' in script and 'external_ids:mortar-tunnel-ip="${tunnel%/*}"' in script
+    assert 'ip addr replace "$tunnel" dev br-tun' in script and "arp_ignore" in script
+    assert "systempaths=unconfined" in vswitchd["compute1"].security_opt
+    # A host without one keeps no tunnel bridge (nor a record of one).
+    other = vswitchd["compute2"].script
+    assert "tunnel=" not in other and "--if-exists del-br br-tun" in other
+    assert "exec $vswitchd" in other
+    controller = next(c for c in desired.hosts["compute1"].containers() if c.name == "ovn_controller")
+    assert "external_ids:mortar-tunnel-ip" in controller.script and 'ovn-encap-ip="$encap"' in controller.script
+
+
+def test_a_bad_tunnel_address_in_the_inventory_is_one_error(site: Site) -> None:
+    inventory = parse_inventory(TUNNELS.replace("10.0.0.149/26", "10.0.0.149"), "/etc/mortar/inventory")
+    with pytest.raises(MortarError) as info:
+        compute_desired(site, inventory)
+    assert info.value.file == "/etc/mortar/inventory" and info.value.key == "compute1 neutron_tunnel_address"
+    assert "has no prefix length" in info.value.message

@@ -19,6 +19,7 @@ from mortar.site.config import (
     CORE_OPTIONS,
     generate_secret,
     genpwd,
+    host_settings,
     load_globals,
     load_site,
     required_passwords,
@@ -594,3 +595,23 @@ def test_multinode_sample_places_every_service(tmp_path: Path, services: dict[st
     control = [c.name for c in desired.hosts["ctl1"].containers()]
     assert {"openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "nova_metadata"} <= set(control)
     assert not {"nova_compute", "nova_libvirt", "neutron_ovn_metadata_agent"} & set(control)
+
+
+def test_a_per_host_option_is_read_from_the_inventory(services: dict[str, ServiceSpec]) -> None:
+    hosts = {"compute1": {"api_address": "10.0.0.21", "neutron_tunnel_address": "10.0.0.149/26"},
+             "compute2": {"api_address": "10.0.0.22", "ovs_datapath": "netdev"}}
+    # Only options declared per_host come from host variables; others stay globals.yml's.
+    assert host_settings(services, hosts, "inventory") == {"compute1": {"neutron_tunnel_address": "10.0.0.149/26"}}
+
+
+@pytest.mark.parametrize(("value", "needle", "fix"), [
+    ("10.0.0.149", "has no prefix length", "10.0.0.149/24"),
+    ("10.0.0.300/26", "is not an address with its prefix length", "ADDRESS/PREFIX"),
+])
+def test_a_bad_per_host_value_names_the_inventory_host_and_key(services: dict[str, ServiceSpec], value: str,
+                                                               needle: str, fix: str) -> None:
+    with pytest.raises(MortarError) as info:
+        host_settings(services, {"compute1": {"neutron_tunnel_address": value}}, "/etc/mortar/inventory")
+    err = info.value
+    assert err.file == "/etc/mortar/inventory" and err.key == "compute1 neutron_tunnel_address"
+    assert needle in err.message and err.fix is not None and fix in err.fix

@@ -5,6 +5,8 @@ SSH to the nodes is stubbed (subprocess.run for `ssh`); ssh-keygen runs for real
 
 from __future__ import annotations
 
+import ipaddress
+
 import subprocess
 from pathlib import Path
 from typing import Any
@@ -158,6 +160,18 @@ def engine() -> FakeEngine:
     return engine
 
 
+@pytest.fixture(autouse=True)
+def no_route_changes_here(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test may run `ip` on this machine (a real bed's route could match a fake node's address)."""
+    real = subprocess.run
+
+    def guarded(argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        assert argv[0] != "ip", f"a unit test ran {argv} on this host"
+        return real(argv, **kwargs)
+
+    monkeypatch.setattr(nodes.subprocess, "run", guarded)
+
+
 class FakeSsh:
     """subprocess.run for `ssh`: records each call and what known_hosts held at that moment."""
 
@@ -166,8 +180,15 @@ class FakeSsh:
         self.returncode = returncode
         self.calls: list[tuple[list[str], str]] = []
         self.real_run = subprocess.run
+        # `ip route` on this host: never the real one; `routes` is what `ip route show` answers.
+        self.routes: list[str] = []
+        self.ip_calls: list[list[str]] = []
 
     def __call__(self, argv: list[str], **kwargs: Any) -> subprocess.CompletedProcess[str]:
+        if argv[0] == "ip":
+            self.ip_calls.append(list(argv))
+            shown = "".join(line + "\n" for line in self.routes) if "show" in argv else ""
+            return subprocess.CompletedProcess(argv, 0, shown, "")
         if argv[0] != "ssh":
             return self.real_run(argv, **kwargs)  # ssh-keygen, into tmp_path
         held = self.known_hosts.read_text() if self.known_hosts.exists() else ""
@@ -393,3 +414,38 @@ def test_hosts_command_replaces_its_own_lines_and_keeps_dockers(tmp_path: Path) 
         "127.0.0.1\tlocalhost\n10.213.77.12\tcompute1\n"
         "10.213.77.11 control1 # mortar-testbed\n10.213.77.12 compute1 # mortar-testbed\n"
         "10.213.77.13 compute2 # mortar-testbed\n")
+
+
+def test_each_node_has_a_tunnel_address_in_the_tunnel_slice() -> None:
+    assert nodes.tunnel_address("10.213.77.11") == "10.213.77.139/26"
+    last = nodes.tunnel_address(nodes.LAST_ADDRESS)
+    assert ipaddress.ip_interface(last).ip in ipaddress.ip_network(nodes.TUNNEL_SUBNET).hosts()
+    # Nodes, tunnels and the provider range never overlap.
+    node_range = {ipaddress.ip_address(a) for a in free_addresses(set())}
+    tunnels = {ipaddress.ip_interface(nodes.tunnel_address(str(a))).ip for a in node_range}
+    provider = set(ipaddress.ip_network(nodes.PROVIDER_NETWORK))
+    assert not node_range & tunnels and not tunnels & provider and not node_range & provider
+
+
+def test_a_route_through_a_node_is_made_and_removed_by_down(engine: FakeEngine, ssh: FakeSsh,
+                                                            tmp_path: Path) -> None:
+    testbed = bed(engine, tmp_path)
+    up(testbed, standard_layout(1, 1))
+    testbed.route_via(nodes.PROVIDER_NETWORK, "control1")
+    assert ssh.ip_calls[-1] == ["ip", "route", "replace", "10.213.77.192/27", "via", "10.213.77.11", "dev",
+                                nodes.BRIDGE]
+    # Only a route through one of its own nodes is the bed's to remove.
+    ssh.routes = ["10.213.77.192/27 via 10.213.77.40 dev mortar-testbed"]
+    testbed.unroute(nodes.PROVIDER_NETWORK)
+    assert not any("del" in call for call in ssh.ip_calls)
+    ssh.routes = ["10.213.77.192/27 via 10.213.77.11 dev mortar-testbed"]
+    testbed.down(log=lambda _: None)
+    assert ["ip", "route", "del", "10.213.77.192/27", "via", "10.213.77.11", "dev", nodes.BRIDGE] in ssh.ip_calls
+
+
+def test_a_route_outside_the_subnet_is_refused(engine: FakeEngine, ssh: FakeSsh, tmp_path: Path) -> None:
+    testbed = bed(engine, tmp_path)
+    up(testbed, standard_layout(1, 0))
+    with pytest.raises(MortarError, match="not inside the test bed's subnet"):
+        testbed.route_via("0.0.0.0/0", "control1")
+    assert ssh.ip_calls == []
