@@ -6,7 +6,6 @@ SSH to the nodes is stubbed (subprocess.run for `ssh`); ssh-keygen runs for real
 from __future__ import annotations
 
 import ipaddress
-
 import subprocess
 from pathlib import Path
 from typing import Any
