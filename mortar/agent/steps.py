@@ -269,7 +269,17 @@ def stop(ctx: StepContext) -> None:
 
 @step("destroy", mutating=True, help="remove this site's containers, volumes (all data) and state on the host")
 def destroy(ctx: StepContext) -> None:
-    engine, site = ctx.engine, ctx.host.site
+    engine, site, host = ctx.engine, ctx.host.site, ctx.host
+    # What containers made on the host itself (bridges, links) goes first, dependents first,
+    # while they still run; a teardown that fails is reported and the destroy goes on.
+    for name in reversed(host.order):
+        for declared in host.services[name].containers if name in host.services else []:
+            info = engine.container(declared.name)
+            if not declared.teardown or info is None or info.status != "running":
+                continue
+            code, output = engine.exec(declared.name, ["/bin/sh", "-ec", declared.teardown])
+            last = output.strip().splitlines()[-1] if output.strip() else ""
+            ctx.progress(f"teardown {declared.name}" + ("" if code == 0 else f" failed (exit {code}): {last}"))
     for container in engine.containers({F.SITE: site}):
         converge.remove_container(engine, container.name, container.labels.get(F.SERVICE, ""))
         ctx.progress(f"removed container {container.name}")

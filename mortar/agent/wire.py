@@ -127,6 +127,8 @@ class Container:
     sysctls: dict[str, str] = declared(factory=dict, render=False)
     tmpfs: list[str] = declared(factory=list, render=False)
     stop_timeout: int = declared(10, render=False, help="seconds between SIGTERM and SIGKILL")
+    teardown: str = declared("", help="a shell script `destroy` runs inside the running container before "
+                                      "removing it, to undo what it made on the host (bridges, links)")
     data: list[str] = computed(factory=list)  # "host/volume" of providers' data it relies on (a new one: recreate)
 
     def start_spec(self, output: str = "") -> dict[str, Any]:
@@ -144,6 +146,7 @@ class Container:
         data = dataclasses.asdict(self)
         data.pop("group")
         data.pop("data")  # decided against the data's ids, not the hash
+        data.pop("teardown")  # runs at destroy only: it decides nothing about the running container
         data["files"] = {f.name: {"dest": f.dest, "owner": f.owner, "mode": f.mode, "sha256": f.digest}
                          for f in self.files}
         data["environment"] = {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in self.environment.items()}

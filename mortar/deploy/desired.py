@@ -188,8 +188,8 @@ class Planner:
             value = getattr(decl, f.name)
             if f.name == "files":
                 value = [self.render_file(spec, d, variables, host, overrides) for d in decl.files]
-            elif f.name == "script":
-                value = self.render(spec, value, variables, f"{where}.script", script=True)
+            elif f.name in ("script", "teardown"):
+                value = self.render(spec, value, variables, f"{where}.{f.name}", script=True)
             elif f.metadata.get("render"):
                 value = self.render(spec, _plain(value), variables, f"{where}.{f.name}")
                 value = _rebuild(getattr(decl, f.name), value)

@@ -27,15 +27,12 @@ from typing import Any
 
 from mortar.cloud.runonce import EXTERNAL_NETWORK, FLAVORS, GUEST_IMAGE, GUEST_USER
 from mortar.errors import MortarError
-from mortar.files import write_private
+from mortar.files import load_yaml, write_private
 from mortar.paths import cache_root, state_root
 
 REQUIREMENTS = Path(__file__).resolve().parent / "tempest-requirements.txt"
+SERVICES = Path(__file__).resolve().parent / "tempest-services.yaml"
 SMOKE = "smoke"
-# Service type in the catalogue -> Tempest's [service_available] name.
-SERVICES = {"compute": "nova", "image": "glance", "network": "neutron", "volumev3": "cinder",
-            "block-storage": "cinder", "object-store": "swift", "orchestration": "heat",
-            "load-balancer": "octavia", "dns": "designate", "placement": "placement"}
 TOTALS = re.compile(r"^ - (Passed|Skipped|Failed|Expected Fail|Unexpected Success): (\d+)", re.M)
 
 
@@ -100,6 +97,8 @@ def tempest_conf(deployment: Any, conn: Any, work: Path) -> str:
         raise MortarError("the cloud has no guest image, flavors or external network for Tempest",
                           fix="run `mortar guest-image` and `mortar init-runonce` first")
     types = _service_types(conn)
+    vocabulary = load_yaml(SERVICES)
+    by_type: dict[str, str] = vocabulary["service_types"]
     computes = sum(1 for h in conn.compute.hypervisors() if getattr(h, "state", "up") == "up")
     auth_url = identity["auth_url"].rstrip("/")
     if not auth_url.endswith("/v3"):
@@ -135,9 +134,9 @@ def tempest_conf(deployment: Any, conn: Any, work: Path) -> str:
         "validation": {"run_validation": "true", "connect_method": "floating", "auth_method": "keypair",
                        "image_ssh_user": GUEST_USER, "image_alt_ssh_user": GUEST_USER, "ip_version_for_ssh": "4",
                        "ssh_timeout": "300", "ping_timeout": "180", "connect_timeout": "60"},
-        "service_available": {name: "false" for name in sorted(set(SERVICES.values()) - {"placement"})}
-        | {SERVICES[t]: "true" for t in types if t in SERVICES and SERVICES[t] != "placement"}
-        | {"horizon": "true" if dashboard else "false"},
+        "service_available": {name: "false" for name in sorted(set(by_type.values()))}
+        | {by_type[t]: "true" for t in sorted(types) if t in by_type}
+        | {vocabulary["dashboard"]: "true" if dashboard else "false"},
     })
     if dashboard:
         conf["dashboard"] = {"dashboard_url": dashboard.rsplit("auth/login/", 1)[0], "login_url": dashboard}
@@ -170,6 +169,9 @@ def run_tempest(deployment: Any, echo: Callable[[str], None], tests: str = SMOKE
     """Run TESTS (`smoke`, or a regex of test names); every result line is shown as it comes."""
     from mortar.deploy.identity import connect
 
+    if shutil.which("ping") is None:
+        raise MortarError("Tempest pings floating IPs from this host and there is no ping here",
+                          fix="install it (Debian: apt-get install iputils-ping), or run scripts/bootstrap.sh")
     venv = ensure_venv(echo)
     work = workspace(deployment.desired.site_id)
     prepare_workspace(venv, work)

@@ -203,3 +203,26 @@ def test_the_host_lock_is_released_after_a_failure(host: HostState, engine: Fake
     with steps.host_lock(state_dir, wait=0):
         pass
     converge_all(engine, host, state_dir)
+
+
+def test_destroy_runs_each_teardown_in_its_running_container_first(host: HostState, engine: FakeEngine,
+                                                                   state_dir: Path) -> None:
+    import dataclasses
+
+    engine.registry[IMAGE] = engine.images_by_ref[IMAGE]
+    for name in ("plan", "prepare", "provision", "before", "containers", "after"):
+        assert dispatch(name, host, engine, state_dir).failure is None
+    service = host.services["demo"]
+    web = next(c for c in service.containers if c.name == "demo_web")
+    before = web.config_hash
+    torn = dataclasses.replace(web, teardown="ip link del demo-ext")
+    # A teardown only runs at destroy: adding one recreates nothing.
+    assert torn.config_hash == before
+    service.containers[service.containers.index(web)] = torn
+    engine.health["demo_web"] = (1, "Cannot find device \"demo-ext\"\n")
+    engine.calls.clear()
+    report = dispatch("destroy", host, engine, state_dir)
+    assert report.failure is None  # a failed teardown is said, and the destroy goes on
+    assert report.lines[0] == 'teardown demo_web failed (exit 1): Cannot find device "demo-ext"'
+    assert engine.calls.index(("exec", "demo_web")) < engine.calls.index(("remove", "demo_web"))
+    assert not engine.containers_by_name
