@@ -33,6 +33,8 @@ INVENTORY_MULTINODE = """\
 # api_address is what each host's services bind and are reached at. Then, in order:
 #   mortar registry start; mortar build --profile core --push --registry <docker_registry>
 #   mortar bootstrap-servers; mortar prechecks; mortar pull; mortar deploy
+# Hosts without the openvswitch kernel module (userspace datapath) need a tunnel address each,
+# in a slice of their subnet that nothing else uses, e.g. neutron_tunnel_address=10.0.0.139/26.
 [control]
 ctl1 ansible_host=10.0.0.11 api_address=10.0.0.11
 
