@@ -7,6 +7,7 @@ admin project's default security group. Running it again changes nothing that ex
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -68,6 +69,12 @@ def init_runonce(conn: Any, settings: dict[str, Any], globals_file: str, image_f
                  log: Callable[[str], None] = print) -> None:
     ext = external_network(settings, globals_file)
     image = conn.image.find_image(GUEST_IMAGE)
+    digest = hashlib.md5(image_file.read_bytes(), usedforsecurity=False).hexdigest()  # glance's `checksum`
+    if image is not None and image.checksum and image.checksum != digest:
+        # A newer guest image was made (`mortar guest-image`): it replaces the one uploaded before.
+        conn.image.delete_image(image.id)
+        log(f"image {GUEST_IMAGE}: the guest image changed, replacing the one uploaded before")
+        image = None
     if image is None:
         image = conn.image.create_image(name=GUEST_IMAGE, filename=str(image_file), disk_format="raw",
                                         container_format="bare", visibility="public", wait=True)

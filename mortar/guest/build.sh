@@ -9,7 +9,7 @@ src=$(dirname "$0")
 work=/tmp/guest
 apt-get update -q >/dev/null
 apt-get install -y -q --no-install-recommends busybox-static dropbear-bin syslinux syslinux-common mtools \
-    dosfstools xz-utils cpio kmod curl >/dev/null
+    dosfstools xz-utils cpio kmod curl iputils-ping bash >/dev/null
 mkdir -p $work/debs $work/kernel
 cd $work/debs && chown _apt $work/debs
 kernel_pkg=$(apt-cache depends linux-image-cloud-amd64 | sed -n 's/.*Depends: \(linux-image-[0-9].*\)/\1/p' | head -n1)
@@ -25,21 +25,22 @@ cp /bin/busybox $root/bin/busybox
 for applet in $($root/bin/busybox --list-full); do
     [ -e "$root/$applet" ] || ln -s /bin/busybox "$root/$applet"
 done
-# busybox's ping opens a raw socket only (no ICMP datagram socket, whatever ping_group_range
-# allows), and the SSH user is not root: ping alone runs from a setuid copy, for which busybox
-# keeps root for ping and drops it for every other applet.
-cp /bin/busybox $root/bin/busybox-ping
-chmod 4755 $root/bin/busybox-ping
-ln -sf /bin/busybox-ping $root/bin/ping
-# dropbear and curl (what tools such as Tempest use to read the metadata service from a guest)
-# are linked dynamically: bring their libraries and loader along.
-for bin in /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/curl; do
+# dropbear, curl, ping and bash are linked dynamically: bring their libraries and loader
+# along. curl and ping are what tools such as Tempest run in a guest (the metadata service,
+# reachability). busybox's ping opens raw sockets only and the SSH user is not root, while
+# iputils' ping uses the ICMP datagram sockets that ping_group_range (set by init) opens to
+# every user, so no setuid binary is needed. The SSH user's shell is bash: busybox's own
+# shell runs its built-in applet for `ping` whatever PATH says.
+rm -f $root/bin/ping $root/bin/ping6
+for bin in /usr/sbin/dropbear /usr/bin/dropbearkey /usr/bin/curl /usr/bin/ping /usr/bin/bash; do
     cp "$bin" "$root$bin"
     for lib in $(ldd "$bin" | grep -o '/[^ ]*'); do
         mkdir -p "$root$(dirname "$lib")"
         cp -L "$lib" "$root$lib"
     done
 done
+ln -sf /usr/bin/ping $root/bin/ping
+ln -sf /usr/bin/bash $root/bin/bash
 for m in virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci failover net_failover virtio_net \
          virtio_blk; do
     file=$(find $modules/$release -name "$m.ko*" | head -n1)
@@ -53,11 +54,11 @@ done
 cp "$src/init" $root/init
 cp "$src/udhcpc.script" $root/etc/udhcpc.script
 chmod 0755 $root/init $root/etc/udhcpc.script
-printf 'root:x:0:0:root:/root:/bin/sh\nmortar:x:1000:1000:mortar:/home/mortar:/bin/sh\n' > $root/etc/passwd
+printf 'root:x:0:0:root:/root:/bin/sh\nmortar:x:1000:1000:mortar:/home/mortar:/bin/bash\n' > $root/etc/passwd
 printf 'root:x:0:\nmortar:x:1000:\n' > $root/etc/group
 # No password logs in: the injected key is the only way in (the console is root's).
 printf 'root:*:1::::::\nmortar:*:1::::::\n' > $root/etc/shadow
-echo /bin/sh > $root/etc/shells
+printf '/bin/sh\n/bin/bash\n' > $root/etc/shells
 (cd $root && find . | cpio -o -H newc --quiet | gzip -9) > $work/initrd.gz
 
 boot=$work/boot
