@@ -270,16 +270,20 @@ def stop(ctx: StepContext) -> None:
 @step("destroy", mutating=True, help="remove this site's containers, volumes (all data) and state on the host")
 def destroy(ctx: StepContext) -> None:
     engine, site, host = ctx.engine, ctx.host.site, ctx.host
-    # What containers made on the host itself (bridges, links) goes first, dependents first,
-    # while they still run; a teardown that fails is reported and the destroy goes on.
+    # Dependents first, each container's teardown (what it made on the host itself: bridges,
+    # links) while it still runs, then the container, so that nothing still running makes the
+    # torn-down things again. A teardown that fails is reported and the destroy goes on.
     for name in reversed(host.order):
-        for declared in host.services[name].containers if name in host.services else []:
+        for declared in reversed(host.services[name].containers) if name in host.services else []:
             info = engine.container(declared.name)
-            if not declared.teardown or info is None or info.status != "running":
+            if info is None:
                 continue
-            code, output = engine.exec(declared.name, ["/bin/sh", "-ec", declared.teardown])
-            last = output.strip().splitlines()[-1] if output.strip() else ""
-            ctx.progress(f"teardown {declared.name}" + ("" if code == 0 else f" failed (exit {code}): {last}"))
+            if declared.teardown and info.status == "running":
+                code, output = engine.exec(declared.name, ["/bin/sh", "-ec", declared.teardown])
+                last = output.strip().splitlines()[-1] if output.strip() else ""
+                ctx.progress(f"teardown {declared.name}" + ("" if code == 0 else f" failed (exit {code}): {last}"))
+            converge.remove_container(engine, declared.name, info.labels.get(F.SERVICE, ""))
+            ctx.progress(f"removed container {declared.name}")
     for container in engine.containers({F.SITE: site}):
         converge.remove_container(engine, container.name, container.labels.get(F.SERVICE, ""))
         ctx.progress(f"removed container {container.name}")
