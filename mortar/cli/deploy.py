@@ -257,7 +257,8 @@ def verify_command(config_dir: Path, inventory: Path | None, tempest: bool, temp
 
     With --tempest, upstream Tempest runs next, configured from the cloud itself (guest
     image, flavors, external network, the services in the catalogue); its workspace and
-    tempest.conf (root-only) are under the state directory. Exit 1 when a test fails.
+    tempest.conf (root-only) are in the site's state directory (gone with destroy).
+    Exit 1 when a test fails.
     """
     from mortar.verify.runner import run_checks
 
@@ -303,15 +304,18 @@ def destroy_command(config_dir: Path, inventory: Path | None, limit: str | None,
 
 @cli.command("guest-image")
 @click.option("--output", type=click.Path(path_type=Path), default=None,
-              help="Where to write the image (default: $MORTAR_STATE_DIR/guest/mortar-guest.img).")
+              help="Where to write the image (default: $MORTAR_CACHE_DIR/guest/mortar-guest.img; "
+                   "the cache directory is /var/cache/mortar unless set).")
 @click.option("--force", is_flag=True, help="Build again even when the inputs did not change.")
 def guest_image_command(output: Path | None, force: bool) -> None:
-    """Build mortar's guest disk image offline from Debian packages (about 15 MiB).
+    """Build mortar's guest disk image offline from Debian packages (about 25 MiB).
 
     Debian's cloud kernel and a busybox initramfs, booted by syslinux: the guest brings up its
     NIC by DHCP, reads the metadata service (instance id, SSH keys, user data), prints
     "mortar-guest:" lines on its serial console and serves SSH (dropbear) for user "mortar"
-    with the injected key. Built once per input; `mortar init-runonce` uploads it.
+    with the injected key; curl, ping and bash are there for tests run from inside (Tempest).
+    Built once per input, shared by every site on this machine; `mortar init-runonce`
+    uploads it (and replaces an uploaded one that differs).
     """
     from mortar.guest.image import build_guest_image
 

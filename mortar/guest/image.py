@@ -1,18 +1,21 @@
 """Build the guest disk image in a container of the base image, once per input.
 
 The image's identity is the digest of its build script, its init, its DHCP hook and the base
-image: an unchanged input finds the image already made under the state directory.
+image: an unchanged input finds the image already made under the cache directory, which every
+site on this machine shares (made once, under a lock, however many runs ask at the same time).
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from mortar.errors import MortarError
-from mortar.paths import state_root
+from mortar.paths import cache_root
 
 SOURCES = Path(__file__).resolve().parent
 INPUTS = ("build.sh", "init", "udhcpc.script")
@@ -20,7 +23,7 @@ NAME = "mortar-guest"
 
 
 def default_path() -> Path:
-    return state_root() / "guest" / f"{NAME}.img"
+    return cache_root() / "guest" / f"{NAME}.img"
 
 
 def identity(base_id: str) -> str:
@@ -32,22 +35,30 @@ def identity(base_id: str) -> str:
 
 def build_guest_image(output: Path | None = None, base: str = "trixie", log: Callable[[str], None] = print,
                       force: bool = False) -> Path:
-    """OUTPUT (default: the state directory's) holds the guest image; made when its inputs changed."""
+    """OUTPUT (default: the cache directory's) holds the guest image; made when its inputs changed."""
     from mortar.builder.baseimage import ensure_base_image
     from mortar.builder.builder import BuildOptions
     from mortar.engine import connect
-    from mortar.engine.protocol import Mount, RunSpec
 
     output = (output or default_path()).resolve()
     engine = connect()
     base_ref = BuildOptions(base=base).base_ref  # the images' own base: made here when missing
     base_id = ensure_base_image(engine, base_ref, base, True, log)
     wanted = identity(base_id)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    with open(output.with_name(output.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # a second run waits, then finds the image made
+        return _build_locked(engine, output, base_ref, wanted, log, force)
+
+
+def _build_locked(engine: Any, output: Path, base_ref: str, wanted: str, log: Callable[[str], None],
+                  force: bool) -> Path:
+    from mortar.engine.protocol import Mount, RunSpec
+
     stamp = output.with_name(output.name + ".identity")
     if not force and output.is_file() and stamp.is_file() and stamp.read_text().strip() == wanted:
         log(f"guest image {output} is up to date ({output.stat().st_size // 1024} KiB, identity {wanted})")
         return output
-    output.parent.mkdir(parents=True, exist_ok=True)
     log(f"building the guest image from Debian packages in {base_ref} (kernel, busybox, dropbear)")
     started = time.monotonic()
     code, printed = engine.run(RunSpec(

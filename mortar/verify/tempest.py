@@ -28,7 +28,7 @@ from typing import Any
 from mortar.cloud.runonce import EXTERNAL_NETWORK, FLAVORS, GUEST_IMAGE, GUEST_USER
 from mortar.errors import MortarError
 from mortar.files import load_yaml, write_private
-from mortar.paths import cache_root, state_root
+from mortar.paths import cache_root
 
 REQUIREMENTS = Path(__file__).resolve().parent / "tempest-requirements.txt"
 SERVICES = Path(__file__).resolve().parent / "tempest-services.yaml"
@@ -79,8 +79,9 @@ def ensure_venv(log: Callable[[str], None] = print) -> Path:
     return venv
 
 
-def workspace(site_id: str) -> Path:
-    return state_root() / "tempest" / site_id
+def workspace(deployment: Any) -> Path:
+    """The site's own: destroy removes it with the rest of the site's state."""
+    return Path(deployment.controller_dir) / "tempest"
 
 
 def _service_types(conn: Any) -> set[str]:
@@ -173,7 +174,7 @@ def run_tempest(deployment: Any, echo: Callable[[str], None], tests: str = SMOKE
         raise MortarError("Tempest pings floating IPs from this host and there is no ping here",
                           fix="install it (Debian: apt-get install iputils-ping), or run scripts/bootstrap.sh")
     venv = ensure_venv(echo)
-    work = workspace(deployment.desired.site_id)
+    work = workspace(deployment)
     prepare_workspace(venv, work)
     conn = connect(deployment.desired.identity)
     write_private(work / "etc" / "tempest.conf", tempest_conf(deployment, conn, work))
