@@ -27,7 +27,8 @@ from mortar.cloud.runonce import DEMO_NETWORK, EXTERNAL_NETWORK, GUEST_FLAVOR, G
 PREFIX = "mortar-verify"
 # TEST-NET-1 (RFC 5737): documentation addresses; a logical subnet only, no traffic is sent.
 SUBNET_CIDR = "192.0.2.0/24"
-WAIT = 180
+# nova itself waits up to vif_plugging_timeout (300 s) for the port to be plugged: verify waits longer.
+WAIT = 330
 
 
 class Context:
