@@ -231,7 +231,8 @@ def _console_until(ctx: Context, server: Any, marker: str, wait: float) -> str:
         time.sleep(2)
 
 
-def _ssh(key: Path, address: str, command: str, wait: float) -> str:
+def ssh_to_guest(key: Path, address: str, command: str, wait: float) -> str:
+    """COMMAND's output over SSH as the guest image's user, retried until WAIT seconds have passed."""
     argv = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
             "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"{GUEST_USER}@{address}",
             command]
@@ -288,11 +289,11 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
                 booted = time.monotonic() - started
                 ip = conn.network.create_ip(floating_network_id=public.id, port_id=port.id)
                 ips.append(ip)
-                answer = _ssh(key, ip.floating_ip_address, "hostname", 120)
+                answer = ssh_to_guest(key, ip.floating_ip_address, "hostname", 120)
                 timings.append(f"{server.compute_host}: ACTIVE {active:.0f}s, metadata {booted:.0f}s, "
                                f"ssh {time.monotonic() - started:.0f}s as {answer.strip()}")
             if len(servers) > 1:
-                _ssh(key, ips[0].floating_ip_address, f"ping -c 3 -W 2 {fixed[1]}", 60)
+                ssh_to_guest(key, ips[0].floating_ip_address, f"ping -c 3 -W 2 {fixed[1]}", 60)
                 timings.append(f"{hosts[0]} reached {hosts[1]} over the tenant network")
         finally:
             for ip in ips:

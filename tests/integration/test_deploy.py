@@ -23,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from mortar.verify.checks import ssh_to_guest
 from tests.integration.conftest import NAMESPACE, TAG, build, mortar
 from tests.integration.secretscan import ProcessSampler, Scanner
 
@@ -205,15 +206,7 @@ def test_data_kept_and_override_restarts_only_its_containers(deployed, docker):
 
 
 def guest_ssh(key: Path, address: str, command: str, wait: float = 180) -> str:
-    argv = ["ssh", "-i", str(key), "-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null",
-            "-o", "BatchMode=yes", "-o", "ConnectTimeout=5", "-o", "LogLevel=ERROR", f"mortar@{address}", command]
-    deadline = time.monotonic() + wait
-    while True:
-        proc = subprocess.run(argv, capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=60)
-        if proc.returncode == 0:
-            return proc.stdout.strip()
-        assert time.monotonic() < deadline, f"ssh {address} `{command}`: {proc.stderr.strip()}"
-        time.sleep(3)
+    return ssh_to_guest(key, address, command, wait).strip()
 
 
 # What runs the guests and their network: none of it may restart when nova or neutron is reconfigured.
