@@ -7,13 +7,13 @@ the host is what no engine can tell (which job ran with which inputs on which da
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mortar.agent.wire import LABEL_PREFIX, HostState
+from mortar.agent.wire import LABEL_PREFIX, Healthcheck, HostState
 from mortar.engine.protocol import ContainerInfo, Engine, ImageInfo, VolumeInfo
-from mortar.errors import MortarError
+from mortar.errors import EngineError, MortarError
 from mortar.records import RecordStore
 
 MANAGED = LABEL_PREFIX + "managed"
@@ -78,6 +78,19 @@ def started_on(container: ContainerInfo) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
+def probed_again(engine: Engine, seen: ContainerInfo, check: Healthcheck) -> ContainerInfo:
+    """SEEN with its health probed now. The engine's "unhealthy" is only as fresh as its last
+    probe: a container that failed while a service it uses was down (a dashboard while its
+    cache was frozen) serves again as soon as that service is back, and is not restarted."""
+    try:
+        code, output = engine.exec(seen.name, ["timeout", str(check.timeout), "sh", "-c", check.test], user="")
+    except EngineError:
+        return seen
+    if code != 0:
+        return replace(seen, health_output=output.strip() or f"probe exited {code}")
+    return replace(seen, health="healthy", health_output=output.strip())
+
+
 def gather(engine: Engine, host: HostState, state_dir: Path) -> Facts:
     managed = engine.containers({MANAGED: None})
     foreign = sorted({c.labels.get(SITE, "?") for c in managed} - {host.site})
@@ -85,6 +98,10 @@ def gather(engine: Engine, host: HostState, state_dir: Path) -> Facts:
         raise MortarError(f"{host.host}: the engine already runs another mortar deployment (site {foreign[0]})",
                           fix="run mortar with that deployment's config directory, or destroy it first")
     containers = {c.name: c for c in managed if c.labels.get(PURPOSE) != "job"}
+    for container in host.containers():
+        seen = containers.get(container.name)
+        if seen is not None and seen.health == "unhealthy" and container.healthcheck is not None:
+            containers[container.name] = probed_again(engine, seen, container.healthcheck)
     jobs = {c.name: c for c in managed if c.labels.get(PURPOSE) == "job"}
     volumes = {v.name: v for v in engine.volumes()}
     images = {ref: engine.image(ref) for ref in host.images()}

@@ -8,6 +8,7 @@ Only the `mortar-test/*` tags and the containers these tests label are removed a
 from __future__ import annotations
 
 import os
+import re
 import socket
 from contextlib import contextmanager
 from pathlib import Path
@@ -134,6 +135,15 @@ def site_env(site: dict) -> dict[str, str]:
                 PYTHONUNBUFFERED="1")
 
 
+def failure(what: str, proc) -> str:
+    """Why PROC failed, the telling lines first (CI shows only the head of a long message): the
+    FAIL rows and the error message, then the whole output."""
+    output = proc.stdout + proc.stderr
+    telling = [line for line in output.splitlines() if re.search(r"\bFAIL|[Ee]rror|failed|refused|timed out", line)]
+    return "\n".join([f"{what} failed (exit {proc.returncode}):", *telling[-15:], proc.stderr.strip()[-1500:],
+                      "---- whole output ----", proc.stdout, proc.stderr])
+
+
 def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True):
     """`mortar ARGS --config-dir SITE` as an operator runs it; its output is kept in site["outputs"]
     (for the secret scans), and a traceback always fails the test."""
@@ -145,6 +155,6 @@ def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True):
                           env=site_env(site), timeout=1800)
     site.setdefault("outputs", []).append(proc.stdout + proc.stderr)
     if check:
-        assert proc.returncode == 0, f"mortar {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
+        assert proc.returncode == 0, failure(f"mortar {' '.join(args)}", proc)
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     return proc

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from mortar.verify.checks import ssh_to_guest
-from tests.integration.conftest import NAMESPACE, TAG, build, mortar
+from tests.integration.conftest import NAMESPACE, TAG, build, failure, mortar
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -140,7 +140,7 @@ def test_tempest_smoke_passes(deployed):
     proc = mortar(deployed, "verify", "--tempest", check=False)
     out = proc.stdout
     counts = re.search(r"tempest: (\d+) passed, (\d+) failed, (\d+) skipped", out)
-    assert counts, out[-3000:]
+    assert counts, failure("mortar verify --tempest", proc)
     passed, failed, _ = (int(n) for n in counts.groups())
     assert failed == 0 and proc.returncode == 0, "\n".join(line for line in out.splitlines() if "FAILED" in line)
     # The guest scenarios ran (they skip without validation, an image or a network).

@@ -113,14 +113,27 @@ def test_running_but_unhealthy_is_restarted_with_the_probe_output(engine: FakeEn
                                                                   state_dir: Path) -> None:
     converge_all(engine, host, state_dir)
     web = engine.containers_by_name["demo_web"].info
-    web.health, web.health_output = "unhealthy", f"probing\nHTTP 503 from http://demo:{SECRET}@127.0.0.1:80\n"
+    web.health, web.health_output = "unhealthy", "connection refused\n"
+    engine.health["demo_web"] = (1, f"probing\nHTTP 503 from http://demo:{SECRET}@127.0.0.1:80\n")
     (action,) = plan(engine, host, state_dir)
     assert action.kind == "restart"
     (reason,) = action.reasons
-    assert reason.startswith("running but unhealthy (HTTP 503") and SECRET not in reason
+    assert reason.startswith("running but unhealthy (HTTP 503") and SECRET not in reason, "the probe made now"
+    engine.on_call = lambda operation, target: operation == "restart" and engine.health.pop(target, None)
     converge_all(engine, host, state_dir)
     assert engine.containers_by_name["demo_web"].restarts == 1
     assert plan(engine, host, state_dir) == []
+
+
+def test_unhealthy_in_the_engine_but_serving_now_is_left_running(engine: FakeEngine, host: HostState,
+                                                                   state_dir: Path) -> None:
+    converge_all(engine, host, state_dir)
+    web = engine.containers_by_name["demo_web"]
+    web.info.health, web.info.health_output = "unhealthy", "timed out (while the cache it uses was frozen)"
+    assert plan(engine, host, state_dir) == [], "the engine's status is stale: the probe passes now"
+    assert ("exec", "demo_web") in engine.calls
+    converge_all(engine, host, state_dir)
+    assert web.restarts == 0
 
 
 def test_a_container_that_does_not_serve_in_time_is_a_timeout(engine: FakeEngine, host: HostState,
