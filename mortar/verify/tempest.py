@@ -151,7 +151,11 @@ def prepare_workspace(venv: Path, work: Path) -> None:
     work.parent.mkdir(parents=True, exist_ok=True)
     if not (work / ".stestr.conf").is_file():
         shutil.rmtree(work, ignore_errors=True)
-        proc = subprocess.run([str(venv / "bin/tempest"), "init", str(work)], capture_output=True, text=True)
+        work.mkdir(mode=0o700)
+        # Tempest's register of workspaces is the site's own: its default, ~/.tempest, is one per
+        # user and refuses a second workspace named `tempest` (a second site, a second test run).
+        argv = [str(venv / "bin/tempest"), "init", "--workspace-path", str(work / "workspace.yaml"), str(work)]
+        proc = subprocess.run(argv, capture_output=True, text=True)
         if proc.returncode != 0:
             raise MortarError(f"tempest init failed:\n{(proc.stdout + proc.stderr).strip()[-800:]}",
                               fix=f"remove {work} and run again")

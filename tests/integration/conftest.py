@@ -144,7 +144,7 @@ def failure(what: str, proc) -> str:
                       "---- whole output ----", proc.stdout, proc.stderr])
 
 
-def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True):
+def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True, env: dict[str, str] | None = None):
     """`mortar ARGS --config-dir SITE` as an operator runs it; its output is kept in site["outputs"]
     (for the secret scans), and a traceback always fails the test."""
     import subprocess
@@ -152,7 +152,7 @@ def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True):
 
     extra = ["--config-dir", str(site["config"])] if site_args else []
     proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], capture_output=True, text=True,
-                          env=site_env(site), timeout=1800)
+                          env=site_env(site) | (env or {}), timeout=1800)
     site.setdefault("outputs", []).append(proc.stdout + proc.stderr)
     if check:
         assert proc.returncode == 0, failure(f"mortar {' '.join(args)}", proc)
