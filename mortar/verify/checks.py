@@ -285,7 +285,7 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
                 if port.status != "ACTIVE":
                     raise AssertionError(f"{server.name}: port {port.id[:8]} is {port.status}")
                 fixed.append(port.fixed_ips[0]["ip_address"])
-                _console_until(ctx, server, "mortar-guest: metadata instance-id=" + server.id, 240)
+                _console_until(ctx, server, "mortar-guest: metadata instance-id=" + server.id, WAIT)
                 booted = time.monotonic() - started
                 ip = conn.network.create_ip(floating_network_id=public.id, port_id=port.id)
                 ips.append(ip)
