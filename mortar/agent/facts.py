@@ -11,7 +11,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from mortar.agent.wire import LABEL_PREFIX, Healthcheck, HostState
+from mortar.agent.health import probe
+from mortar.agent.wire import LABEL_PREFIX, Container, HostState
 from mortar.engine.protocol import ContainerInfo, Engine, ImageInfo, VolumeInfo
 from mortar.errors import EngineError, MortarError
 from mortar.records import RecordStore
@@ -78,12 +79,12 @@ def started_on(container: ContainerInfo) -> dict[str, str] | None:
     return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else None
 
 
-def probed_again(engine: Engine, seen: ContainerInfo, check: Healthcheck) -> ContainerInfo:
+def probed_again(engine: Engine, seen: ContainerInfo, container: Container) -> ContainerInfo:
     """SEEN with its health probed now. The engine's "unhealthy" is only as fresh as its last
     probe: a container that failed while a service it uses was down (a dashboard while its
     cache was frozen) serves again as soon as that service is back, and is not restarted."""
     try:
-        code, output = engine.exec(seen.name, ["timeout", str(check.timeout), "sh", "-c", check.test], user="")
+        code, output = probe(engine, container)
     except EngineError:
         return seen
     if code != 0:
@@ -101,7 +102,7 @@ def gather(engine: Engine, host: HostState, state_dir: Path) -> Facts:
     for container in host.containers():
         seen = containers.get(container.name)
         if seen is not None and seen.health == "unhealthy" and container.healthcheck is not None:
-            containers[container.name] = probed_again(engine, seen, container.healthcheck)
+            containers[container.name] = probed_again(engine, seen, container)
     jobs = {c.name: c for c in managed if c.labels.get(PURPOSE) == "job"}
     volumes = {v.name: v for v in engine.volumes()}
     images = {ref: engine.image(ref) for ref in host.images()}

@@ -19,6 +19,14 @@ def logs_tail(engine: Engine, name: str, secrets: list[str], lines: int = 20) ->
         return ""
 
 
+def probe(engine: Engine, container: Container) -> tuple[int, str]:
+    """The container's own health test, run now, bounded by its timeout (a test against a frozen
+    peer would otherwise hang); exit code and output. The container must have a healthcheck."""
+    check = container.healthcheck
+    assert check is not None
+    return engine.exec(container.name, ["timeout", str(check.timeout), "sh", "-c", check.test])
+
+
 def wait_healthy(engine: Engine, container: Container, timeout: float, secrets: list[str]) -> float:
     """Seconds until the container's health test passed; a StepError when it exited, crash-loops
     or did not pass within TIMEOUT. Runs the test itself, faster than the engine's interval."""
@@ -40,7 +48,7 @@ def wait_healthy(engine: Engine, container: Container, timeout: float, secrets: 
         if container.healthcheck is None:
             return time.monotonic() - started
         if info.status == "running":
-            code, output = engine.exec(container.name, ["sh", "-c", container.healthcheck.test])
+            code, output = probe(engine, container)
             if code == 0:
                 return time.monotonic() - started
             last = output.strip().splitlines()[-1] if output.strip() else f"exit {code}"
