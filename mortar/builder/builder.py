@@ -41,7 +41,8 @@ COPY_RE = re.compile(r"^\s*(?:COPY|ADD)\s+(?!--from)(.+)$", re.I | re.M)
 @dataclass
 class BuildOptions:
     namespace: str = "mortar"
-    tag: str = "2026.2"
+    release: str = "2026.2"
+    tag: str = ""  # the release when empty
     base: str = "trixie"
     base_image: str | None = None
     threads: int = 2
@@ -56,6 +57,13 @@ class BuildOptions:
     registry_insecure: bool = False
     registry_auth: dict[str, str] | None = None
     images_dir: Path = IMAGES_DIR
+
+    def __post_init__(self) -> None:
+        self.tag = self.tag or self.release
+
+    @property
+    def lock_file(self) -> Path:
+        return self.images_dir / "locks" / f"{self.release}.lock"
 
     @property
     def base_ref(self) -> str:
@@ -90,7 +98,7 @@ class ImageTree:
         if options.base not in SUITES:
             raise MortarError(f"unknown base '{options.base}'", key="--base",
                               fix=f"choose one of {', '.join(SUITES)}")
-        self.lock = lock if lock is not None else load_lock(options.images_dir / "python.lock")
+        self.lock = lock if lock is not None else load_lock(options.lock_file, release=options.release)
         names = graph.discover_images(options.images_dir)
         for image in options.plugins:
             if image not in names:
@@ -129,6 +137,7 @@ class ImageTree:
         pins = self.lock.entries_for(name)
         files = {"requirements.txt": "".join(f"{pin}\n" for pin in pins).encode(),
                  "constraints.txt": "".join(f"{pin}\n" for pin in self.lock.all_pins()).encode(),
+                 "build-constraints.txt": "".join(f"{c}\n" for c in self.lock.build_constraints).encode(),
                  "plugins.txt": "".join(f"{req}\n" for req in self.options.plugins.get(name, [])).encode()}
         if self.ca_bytes is not None:
             files["build-ca.crt"] = self.ca_bytes

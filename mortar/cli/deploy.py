@@ -173,6 +173,7 @@ def plan_command(config_dir: Path, inventory: Path | None, limit: str | None, ex
     from mortar.deploy.orchestrator import make_plan, print_plan
 
     deployment = _load(config_dir, inventory, limit)
+    deployment.check_release()
     plan = make_plan(deployment, _executor(deployment, executor))
     print_plan(plan, deployment, click.echo)
 

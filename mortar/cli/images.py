@@ -18,6 +18,7 @@ from mortar.cli.main import cli
 from mortar.errors import MortarError
 from mortar.files import read_text
 from mortar.paths import log_root
+from mortar.releases import releases
 from mortar.site.config import DEFAULT_CONFIG_DIR
 
 CACHE_DIR = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "mortar"
@@ -44,7 +45,13 @@ def parse_plugins(specs: tuple[str, ...], files: tuple[Path, ...]) -> dict[str, 
 def common_build_options(func):
     options = [
         click.option("--namespace", default="mortar", show_default=True, help="Image namespace (repository prefix)."),
-        click.option("--tag", default="2026.2", show_default=True, help="Tag given to every built image."),
+        click.option("--release", default=lambda: releases().default, show_default="the newest series",
+                     metavar="SERIES",
+                     help="OpenStack series whose lock (images/locks/SERIES.lock) the images install: "
+                          + ", ".join(releases().names()) + "."),
+        click.option("--tag", default="", show_default="the release",
+                     help="Tag given to every built image (infrastructure images of two series that "
+                          "are the same image share it)."),
         click.option("--base", type=click.Choice(sorted(SUITES)), default="trixie", show_default=True,
                      help="Debian release the images are built on."),
         click.option("--base-image", metavar="NAME",
@@ -70,11 +77,13 @@ def common_build_options(func):
 def make_options(**kw) -> BuildOptions:
     from mortar.site.config import check_namespace, check_tag
 
+    releases().get(kw["release"], key="--release")
     for option, check in (("namespace", check_namespace), ("tag", check_tag)):
-        problem = check(kw[option])
+        problem = check(kw[option]) if kw[option] else None
         if problem:
             raise MortarError(f"{kw[option]!r} {problem[0]}", key=f"--{option}", fix=problem[1])
-    return BuildOptions(namespace=kw["namespace"], tag=kw["tag"], base=kw["base"], base_image=kw["base_image"],
+    return BuildOptions(namespace=kw["namespace"], release=kw["release"], tag=kw["tag"], base=kw["base"],
+                        base_image=kw["base_image"],
                         ca_bundle=kw["ca_bundle"], template_override=kw["template_override"],
                         threads=kw["threads"], logs_dir=kw["logs_dir"])
 
@@ -234,19 +243,31 @@ def run_build(tree: ImageTree, selected: list[str], summary_json: Path | None) -
 
 
 @cli.command("lock")
-@click.option("--output", type=click.Path(path_type=Path), default=IMAGES_DIR / "python.lock",
-              show_default=True, help="Where to write the lock file.")
+@click.option("--constraints", type=click.Path(path_type=Path, dir_okay=False), metavar="FILE",
+              help="OpenStack's upper-constraints.txt of the series (from its requirements project's "
+                   "stable/SERIES branch): every library is resolved within it, as upstream tested them.")
+@click.option("--output", type=click.Path(path_type=Path), metavar="FILE",
+              help="Where to write the lock file.  [default: images/locks/SERIES.lock]")
 @click.option("--upgrade", is_flag=True,
               help="Resolve every package anew (newest allowed versions); by default the pins already "
-                   "in the lock are kept and only new requirements are resolved around them.")
+                   "in the lock that the constraints leave free are kept and only new requirements are "
+                   "resolved around them.")
 @common_build_options
-def lock_command(output: Path, upgrade: bool, **kw) -> None:
-    """Resolve images/python-requirements.yaml into the lock file (pins every package).
+def lock_command(constraints: Path | None, output: Path | None, upgrade: bool, **kw) -> None:
+    """Resolve one series' requirements into its lock file (pins every package of every image).
 
-    Installs every image's top-level requirements together in the python-builder image (so
-    they are proven co-installable on the target Python), then writes, per image, the exact
-    packages it installs on top of its ancestors. Needs the engine and PyPI.
+    The top-level requirements of images/python-requirements.yaml, with the services pinned to
+    the series' versions of images/releases.yaml, are installed together in the python-builder
+    image within the series' upper-constraints (so they are co-installable on the target
+    Python, as OpenStack tested them), then, per image, the exact packages it installs on top
+    of its ancestors are written. Needs the engine and PyPI; building and deploying need only
+    the committed lock.
+
+    \b
+    Example:
+      mortar lock --release 2026.1 --constraints upper-constraints-2026.1.txt
     """
     from mortar.builder.lockgen import regenerate_lock
 
-    regenerate_lock(make_options(**kw), output, log=click.echo, upgrade=upgrade)
+    options = make_options(**kw)
+    regenerate_lock(options, output or options.lock_file, log=click.echo, constraints=constraints, upgrade=upgrade)

@@ -64,7 +64,7 @@ def registry_start(config_dir: Path, address: str | None, certificate: Path | No
     address = address or str(site.globals["docker_registry"] or server.DEFAULT_ADDRESS)
     host, _ = server.split_address(address)
     engine = connect()
-    image = server.ensure_image(engine, str(site.globals["image_namespace"]), str(site.globals["image_tag"]),
+    image = server.ensure_image(engine, str(site.globals["image_namespace"]), site.release, site.image_tag,
                                 click.echo)
     from mortar.paths import state_root
 

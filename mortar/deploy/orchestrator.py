@@ -67,6 +67,30 @@ class Deployment:
     def pending(self) -> RecordStore:
         return RecordStore(self.controller_dir / "pending.json")
 
+    @property
+    def releases(self) -> RecordStore:
+        """The OpenStack series each host was last deployed with (no fact shows it: infrastructure
+        images are the same in every series, and image tags are the operator's choice)."""
+        return RecordStore(self.controller_dir / "releases.json")
+
+    def check_release(self) -> None:
+        """deploy, reconfigure and plan keep a host on the series it runs; only upgrade moves it."""
+        running = self.releases.get("hosts", default={})
+        wanted = self.site.release
+        other = sorted({running[h] for h in self.targets if h in running and running[h] != wanted})
+        if other:
+            hosts = [h for h in self.targets if running.get(h) in other]
+            raise MortarError(
+                f"the site runs {', '.join(other)} on {', '.join(hosts)}, not {wanted}: deploy and reconfigure "
+                f"never change the series", file=str(self.site.config_dir / "globals.yml"), key="openstack_release",
+                fix=f"run `mortar upgrade` to move the site to {wanted}, or set openstack_release: '{other[0]}'")
+
+    def record_release(self) -> None:
+        def change(data: dict) -> None:
+            data.setdefault("hosts", {}).update(dict.fromkeys(self.targets, self.site.release))
+
+        self.releases.update(change)
+
     def host_state(self, host: str) -> HostState:
         if host in self.desired.hosts:
             return self.desired.hosts[host]
@@ -246,8 +270,11 @@ def print_plan(plan: Plan, deployment: Deployment, echo: Echo) -> None:
 # ---- deploy ---------------------------------------------------------------------------------
 
 def deploy(deployment: Deployment, executor: Executor, echo: Echo, command: str = "deploy") -> Plan:
+    deployment.check_release()
     with site_lock(deployment.controller_dir, command):
-        return _deploy(deployment, executor, echo)
+        plan = _deploy(deployment, executor, echo)
+        deployment.record_release()
+        return plan
 
 
 def _deploy(deployment: Deployment, executor: Executor, echo: Echo) -> Plan:
@@ -375,6 +402,12 @@ def destroy(deployment: Deployment, executor: Executor, echo: Echo) -> None:
     with site_lock(deployment.controller_dir, "destroy"):
         _echo_lines(executor.run(["destroy"], {h: StepRequest() for h in deployment.targets},
                                  stop_on_failure=False), echo)
+    if deployment.targets != list(deployment.desired.hosts) and deployment.releases.path.exists():
+        def forget(data: dict) -> None:
+            for host in deployment.targets:
+                data.get("hosts", {}).pop(host, None)
+
+        deployment.releases.update(forget)
     if deployment.targets == list(deployment.desired.hosts) and deployment.controller_dir.exists():
         shutil.rmtree(deployment.controller_dir)
         echo(f"removed {deployment.controller_dir}")

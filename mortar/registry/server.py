@@ -73,12 +73,12 @@ def catalog(address: str, auth: tuple[str, str] | None, ca: str | None, timeout:
         return list(json.load(answer).get("repositories") or [])
 
 
-def ensure_image(engine: Engine, namespace: str, tag: str, log: Callable[[str], None]) -> str:
+def ensure_image(engine: Engine, namespace: str, release: str, tag: str, log: Callable[[str], None]) -> str:
     """The registry image's reference, built (with its parents) when missing."""
     from mortar.builder.baseimage import ensure_base_image
     from mortar.builder.builder import Builder, BuildOptions, ImageTree
 
-    options = BuildOptions(namespace=namespace, tag=tag)
+    options = BuildOptions(namespace=namespace, release=release, tag=tag)
     ref = options.ref("registry")
     if engine.image(ref) is not None:
         return ref

@@ -23,6 +23,7 @@ from mortar.catalogue.loader import OPTION_TYPES, ServiceSpec
 from mortar.errors import MortarError
 from mortar.files import load_yaml, read_text, write_private
 from mortar.paths import config_root
+from mortar.releases import releases
 
 DEFAULT_CONFIG_DIR = config_root()
 SITE_ID_FILE = "site-id"
@@ -121,6 +122,10 @@ def check_tag(value: Any) -> Problem:
     return "is not an image tag", "use letters, digits, '_', '.' and '-' only, no spaces, e.g. 2026.2"
 
 
+def check_optional_tag(value: Any) -> Problem:
+    return None if value == "" else check_tag(value)
+
+
 def check_namespace(value: Any) -> Problem:
     if _NAMESPACE.fullmatch(str(value)):
         return None
@@ -144,8 +149,11 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
                                  "help": "user every host pulls as (its password: docker_registry_password)"},
     "image_namespace": {"type": "str", "default": "mortar", "check": check_namespace,
                         "help": "image namespace (as given to mortar build)"},
-    "image_tag": {"type": "str", "default": "2026.2", "check": check_tag,
-                  "help": "image tag (as given to mortar build)"},
+    "openstack_release": {"type": "str", "default": releases().default, "choices": releases().names(),
+                          "help": "OpenStack series the site runs (images built with mortar build --release); "
+                                  "change it with mortar upgrade"},
+    "image_tag": {"type": "str", "default": "", "check": check_optional_tag,
+                  "help": "image tag (as given to mortar build --tag); empty: the openstack_release"},
     "openstack_debug": {"type": "bool", "default": False, "help": "debug logging in every OpenStack service"},
     "healthcheck_timeout": {"type": "int", "default": 180, "min": 10,
                             "help": "seconds to wait for a container to serve"},
@@ -163,9 +171,17 @@ class Site:
     enabled: set[str] = field(default_factory=set)
     site_id: str = ""
 
+    @property
+    def release(self) -> str:
+        return str(self.globals["openstack_release"])
+
+    @property
+    def image_tag(self) -> str:
+        return str(self.globals["image_tag"] or self.globals["openstack_release"])
+
     def image_ref(self, image: str) -> str:
         prefix = f"{self.globals['docker_registry']}/" if self.globals["docker_registry"] else ""
-        return f"{prefix}{self.globals['image_namespace']}/{image}:{self.globals['image_tag']}"
+        return f"{prefix}{self.globals['image_namespace']}/{image}:{self.image_tag}"
 
     def registry_auth(self) -> dict[str, str]:
         registry = str(self.globals["docker_registry"])
@@ -203,6 +219,9 @@ def load_globals(path: Path, services: dict[str, ServiceSpec]) -> dict[str, Any]
             hint = f"did you mean '{close[0]}'?" if close else "see `mortar init` for the known keys"
             raise MortarError("unknown key", file=str(path), key=str(key), fix=hint)
         decl = keys[key]
+        # `openstack_release: 2026.1` unquoted is a YAML float; the choice it names is meant.
+        if isinstance(value, float) and decl["type"] == "str" and "choices" in decl:
+            value = str(value)
         if not _type_ok(value, decl["type"]):
             raise MortarError(f"must be of type {decl['type']}, not {type(value).__name__} ({value!r})",
                               file=str(path), key=key, fix=f"e.g. {key}: {yaml.safe_dump(decl['default']).strip()}"

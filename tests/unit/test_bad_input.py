@@ -137,6 +137,8 @@ CASES: list[Bad] = [
         "docker_registry", ("HOST:PORT",)),
     Bad("globals-image-tag-with-spaces", globals_("image_tag: my tag\n"), "globals.yml", "image_tag",
         ("not an image tag", "no spaces")),
+    Bad("globals-openstack-release-unknown", globals_("openstack_release: 2024.1\n"), "globals.yml",
+        "openstack_release", ("'2024.1' is not allowed", "2025.1, 2025.2, 2026.1, 2026.2")),
     Bad("globals-image-namespace-uppercase", globals_("image_namespace: My Images\n"), "globals.yml",
         "image_namespace", ("not an image namespace",)),
     Bad("globals-int-given-a-string", globals_('keystone_workers: "two"\n'), "globals.yml", "keystone_workers",

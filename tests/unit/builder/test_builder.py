@@ -12,6 +12,7 @@ import pytest
 from mortar.builder import builder as builder_module
 from mortar.builder.builder import MANIFEST_SCRIPT, Builder, ImageTree, daemon_trusts
 from mortar.builder.identity import IDENTITY_LABEL, IMAGE_LABEL
+from mortar.builder.lock import Lock
 from mortar.builder.status import StatusBoard
 from mortar.errors import EngineError
 from tests.unit.fakeengine import FakeEngine
@@ -90,6 +91,23 @@ def test_retagging_reuses_every_image_under_the_new_tag(make_tree, engine) -> No
     for name in ALL:
         old, new = engine.images_by_ref[f"mortar/{name}:2026.2"], engine.images_by_ref[f"acme/{name}:2026.3"]
         assert old is new and results[name].image_id == old.id
+
+
+def test_a_second_series_rebuilds_only_what_installs_its_lock(make_tree, engine) -> None:
+    make_builder(make_tree, engine).run(ALL)
+    engine.calls.clear()
+    older = Lock("3.13", "x", {"svc-base": ["alpha==0.9", "beta==2.0"]}, series="2026.1")
+    results = make_builder(make_tree, engine, release="2026.1", lock=older).run(ALL)
+    # Only svc-base installs locked packages: it and what runs on it are the series' own; the
+    # rest is the same image, tagged for the series too.
+    assert statuses(results) == {"base": "cached", "builder": "cached", "other": "cached",
+                                 "svc-base": "done", "svc-api": "done"}
+    assert builds(engine) == ["mortar/svc-base:2026.1", "mortar/svc-api:2026.1"]
+    assert engine.images_by_ref["mortar/other:2026.1"] is engine.images_by_ref["mortar/other:2026.2"]
+    assert engine.images_by_ref["mortar/svc-api:2026.1"] is not engine.images_by_ref["mortar/svc-api:2026.2"]
+    engine.calls.clear()
+    assert statuses(make_builder(make_tree, engine).run(ALL)) == dict.fromkeys(ALL, "cached")
+    assert builds(engine) == []
 
 
 def test_a_changed_image_rebuilds_itself_and_its_descendants_only(make_tree, engine, tmp_path: Path) -> None:

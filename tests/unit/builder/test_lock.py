@@ -2,6 +2,7 @@ import pytest
 
 from mortar.builder.lock import Lock, canonical, dump_lock, load_lock, split_by_image
 from mortar.errors import MortarError
+from mortar.releases import Series, releases
 
 ANCESTORS = {"openstack-base": ["base"], "keystone": ["openstack-base", "base"],
              "nova-base": ["openstack-base", "base"], "glance-api": ["openstack-base", "base"]}
@@ -57,15 +58,20 @@ def test_canonical_names():
     assert canonical("oslo.config") == canonical("Oslo_Config") == "oslo-config"
 
 
-def test_shipped_lock_pins_every_image_requirement():
+@pytest.mark.parametrize("series", releases().series, ids=lambda s: s.name)
+def test_each_series_has_a_lock_that_pins_every_image_requirement(series: Series):
     from mortar.builder.lock import load_requirements, requirement_name
     from mortar.builder.templates import IMAGES_DIR
 
-    lock = load_lock(IMAGES_DIR / "python.lock")
-    pinned = {canonical(p.split("==")[0]) for p in lock.all_pins()}
-    for image, reqs in load_requirements(IMAGES_DIR / "python-requirements.yaml").items():
+    lock = load_lock(series.lock_file)
+    assert lock.series == series.name
+    assert lock.build_constraints == list(series.build_constraints)
+    pinned = {canonical(p.split("==")[0]): p.split("==")[1] for p in lock.all_pins()}
+    for image, reqs in series.top_level(load_requirements(IMAGES_DIR / "python-requirements.yaml")).items():
         for req in reqs:
             assert requirement_name(req) in pinned, (image, req)
+    for service, version in series.services.items():
+        assert pinned[canonical(service)] == version
     # Each package is installed by exactly one image: layers are shared, never duplicated.
     seen: dict[str, str] = {}
     for image, pins in lock.images.items():

@@ -135,6 +135,21 @@ def test_deploy_converges_level_by_level_and_a_second_deploy_changes_nothing(dep
     assert changes_since(engine, before) == []
 
 
+def test_deploy_keeps_a_host_on_the_series_it_runs(deployment, executor, engine, site_dir: Path,
+                                                  tmp_path: Path) -> None:
+    deploy(deployment, executor)
+    assert deployment.releases.get("hosts") == {"localhost": "2026.2"}
+    (site_dir / "globals.yml").write_text((site_dir / "globals.yml").read_text() + "openstack_release: '2026.1'\n")
+    older = O.load_deployment(site_dir, state_dir=tmp_path / "state")
+    before = len(engine.calls)
+    with pytest.raises(MortarError, match="the site runs 2026.2 on localhost, not 2026.1") as info:
+        deploy(older, LocalExecutor(older, engine=engine))
+    assert info.value.key == "openstack_release" and "mortar upgrade" in str(info.value.fix)
+    assert changes_since(engine, before) == []
+    with pytest.raises(MortarError, match="never change the series"):
+        older.check_release()
+
+
 def test_a_failed_job_stops_later_phases_and_levels_and_a_rerun_converges(deployment, executor, engine) -> None:
     secret = next(s for s in deployment.desired.hosts["localhost"].secrets)
     engine.job_results["mortar_job_keystone_db_sync"] = (1, f"connecting as keystone:{secret}\nAccess denied\n")

@@ -217,5 +217,5 @@ def test_status(engine: FakeEngine, answers, tmp_path: Path) -> None:
 
 
 def test_ensure_image_uses_the_image_it_has(engine: FakeEngine) -> None:
-    assert server.ensure_image(engine, "mortar", "2026.2", log=lambda _: None) == IMAGE
+    assert server.ensure_image(engine, "mortar", "2026.2", "2026.2", log=lambda _: None) == IMAGE
     assert engine.changes() == []

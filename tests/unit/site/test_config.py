@@ -81,6 +81,17 @@ def test_image_ref_uses_registry_namespace_and_tag(site_dir: Path, services: dic
     assert load_site(site_dir, services).image_ref("keystone") == "ns/keystone:t1"
 
 
+def test_images_carry_the_release_unless_a_tag_is_set(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    assert load_site(site_dir, services).image_ref("keystone") == "mortar/keystone:2026.2"
+    # Unquoted, YAML reads the series as a number; the series it names is meant.
+    set_globals(site_dir, "openstack_release: 2026.1\n")
+    site = load_site(site_dir, services)
+    assert site.release == "2026.1" and site.image_ref("keystone") == "mortar/keystone:2026.1"
+    set_globals(site_dir, "openstack_release: '2025.1'\nimage_tag: lab-7\n")
+    site = load_site(site_dir, services)
+    assert site.release == "2025.1" and site.image_ref("keystone") == "mortar/keystone:lab-7"
+
+
 def test_set_values_override_defaults(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
     set_globals(site_dir, "keystone_workers: 5\nopenstack_debug: true\nnova_compute_driver: libvirt\n")
     site = load_site(site_dir, services)
