@@ -99,7 +99,9 @@ def container_reasons(container: Container, running, facts: F.Facts, files_dir: 
     """Why a running container must be recreated ([] when it need not), and a masked diff."""
     reasons: list[str] = []
     image = facts.images.get(container.image)
-    if image is not None and running.image_id != image.id:
+    if image is None:
+        reasons.append(f"image {container.image} is to be pulled")
+    elif running.image_id != image.id:
         reasons.append(f"image {container.image} changed")
     if running.labels.get(F.HASH) == container.config_hash:
         return reasons, ""

@@ -142,9 +142,12 @@ class Container:
         return spec
 
     def definition(self) -> dict[str, Any]:
-        """Everything that decides the running container; contents as digests (no secrets)."""
+        """Everything that decides the running container; contents as digests (no secrets). The
+        image counts by its id on the host, not its name: a name that now means the same image
+        (an infrastructure image of the next series) changes nothing."""
         data = dataclasses.asdict(self)
         data.pop("group")
+        data.pop("image")
         data.pop("data")  # decided against the data's ids, not the hash
         data.pop("teardown")  # runs at destroy only: it decides nothing about the running container
         data["files"] = {f.name: {"dest": f.dest, "owner": f.owner, "mode": f.mode, "sha256": f.digest}

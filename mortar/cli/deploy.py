@@ -1,5 +1,5 @@
 """`mortar init | genpwd | bootstrap-servers | prechecks | plan | pull | deploy | post-deploy | verify | reconfigure
-| stop | destroy`."""
+| upgrade | stop | destroy`."""
 
 from __future__ import annotations
 
@@ -222,6 +222,52 @@ def deploy_command(config_dir: Path, inventory: Path | None, limit: str | None, 
 def reconfigure_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
     """Re-render every config file and restart only the containers whose files changed."""
     _deploy(config_dir, inventory, limit, executor, "reconfigure")
+
+
+@cli.command("upgrade")
+@site_options
+@click.option("--release", metavar="SERIES",
+              help="The series to move the site to (default: openstack_release of globals.yml). When it differs "
+                   "from globals.yml, globals.yml is updated once the upgrade is done.")
+@click.option("--plan", "plan_only", is_flag=True,
+              help="Run the preflight and show every container, job and registration the upgrade would change, "
+                   "with reasons; change nothing.")
+def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str,
+                    release: str | None, plan_only: bool) -> None:
+    """Move the site from the OpenStack series it runs to the next one, keeping every byte of data.
+
+    \b
+    Supported paths: one series at a time (2025.1 -> 2025.2 -> 2026.1 -> 2026.2), or from one
+    SLURP series to the next (2025.1 -> 2026.1). Anything else is refused with the path to take.
+
+    Preflight, before anything changes: the path is supported, every host runs the series the
+    upgrade starts from, every image of the new series is present or pullable (build them with
+    `mortar build --release SERIES`), and the rest of prechecks pass. Then, level by level
+    (infrastructure, keystone, glance/placement/neutron/horizon, nova, the metadata agent),
+    each service's database migrations run from its new image, its containers are recreated
+    on the new image (infrastructure images that are the same in both series are left running,
+    and so are the guests), and its jobs after them (online data migrations) run.
+
+    Killed at any point, the same command carries on from where it stopped: every finished
+    job and container is kept. Until it is done, deploy and reconfigure refuse to run. With
+    --limit, hosts move one group at a time (the control plane first, compute hosts later).
+    A second upgrade to the same series changes nothing.
+    """
+    from mortar.deploy.orchestrator import load_deployment
+    from mortar.deploy.upgrade import upgrade
+
+    started = time.monotonic()
+    deployment = load_deployment(config_dir, inventory, limit, release=release)
+    runner = _executor(deployment, executor)
+    plan = upgrade(deployment, runner, click.echo, plan_only=plan_only)
+    if plan_only:
+        return
+    if release and plan is not None:
+        from mortar.site.config import set_global
+
+        if set_global(config_dir / "globals.yml", "openstack_release", deployment.site.release):
+            click.echo(f"{config_dir / 'globals.yml'}: openstack_release: '{deployment.site.release}'")
+    click.echo(f"upgrade finished in {time.monotonic() - started:.1f}s{_tasks_line(runner)}")
 
 
 @cli.command("post-deploy")

@@ -74,7 +74,13 @@ class Deployment:
         return RecordStore(self.controller_dir / "releases.json")
 
     def check_release(self) -> None:
-        """deploy, reconfigure and plan keep a host on the series it runs; only upgrade moves it."""
+        """deploy, reconfigure and plan keep a host on the series it runs; only upgrade moves it,
+        and an upgrade under way is finished by upgrade alone (its databases are migrated)."""
+        underway = self.releases.get("upgrade")
+        if underway:
+            raise MortarError(
+                f"an upgrade from {underway['from']} to {underway['to']} is under way and did not finish",
+                fix=f"run `mortar upgrade --release {underway['to']}` again: it carries on where it stopped")
         running = self.releases.get("hosts", default={})
         wanted = self.site.release
         other = sorted({running[h] for h in self.targets if h in running and running[h] != wanted})
@@ -103,9 +109,9 @@ def override_files(site: Site) -> dict[str, set[str]]:
 
 
 def load_deployment(config_dir: Path, inventory_path: Path | None = None, limit: str | None = None,
-                    state_dir: Path | None = None) -> Deployment:
+                    state_dir: Path | None = None, release: str | None = None) -> Deployment:
     services = load_catalogue()
-    site = load_site(config_dir, services)
+    site = load_site(config_dir, services, release)
     inventory = load_inventory(inventory_path or config_dir / "inventory")
     check_override_tree(config_dir / "config", override_files(site), set(inventory.hosts))
     desired = compute_desired(site, inventory)
@@ -270,7 +276,8 @@ def print_plan(plan: Plan, deployment: Deployment, echo: Echo) -> None:
 # ---- deploy ---------------------------------------------------------------------------------
 
 def deploy(deployment: Deployment, executor: Executor, echo: Echo, command: str = "deploy") -> Plan:
-    deployment.check_release()
+    if command != "upgrade":
+        deployment.check_release()
     with site_lock(deployment.controller_dir, command):
         plan = _deploy(deployment, executor, echo)
         deployment.record_release()

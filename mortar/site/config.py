@@ -326,6 +326,22 @@ def genpwd(path: Path, needed: dict[str, str]) -> list[str]:
     return added
 
 
+def set_global(path: Path, key: str, value: str) -> bool:
+    """Set one top-level key of globals.yml, keeping every other line and comment as it is
+    (the line that sets it is rewritten, or one is added). True when the file changed."""
+    text = read_text(path, what="globals.yml")
+    line = f"{key}: '{value}'"
+    pattern = re.compile(rf"^{re.escape(key)}:.*$", re.M)
+    if pattern.search(text):
+        new = pattern.sub(line, text, count=1)
+    else:
+        new = text + ("" if text.endswith("\n") or not text else "\n") + line + "\n"
+    if new == text:
+        return False
+    write_private(path, new, mode=path.stat().st_mode & 0o777)
+    return True
+
+
 def site_id(config_dir: Path, create: bool = True) -> str:
     """The deployment's id: made once (a random hex string), kept in CONFIG_DIR/site-id."""
     path = config_dir / SITE_ID_FILE
@@ -344,11 +360,15 @@ def site_id(config_dir: Path, create: bool = True) -> str:
     return value
 
 
-def load_site(config_dir: Path, services: dict[str, ServiceSpec]) -> Site:
+def load_site(config_dir: Path, services: dict[str, ServiceSpec], release: str | None = None) -> Site:
+    """The site of CONFIG_DIR; RELEASE, when given, stands for globals.yml's openstack_release
+    (the series an upgrade moves it to)."""
     if config_dir.exists() and not config_dir.is_dir():
         raise MortarError("the site directory is not a directory", file=str(config_dir),
                           fix="pass --config-dir DIR holding globals.yml, passwords.yml and inventory")
     values = load_globals(config_dir / "globals.yml", services)
+    if release is not None:
+        values["openstack_release"] = releases().get(release, key="--release").name
     enabled = {name for name in services if values[f"enable_{name}"]}
     passwords = load_passwords(config_dir / "passwords.yml", required_passwords(services, enabled))
     return Site(config_dir=config_dir, globals=values, passwords=passwords, services=services, enabled=enabled,

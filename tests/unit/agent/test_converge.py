@@ -98,6 +98,20 @@ def test_a_changed_image_recreates(engine: FakeEngine, host: HostState, state_di
     assert action.kind == "recreate" and action.reasons == [f"image {IMAGE} changed"]
 
 
+def test_a_new_image_name_for_the_same_image_changes_nothing(engine: FakeEngine, host: HostState,
+                                                             state_dir: Path) -> None:
+    converge_all(engine, host, state_dir)
+    (web,) = host.containers()
+    same = engine.images_by_ref[web.image]
+    web.image = "mortar/demo:2026.3"  # the next series' tag of the same infrastructure image
+    engine.tag(same.id, web.image)
+    assert plan(engine, host, state_dir) == []
+    web.image = "mortar/demo:2027.1"  # not on the host yet: pulled, then run
+    (pull, recreate) = plan(engine, host, state_dir)
+    assert (pull.kind, recreate.kind) == ("pull", "recreate")
+    assert recreate.reasons == ["image mortar/demo:2027.1 is to be pulled"]
+
+
 def test_a_stopped_container_is_started(engine: FakeEngine, host: HostState, state_dir: Path) -> None:
     converge_all(engine, host, state_dir)
     engine.containers_by_name["demo_web"].info.status = "exited"

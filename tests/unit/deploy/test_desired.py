@@ -98,28 +98,31 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
         provision = [f"{name}.{cap}" for cap, need in spec.consumes.items() if need.request]
         own = [(f"{name}.{j.name}", j.phase) for j in spec.jobs]
         assert [(j.name, j.phase) for j in state.services[name].jobs] == [(p, "provision") for p in provision] + own
+    # The schema expands and migrates before keystone is recreated and contracts after it runs.
     assert [(j.name, j.phase) for j in state.services["keystone"].jobs] == [
-        ("keystone.database", "provision"), ("keystone.keys", "before"), ("keystone.db_sync", "before"),
-        ("keystone.bootstrap", "before")]
+        ("keystone.database", "provision"), ("keystone.keys", "before"), ("keystone.db_expand", "before"),
+        ("keystone.db_migrate", "before"), ("keystone.bootstrap", "before"), ("keystone.db_contract", "after")]
     jobs = jobs_by_name(desired)
     assert (jobs["nova.discover_hosts"].phase, jobs["nova.discover_hosts"].run) == ("after", "always")
-    # The cell mapping is the one job after the containers; OVN needs none (each switch host's
-    # controller registers its own chassis).
-    assert [n for n, j in jobs.items() if j.phase == "after"] == ["nova.discover_hosts"]
+    # After the containers: the cell mapping, the schema contractions and the online data
+    # migrations; OVN needs none (each switch host's controller registers its own chassis).
+    assert sorted(n for n, j in jobs.items() if j.phase == "after") == [
+        "keystone.db_contract", "neutron.db_contract", "nova.discover_hosts", "nova.online_data_migrations",
+        "placement.online_data_migrations"]
     assert state.services["ovn"].jobs == []
     # A service's jobs depend on its own volumes and on the data of the providers it requires.
-    assert jobs["keystone.db_sync"].data == ["localhost/keystone_credential_keys", "localhost/keystone_fernet_keys",
+    assert jobs["keystone.db_migrate"].data == ["localhost/keystone_credential_keys", "localhost/keystone_fernet_keys",
                                              "localhost/mariadb"]
     assert jobs["keystone.database"].data == ["localhost/mariadb"]
 
 
 def test_jobs_run_beside_their_container(desired: DesiredState) -> None:
     keystone = containers_by_name(desired)["keystone"]
-    sync = jobs_by_name(desired)["keystone.db_sync"].spec
+    sync = jobs_by_name(desired)["keystone.db_migrate"].spec
     assert sync is not None
-    assert (sync.name, sync.service, sync.image, sync.user) == ("keystone_db_sync", "keystone", keystone.image,
+    assert (sync.name, sync.service, sync.image, sync.user) == ("keystone_db_migrate", "keystone", keystone.image,
                                                                 "keystone")
-    assert sync.command == ["keystone-manage", "db_sync"]
+    assert sync.command == ["keystone-manage", "db_sync", "--migrate"]
     assert sync.healthcheck is None
     assert sync.files == keystone.files and sync.volumes == keystone.volumes
 
@@ -526,7 +529,8 @@ def test_an_override_changes_only_keystone(site_dir: Path, site: Site, aio: Inve
     old_j, new_j = jobs_by_name(before), jobs_by_name(after)
     changed_jobs = {n for n in new_j if new_j[n].inputs != old_j[n].inputs}
     # Every keystone job that mounts keystone.conf; the provision job runs beside the database.
-    assert changed_jobs == {"keystone.keys", "keystone.db_sync", "keystone.bootstrap"}
+    assert changed_jobs == {"keystone.keys", "keystone.db_expand", "keystone.db_migrate", "keystone.bootstrap",
+                            "keystone.db_contract"}
     conf = ini(file_of(new_c["keystone"], "keystone.conf").content)
     assert conf["token"]["expiration"] == "7200"
     assert conf["token"]["provider"] == "fernet"  # merged key by key, not replaced

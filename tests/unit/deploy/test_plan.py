@@ -103,7 +103,7 @@ def test_the_first_plan_creates_everything_and_every_job_never_ran(deployment, e
     said: list[str] = []
     O.print_plan(plan, deployment, said.append)
     assert said[0] == f"host localhost: {len(plan.actions) + len(plan.jobs)} change(s)"
-    assert "  keystone   job      keystone.db_sync: never ran" in said
+    assert "  keystone   job      keystone.db_migrate: never ran" in said
 
 
 def test_deploy_converges_level_by_level_and_a_second_deploy_changes_nothing(deployment, executor,
@@ -120,8 +120,8 @@ def test_deploy_converges_level_by_level_and_a_second_deploy_changes_nothing(dep
     order = created(engine)
     # provision (databases), then jobs before, then containers, then jobs after; level after level
     for first, then in [("mariadb", "mortar_job_keystone_database"),
-                        ("mortar_job_keystone_database", "mortar_job_keystone_db_sync"),
-                        ("mortar_job_keystone_db_sync", "keystone"), ("keystone", "mortar_job_glance_database"),
+                        ("mortar_job_keystone_database", "mortar_job_keystone_db_migrate"),
+                        ("mortar_job_keystone_db_migrate", "keystone"), ("keystone", "mortar_job_glance_database"),
                         ("glance_api", "mortar_job_nova_database"), ("nova_compute", DISCOVER),
                         # the switch before its controller, nova's metadata API before its proxy
                         ("openvswitch_vswitchd", "ovn_controller"), ("nova_metadata", "neutron_ovn_metadata_agent"),
@@ -152,11 +152,11 @@ def test_deploy_keeps_a_host_on_the_series_it_runs(deployment, executor, engine,
 
 def test_a_failed_job_stops_later_phases_and_levels_and_a_rerun_converges(deployment, executor, engine) -> None:
     secret = next(s for s in deployment.desired.hosts["localhost"].secrets)
-    engine.job_results["mortar_job_keystone_db_sync"] = (1, f"connecting as keystone:{secret}\nAccess denied\n")
+    engine.job_results["mortar_job_keystone_db_migrate"] = (1, f"connecting as keystone:{secret}\nAccess denied\n")
     with pytest.raises(StepError) as info:
         deploy(deployment, executor)
     text = str(info.value)
-    assert "localhost: before: keystone: keystone.db_sync: job keystone.db_sync failed (exit 1)" in text
+    assert "localhost: before: keystone: keystone.db_migrate: job keystone.db_migrate failed (exit 1)" in text
     assert "    | Access denied" in text and secret not in text
     assert "running the same command again converges" in text
     made = created(engine)
@@ -164,10 +164,11 @@ def test_a_failed_job_stops_later_phases_and_levels_and_a_rerun_converges(deploy
     for name in ("mortar_job_keystone_bootstrap", "keystone", "mortar_job_glance_database", "glance_api",
                  "nova_api"):
         assert name not in made, name
-    del engine.job_results["mortar_job_keystone_db_sync"]
+    del engine.job_results["mortar_job_keystone_db_migrate"]
     plan = O.make_plan(deployment, executor)
     assert {j.job: j.reasons for j in plan.jobs if j.service == "keystone"} == {
-        "keystone.db_sync": ["never ran"], "keystone.bootstrap": ["never ran"]}
+        "keystone.db_migrate": ["never ran"], "keystone.bootstrap": ["never ran"],
+        "keystone.db_contract": ["never ran"]}
     assert not [a for a in plan.actions if a.service == "mariadb"]
     deploy(deployment, executor)
     assert O.make_plan(deployment, executor).empty
@@ -221,7 +222,7 @@ def test_a_recreated_database_volume_reruns_the_jobs_on_its_data(deployment, exe
     deploy(deployment, executor)
     host = deployment.desired.hosts["localhost"]
     on_mariadb = sorted(j.name for j in host.jobs() if "localhost/mariadb" in j.data)
-    assert {"keystone.database", "keystone.db_sync", "nova.db_sync", "glance.database"} <= set(on_mariadb)
+    assert {"keystone.database", "keystone.db_migrate", "nova.db_sync", "glance.database"} <= set(on_mariadb)
     # ... and so do the containers of every service that needs the database (nova-compute keeps
     # its service record there, for one).
     relying = sorted(c.name for c in host.containers() if "localhost/mariadb" in c.data)

@@ -1,0 +1,115 @@
+"""`mortar upgrade`: move a running site from its OpenStack series to a supported next one.
+
+Preflight first, before anything changes: the path is one mortar supports (N -> N+1, or
+SLURP -> SLURP), every host on it runs the series the upgrade starts from, and every image of
+the new series is present or pullable. Then the upgrade is a deploy of the new series: the
+catalogue's levels put infrastructure first and each service after what it uses; a service's
+jobs (its database migrations, then its online data migrations after its containers run the
+new code) run because their image changed, and each job's record proves it ran, so an
+upgrade killed at any point carries on from there when it is run again. The series each host
+runs is recorded only when the whole upgrade is done; until then deploy and reconfigure refuse
+to run, so nothing moves a half-migrated database back to older code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from mortar.deploy.executors import Executor
+from mortar.deploy.orchestrator import Deployment, Echo, Plan, deploy, make_plan, prechecks, print_plan
+from mortar.errors import MortarError
+from mortar.releases import releases
+
+
+@dataclass
+class UpgradePath:
+    target: str
+    running: dict[str, str]  # target host -> the series it runs now
+    hosts: list[str] = field(default_factory=list)  # target hosts still to move
+
+    @property
+    def starts_from(self) -> str:
+        return next(iter(self.running[h] for h in self.hosts), self.target)
+
+
+def upgrade_path(deployment: Deployment) -> UpgradePath:
+    """Which target hosts move, and from which series; refuses an unsupported path."""
+    target = deployment.site.release
+    known = releases()
+    recorded = deployment.releases.read()
+    running: dict[str, str] = recorded.get("hosts", {})
+    underway = recorded.get("upgrade")
+    if underway and underway["to"] != target:
+        raise MortarError(f"an upgrade from {underway['from']} to {underway['to']} is under way", key="--release",
+                          fix=f"finish it first: mortar upgrade --release {underway['to']}")
+    unknown = [h for h in deployment.targets if h not in running]
+    if unknown:
+        raise MortarError(f"mortar has no record of the series {', '.join(unknown)} run(s)",
+                          fix="deploy them first (mortar deploy, with openstack_release set to the series they "
+                              "run); an upgrade moves a deployed site")
+    path = UpgradePath(target, {h: running[h] for h in deployment.targets})
+    path.hosts = [h for h in deployment.targets if running[h] != target]
+    if underway:
+        # Hosts the interrupted run had already moved show the target; they converge again.
+        path.hosts = list(deployment.targets)
+        path.running = {h: underway["from"] for h in deployment.targets}
+    starts = sorted({path.running[h] for h in path.hosts})
+    if len(starts) > 1:
+        raise MortarError(f"the hosts to upgrade run different series ({', '.join(starts)})", key="--limit",
+                          fix="upgrade the hosts of one series at a time with --limit")
+    if not starts:
+        return path
+    current = starts[0]
+    names = known.names()
+    if names.index(target) < names.index(current):
+        raise MortarError(f"{current} -> {target} is a downgrade, which OpenStack's databases do not support",
+                          key="--release", fix=f"choose a later series than {current}")
+    if target not in known.upgrade_targets(current):
+        chain = known.upgrade_path(current, target)
+        steps = " -> ".join(chain)
+        raise MortarError(
+            f"{current} -> {target} is not a supported upgrade (mortar upgrades one series at a time, or from one "
+            f"SLURP series to the next)", key="--release",
+            fix=f"go {steps}: mortar upgrade --release {chain[1]} first" if chain else "choose a later series")
+    return path
+
+
+def preflight(deployment: Deployment, executor: Executor, echo: Echo) -> UpgradePath:
+    path = upgrade_path(deployment)
+    if not path.hosts:
+        return path
+    # Every image of the new series present or pullable on every host, and the rest of prechecks
+    # (the running site's own ports count as free).
+    failed = [c for checks in prechecks(deployment, executor).values() for c in checks if not c.ok]
+    if failed:
+        raise MortarError("preflight failed:\n" + "\n".join(f"  {c.line()}" for c in failed),
+                          fix="nothing was changed; fix the failures above and run mortar upgrade again")
+    echo(f"preflight passed: {path.starts_from} -> {path.target} on {', '.join(path.hosts)}")
+    return path
+
+
+def upgrade(deployment: Deployment, executor: Executor, echo: Echo, *, plan_only: bool = False) -> Plan | None:
+    path = preflight(deployment, executor, echo)
+    if not path.hosts:
+        echo(f"Nothing to do: {', '.join(deployment.targets)} already run(s) {path.target}.")
+        return None
+    if plan_only:
+        plan = make_plan(deployment, executor)
+        for host in path.hosts:
+            echo(f"host {host}: {path.running[host]} -> {path.target}")
+        print_plan(plan, deployment, echo)
+        return plan
+
+    def start(data: dict) -> None:
+        data["upgrade"] = {"from": path.starts_from, "to": path.target}
+
+    def finish(data: dict) -> None:
+        data.pop("upgrade", None)
+
+    deployment.releases.update(start)
+    plan = deploy(deployment, executor, echo, "upgrade")
+    deployment.releases.update(finish)
+    lagging = sorted({h for h, s in deployment.releases.get("hosts", default={}).items() if s != path.target})
+    if lagging:
+        echo(f"note: {', '.join(lagging)} still run(s) {path.starts_from}: upgrade them with --limit")
+    return plan

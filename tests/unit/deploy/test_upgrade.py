@@ -1,0 +1,154 @@
+"""`mortar upgrade` (mortar/deploy/upgrade.py) against in-memory engines: which paths it takes and
+refuses before anything changes, what moves (OpenStack services, not the infrastructure images
+both series share), and how an interrupted upgrade is finished."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mortar.deploy import identity
+from mortar.deploy import orchestrator as O
+from mortar.deploy.executors.local import LocalExecutor
+from mortar.deploy.upgrade import upgrade
+from mortar.errors import MortarError
+from tests.unit.fakeengine import FakeEngine
+
+
+@pytest.fixture(autouse=True)
+def no_identity_service(monkeypatch) -> None:
+    monkeypatch.setattr(identity, "observe", lambda ident, registrations, state=None: dict.fromkeys(registrations,
+                                                                                                    []))
+
+
+def at(site_dir: Path, tmp_path: Path, release: str | None = None, series_in_globals: str | None = None):
+    if series_in_globals:
+        globals_file = site_dir / "globals.yml"
+        globals_file.write_text(globals_file.read_text() + f"openstack_release: '{series_in_globals}'\n")
+    loaded = O.load_deployment(site_dir, state_dir=tmp_path / "state", release=release)
+    loaded.log_dir = tmp_path / "log" / "deploy"
+    return loaded
+
+
+@pytest.fixture
+def engine() -> FakeEngine:
+    """An engine that has the images of every series (infrastructure images are one image each)."""
+    return FakeEngine()
+
+
+def with_images(engine: FakeEngine, deployment: O.Deployment) -> LocalExecutor:
+    for host in deployment.desired.hosts.values():
+        for ref in host.images():
+            name = ref.rsplit(":", 1)[0]
+            shared = next((image for other, image in engine.images_by_ref.items()
+                           if other.rsplit(":", 1)[0] == name and not is_openstack(name)), None)
+            if shared is not None:
+                engine.tag(shared.id, ref)
+            elif ref not in engine.images_by_ref:
+                engine.add_image(ref)
+    return LocalExecutor(deployment, engine=engine)
+
+
+def is_openstack(name: str) -> bool:
+    return any(part in name for part in ("keystone", "glance", "placement", "nova-api", "nova-conductor",
+                                         "nova-scheduler", "nova-compute", "neutron", "horizon"))
+
+
+def deployed_at(series: str, site_dir: Path, tmp_path: Path, engine: FakeEngine) -> O.Deployment:
+    old = at(site_dir, tmp_path, series_in_globals=series)
+    O.deploy(old, with_images(engine, old), lambda _: None)
+    return old
+
+
+def test_an_upgrade_moves_the_openstack_services_and_leaves_shared_infrastructure_running(
+        site_dir: Path, tmp_path: Path, engine: FakeEngine) -> None:
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    before = {name: c.info.id for name, c in engine.containers_by_name.items()}
+    new = at(site_dir, tmp_path, release="2026.2")
+    said: list[str] = []
+    upgrade(new, with_images(engine, new), said.append)
+    assert "preflight passed: 2026.1 -> 2026.2 on localhost" in said
+    recreated = {name for name, c in engine.containers_by_name.items() if before.get(name) != c.info.id}
+    assert {"keystone", "nova_api", "nova_compute", "neutron_server", "horizon"} <= recreated
+    # The database, the queue, the switch and the hypervisor (with its guests) keep running.
+    assert not recreated & {"mariadb", "rabbitmq", "memcached", "openvswitch_vswitchd", "ovn_nb_db", "nova_libvirt"}
+    assert new.releases.read() == {"hosts": {"localhost": "2026.2"}}
+    # The series is now 2026.2: a second upgrade and a deploy change nothing.
+    again: list[str] = []
+    assert upgrade(new, with_images(engine, new), again.append) is None
+    assert again[-1] == "Nothing to do: localhost already run(s) 2026.2."
+    assert O.make_plan(new, with_images(engine, new)).empty
+
+
+@pytest.mark.parametrize("running, target, message, fix", [
+    ("2025.2", "2026.2", "2025.2 -> 2026.2 is not a supported upgrade",
+     "go 2025.2 -> 2026.1 -> 2026.2: mortar upgrade --release 2026.1 first"),
+    ("2025.1", "2026.2", "2025.1 -> 2026.2 is not a supported upgrade",
+     "go 2025.1 -> 2026.1 -> 2026.2: mortar upgrade --release 2026.1 first"),
+    ("2026.2", "2026.1", "2026.2 -> 2026.1 is a downgrade", "choose a later series than 2026.2"),
+])
+def test_an_unsupported_path_is_refused_before_anything_changes(site_dir: Path, tmp_path: Path, engine: FakeEngine,
+                                                                running: str, target: str, message: str,
+                                                                fix: str) -> None:
+    deployed_at(running, site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release=target)
+    executor = with_images(engine, new)
+    before = len(engine.calls)
+    with pytest.raises(MortarError, match=message) as info:
+        upgrade(new, executor, lambda _: None)
+    assert info.value.key == "--release" and info.value.fix == fix
+    assert FakeEngine(calls=engine.calls[before:]).changes() == []
+    assert new.releases.read() == {"hosts": {"localhost": running}}
+
+
+def test_a_skip_level_upgrade_from_slurp_to_slurp_is_allowed(site_dir: Path, tmp_path: Path,
+                                                             engine: FakeEngine) -> None:
+    deployed_at("2025.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.1")
+    said: list[str] = []
+    upgrade(new, with_images(engine, new), said.append)
+    assert "preflight passed: 2025.1 -> 2026.1 on localhost" in said
+    assert new.releases.read() == {"hosts": {"localhost": "2026.1"}}
+
+
+def test_missing_images_of_the_new_series_fail_the_preflight(site_dir: Path, tmp_path: Path,
+                                                             engine: FakeEngine) -> None:
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.2")
+    executor = LocalExecutor(new, engine=engine)  # the 2026.2 images were never built here
+    before = len(engine.calls)
+    with pytest.raises(MortarError, match="preflight failed") as info:
+        upgrade(new, executor, lambda _: None)
+    assert "images present or pullable" in str(info.value) and "nothing was changed" in str(info.value.fix)
+    assert FakeEngine(calls=engine.calls[before:]).changes() == []
+
+
+def test_a_site_mortar_never_deployed_is_not_upgraded(site_dir: Path, tmp_path: Path, engine: FakeEngine) -> None:
+    new = at(site_dir, tmp_path, release="2026.2")
+    with pytest.raises(MortarError, match="no record of the series localhost run"):
+        upgrade(new, with_images(engine, new), lambda _: None)
+
+
+def test_an_interrupted_upgrade_blocks_deploy_and_is_finished_by_upgrade(site_dir: Path, tmp_path: Path,
+                                                                         engine: FakeEngine) -> None:
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.2")
+    engine.job_results["mortar_job_nova_db_sync"] = (1, "a migration failed\n")
+    with pytest.raises(MortarError, match="nova.db_sync"):
+        upgrade(new, with_images(engine, new), lambda _: None)
+    assert new.releases.get("upgrade") == {"from": "2026.1", "to": "2026.2"}
+    # Neither series' deploy may run on a half-migrated site.
+    for series in ("2026.1", "2026.2"):
+        with pytest.raises(MortarError, match="an upgrade from 2026.1 to 2026.2 is under way") as info:
+            O.deploy(at(site_dir, tmp_path, release=series), with_images(engine, new), lambda _: None)
+        assert "mortar upgrade --release 2026.2" in str(info.value.fix)
+    with pytest.raises(MortarError, match="an upgrade from 2026.1 to 2026.2 is under way"):
+        upgrade(at(site_dir, tmp_path, release="2026.1"), with_images(engine, new), lambda _: None)
+    del engine.job_results["mortar_job_nova_db_sync"]
+    keystone = engine.containers_by_name["keystone"].info.id
+    said: list[str] = []
+    upgrade(new, with_images(engine, new), said.append)
+    assert engine.containers_by_name["keystone"].info.id == keystone, "what the first run finished is kept"
+    assert not any(line.startswith("keystone") for line in said)
+    assert new.releases.read() == {"hosts": {"localhost": "2026.2"}}
