@@ -88,7 +88,7 @@ def run_job(engine: Engine, host: HostState, job: Job, state_dir: Path, log_dir:
                                 target=job.name, log_tail=_tail(_read_output(output_dir), host.secrets),
                                 fix=f"full log: {log}; see why it hangs, fix the cause and run the command again",
                                 kind="timeout") from None
-            if code == 0:
+            if code in job.ok:
                 break
             if job.retry_delay and time.monotonic() + job.retry_delay < deadline:
                 progress(f"job {job.name}: attempt {attempt} exited {code}; again in {job.retry_delay} s")

@@ -222,6 +222,25 @@ def _run_phase(ctx: StepContext, phase: str) -> None:
     _in_parallel(names, one)
 
 
+@step("checks", mutating=True,
+      help="run the jobs asked for as checks (upgrade's preflight): their images pulled when missing, "
+           "nothing recorded")
+def checks(ctx: StepContext) -> None:
+    wanted = [j for j in ctx.host.jobs() if j.name in ctx.request.jobs and j.phase == "check"]
+    for ref in dict.fromkeys(j.spec.image for j in wanted if j.spec):
+        if ctx.engine.image(ref) is None:
+            converge.pull(ctx.engine, ctx.host, ref)
+
+    def one(name: str) -> None:
+        job = next(j for j in wanted if j.name == name)
+        started = time.monotonic()
+        ctx.progress(f"{job.service}: check {job.name.split('.', 1)[1]}")
+        jobs.run_job(ctx.engine, ctx.host, job, ctx.state_dir, ctx.log_dir, ctx.progress)
+        ctx.progress(f"{job.service}: check {job.name.split('.', 1)[1]} passed ({time.monotonic() - started:.1f}s)")
+
+    _in_parallel([j.name for j in wanted], one)
+
+
 PHASE_HELP = {
     "provision": "jobs that providers run for their consumers (databases, users)",
     "before": "jobs that run before a service's containers (db sync, bootstrap)",

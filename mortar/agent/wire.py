@@ -172,7 +172,9 @@ class Job:
 
     name: str = declared(render=False)
     container: str = declared("", render=False, help="the container it runs beside (and where it is placed)")
-    phase: str = declared("before", render=False, help="provision, before or after the service's containers")
+    phase: str = declared("before", render=False, help="provision, before or after the service's containers; "
+                                                       "check: only run by upgrade's preflight, from the new "
+                                                       "series' image, and never recorded")
     run: str = declared("on_change", render=False, help="on_change, once or always")
     user: str = declared("root")
     command: list[str] = declared(factory=list)
@@ -182,6 +184,7 @@ class Job:
     timeout: int = declared(600, render=False, help="seconds before the job is stopped and reported")
     retry_delay: int = declared(0, render=False, help="> 0: rerun until it succeeds or times out, this many "
                                                        "seconds apart")
+    ok: list[int] = declared(factory=lambda: [0], render=False, help="exit codes that count as success")
     service: str = computed("")
     spec: Container | None = computed(None)
     data: list[str] = computed(factory=list)  # "host/volume" of the data it initialises or depends on

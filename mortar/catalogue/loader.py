@@ -380,8 +380,8 @@ def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
         if job.container not in spec.containers:
             raise at.at("container").error(f"'{job.container}' is not a container of this service",
                                            fix=f"one of {', '.join(spec.containers)}")
-        if job.phase not in ("before", "after"):
-            raise at.at("phase").error("phase must be 'before' or 'after'")
+        if job.phase not in ("before", "after", "check"):
+            raise at.at("phase").error("phase must be 'before', 'after' or 'check'")
         if job.name in seen_jobs or not NAME.fullmatch(job.name):
             raise at.at("name").error(f"job name '{job.name}' must be unique, lowercase letters, digits and '_'")
         seen_jobs.add(job.name)

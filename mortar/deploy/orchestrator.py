@@ -205,6 +205,8 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
             continue
         for job in state.jobs():
             assert job.spec is not None
+            if job.phase == "check":
+                continue  # run by upgrade's preflight only
             record = report.job_records.get(job.name) or {}
             # Data on a host that did not answer is taken as it was: nothing says it changed.
             data_ids = {key: _data_id(plan, key) if _observed(plan, key) else record.get("data", {}).get(key)

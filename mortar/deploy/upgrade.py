@@ -1,8 +1,10 @@
 """`mortar upgrade`: move a running site from its OpenStack series to a supported next one.
 
 Preflight first, before anything changes: the path is one mortar supports (N -> N+1, or
-SLURP -> SLURP), every host on it runs the series the upgrade starts from, and every image of
-the new series is present or pullable. Then the upgrade is a deploy of the new series: the
+SLURP -> SLURP), every host on it runs the series the upgrade starts from, every image of the
+new series is present or pullable, and each service's own upgrade check (the catalogue's
+`phase: check` jobs: nova-status, placement-status, ...) passes when run from the new image
+against the running databases. Then the upgrade is a deploy of the new series: the
 catalogue's levels put infrastructure first and each service after what it uses; a service's
 jobs (its database migrations, then its online data migrations after its containers run the
 new code) run because their image changed, and each job's record proves it ran, so an
@@ -15,6 +17,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mortar.agent.wire import StepRequest
 from mortar.deploy.executors import Executor
 from mortar.deploy.orchestrator import Deployment, Echo, Plan, deploy, make_plan, prechecks, print_plan
 from mortar.errors import MortarError
@@ -84,6 +87,16 @@ def preflight(deployment: Deployment, executor: Executor, echo: Echo) -> Upgrade
     if failed:
         raise MortarError("preflight failed:\n" + "\n".join(f"  {c.line()}" for c in failed),
                           fix="nothing was changed; fix the failures above and run mortar upgrade again")
+    # Each service's own upgrade check, from the new series' image, against the running data.
+    checks = {h: [j.name for j in deployment.desired.hosts[h].jobs() if j.phase == "check"] for h in path.hosts}
+    requests = {h: StepRequest(jobs=names) for h, names in checks.items() if names}
+    if requests:
+        result = executor.run(["checks"], requests, echo, stop_on_failure=False)
+        if result.failures:
+            raise MortarError("preflight failed: a service's upgrade check refused the new series:\n"
+                              + "\n".join(f.text() for f in result.failures),
+                              fix="nothing was changed; do what the check asks (its full log is named above) "
+                                  "and run mortar upgrade again")
     echo(f"preflight passed: {path.starts_from} -> {path.target} on {', '.join(path.hosts)}")
     return path
 

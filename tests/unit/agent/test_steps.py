@@ -21,7 +21,7 @@ from tests.unit.agent.conftest import IMAGE, converge_all
 from tests.unit.fakeengine import FakeEngine
 
 KNOWN = {"plan", "prepare", "provision", "before", "containers", "after", "pull", "stop", "destroy", "prechecks",
-         "engine"}
+         "engine", "checks"}
 
 
 def dispatch(name: str, host: HostState, engine: FakeEngine, state_dir: Path, request: StepRequest | None = None,

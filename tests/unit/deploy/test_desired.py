@@ -101,14 +101,15 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
     # The schema expands and migrates before keystone is recreated and contracts after it runs.
     assert [(j.name, j.phase) for j in state.services["keystone"].jobs] == [
         ("keystone.database", "provision"), ("keystone.keys", "before"), ("keystone.db_expand", "before"),
-        ("keystone.db_migrate", "before"), ("keystone.bootstrap", "before"), ("keystone.db_contract", "after")]
+        ("keystone.db_migrate", "before"), ("keystone.bootstrap", "before"), ("keystone.db_contract", "after"),
+        ("keystone.upgrade_check", "check")]
     jobs = jobs_by_name(desired)
     assert (jobs["nova.discover_hosts"].phase, jobs["nova.discover_hosts"].run) == ("after", "always")
     # After the containers: the cell mapping, the schema contractions and the online data
     # migrations; OVN needs none (each switch host's controller registers its own chassis).
     assert sorted(n for n, j in jobs.items() if j.phase == "after") == [
-        "keystone.db_contract", "neutron.db_contract", "nova.discover_hosts", "nova.online_data_migrations",
-        "placement.online_data_migrations"]
+        "keystone.db_contract", "neutron.db_contract", "neutron.metadata_port_mtu", "nova.discover_hosts",
+        "nova.online_data_migrations", "placement.online_data_migrations"]
     assert state.services["ovn"].jobs == []
     # A service's jobs depend on its own volumes and on the data of the providers it requires.
     assert jobs["keystone.db_migrate"].data == ["localhost/keystone_credential_keys", "localhost/keystone_fernet_keys",
@@ -530,7 +531,7 @@ def test_an_override_changes_only_keystone(site_dir: Path, site: Site, aio: Inve
     changed_jobs = {n for n in new_j if new_j[n].inputs != old_j[n].inputs}
     # Every keystone job that mounts keystone.conf; the provision job runs beside the database.
     assert changed_jobs == {"keystone.keys", "keystone.db_expand", "keystone.db_migrate", "keystone.bootstrap",
-                            "keystone.db_contract"}
+                            "keystone.db_contract", "keystone.upgrade_check"}
     conf = ini(file_of(new_c["keystone"], "keystone.conf").content)
     assert conf["token"]["expiration"] == "7200"
     assert conf["token"]["provider"] == "fernet"  # merged key by key, not replaced

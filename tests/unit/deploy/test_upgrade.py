@@ -124,6 +124,28 @@ def test_missing_images_of_the_new_series_fail_the_preflight(site_dir: Path, tmp
     assert FakeEngine(calls=engine.calls[before:]).changes() == []
 
 
+def test_each_services_upgrade_check_runs_from_the_new_image_before_anything_changes(
+        site_dir: Path, tmp_path: Path, engine: FakeEngine) -> None:
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.2")
+    executor = with_images(engine, new)
+    engine.job_results["mortar_job_nova_upgrade_check"] = (2, "Check: Older than N-1 computes\nResult: Failure\n")
+    before = len(engine.calls)
+    with pytest.raises(MortarError, match="a service's upgrade check refused the new series") as info:
+        upgrade(new, executor, lambda _: None)
+    assert "Older than N-1 computes" in str(info.value) and "nothing was changed" in str(info.value.fix)
+    checked = [spec for spec in engine.created if spec.name.endswith("_upgrade_check")]
+    assert {spec.name for spec in checked} == {f"mortar_job_{s}_upgrade_check" for s in
+                                               ("keystone", "glance", "placement", "neutron", "nova")}
+    assert all(spec.image.endswith(":2026.2") for spec in checked), "from the new series' images"
+    assert [c for c in FakeEngine(calls=engine.calls[before:]).changes() if "upgrade_check" not in c[1]] == []
+    assert new.releases.read() == {"hosts": {"localhost": "2026.1"}}
+    # A warning (exit 1) passes.
+    engine.job_results["mortar_job_nova_upgrade_check"] = (1, "Result: Warning\n")
+    upgrade(new, executor, lambda _: None)
+    assert new.releases.read() == {"hosts": {"localhost": "2026.2"}}
+
+
 def test_a_site_mortar_never_deployed_is_not_upgraded(site_dir: Path, tmp_path: Path, engine: FakeEngine) -> None:
     new = at(site_dir, tmp_path, release="2026.2")
     with pytest.raises(MortarError, match="no record of the series localhost run"):
