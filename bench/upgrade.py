@@ -24,7 +24,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from deploy import DATA_PLANE, ROOT, mortar  # noqa: E402
+from deploy import DATA_PLANE, ROOT, guest_running, mortar  # noqa: E402
 
 ENDPOINTS = {"keystone": "http://127.0.0.1:5000/v3", "glance": "http://127.0.0.1:9292/",
              "placement": "http://127.0.0.1:8778/", "neutron": "http://127.0.0.1:9696/",
@@ -75,18 +75,6 @@ def up(url: str) -> bool:
         return False
 
 
-def boot_server(site: Path) -> None:
-    import openstack
-
-    config = yaml.safe_load((site / "clouds.yaml").read_text())["clouds"]["mortar"]
-    conn = openstack.connect(load_yaml_config=False, load_envvars=False, **config["auth"],
-                             region_name=config["region_name"], identity_api_version="3")
-    server = conn.compute.create_server(name="bench-upgrade", image_id=conn.image.find_image("mortar-guest").id,
-                                        flavor_id=conn.compute.find_flavor("m1.tiny").id,
-                                        networks=[{"uuid": conn.network.find_network("demo-net").id}])
-    conn.compute.wait_for_server(server, wait=330)
-
-
 def one_path(start: str, target: str, root: Path) -> dict:
     site, state = root / f"site-{start}", root / f"state-{start}"
     mortar(site, state, "init")
@@ -97,7 +85,7 @@ def one_path(start: str, target: str, root: Path) -> dict:
         mortar(site, state, "post-deploy")
         mortar(site, state, "guest-image", site_args=False)
         mortar(site, state, "init-runonce")
-        boot_server(site)
+        guest_running(site)
         poller = Poller()
         poller.start()
         upgraded, _ = mortar(site, state, "upgrade", "--release", target)
