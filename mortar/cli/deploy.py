@@ -250,15 +250,32 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
     on the new image (infrastructure images that are the same in both series are left running,
     and so are the guests), and its jobs after them (online data migrations) run.
 
+    Secrets the new series needs are added to passwords.yml first (as `mortar genpwd` does: none
+    that exists is changed).
+
     Killed at any point, the same command carries on from where it stopped: every finished
     job and container is kept. Until it is done, deploy and reconfigure refuse to run. With
     --limit, hosts move one group at a time (the control plane first, compute hosts later).
     A second upgrade to the same series changes nothing.
     """
+    from mortar.catalogue.loader import load_catalogue
     from mortar.deploy.orchestrator import load_deployment
     from mortar.deploy.upgrade import upgrade
+    from mortar.releases import releases
+    from mortar.site.config import genpwd, load_globals, required_passwords, site_id
 
     started = time.monotonic()
+    services = load_catalogue()
+    # A site that is not one (no globals.yml, no site id, no passwords.yml) is refused untouched.
+    load_globals(config_dir / "globals.yml", services)
+    site_id(config_dir, create=False)
+    if release is not None:
+        releases().get(release, key="--release")
+    if not plan_only and (config_dir / "passwords.yml").is_file():
+        # Secrets a service of the new series needs are made now; none that exists is touched.
+        added = genpwd(config_dir / "passwords.yml", required_passwords(services, set(services)))
+        if added:
+            click.echo(f"{config_dir / 'passwords.yml'}: {len(added)} new secret(s): {', '.join(added)}")
     deployment = load_deployment(config_dir, inventory, limit, release=release)
     runner = _executor(deployment, executor)
     plan = upgrade(deployment, runner, click.echo, plan_only=plan_only)

@@ -18,10 +18,11 @@ from mortar.errors import EngineError
 from mortar.site.config import site_id
 from tests.unit.fakeengine import FakeEngine
 
-COMMANDS = ["init", "genpwd", "bootstrap-servers", "prechecks", "plan", "pull", "deploy", "reconfigure", "post-deploy",
-            "verify", "stop", "destroy"]
+COMMANDS = ["init", "genpwd", "bootstrap-servers", "prechecks", "plan", "pull", "deploy", "reconfigure", "upgrade",
+            "post-deploy", "verify", "stop", "destroy"]
 SITE_COMMANDS = [["bootstrap-servers"], ["prechecks"], ["plan"], ["pull"], ["deploy"], ["reconfigure"],
-                 ["post-deploy"], ["verify"], ["stop"], ["destroy", "--yes-i-really-really-mean-it"]]
+                 ["upgrade", "--release", "2026.2"], ["post-deploy"], ["verify"], ["stop"],
+                 ["destroy", "--yes-i-really-really-mean-it"]]
 
 
 @pytest.fixture(autouse=True)
@@ -67,7 +68,16 @@ def test_every_site_command_checks_the_site_first(site_dir: Path, env, command: 
 
 
 def test_a_missing_config_dir_says_to_run_init(tmp_path: Path, env) -> None:
-    assert_one_error(run(env, "plan", "--config-dir", str(tmp_path / "nowhere")), "globals.yml", "mortar init")
+    for command in ("plan", "upgrade"):
+        assert_one_error(run(env, command, "--config-dir", str(tmp_path / "nowhere")), "globals.yml", "mortar init")
+    assert not (tmp_path / "nowhere").exists(), "nothing written for a site that is not one"
+
+
+def test_an_unknown_release_is_refused_with_the_known_ones(site_dir: Path, env) -> None:
+    before = (site_dir / "passwords.yml").read_text()
+    assert_one_error(run(env, "upgrade", "--release", "2027.1", "--config-dir", str(site_dir)), "--release",
+                     "'2027.1' is not an OpenStack series", "2025.1, 2025.2, 2026.1, 2026.2")
+    assert (site_dir / "passwords.yml").read_text() == before
 
 
 def test_a_limit_that_matches_no_host(site_dir: Path, env) -> None:
