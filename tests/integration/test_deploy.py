@@ -158,7 +158,7 @@ def test_tempest_smoke_passes(deployed, tmp_path):
 
 def test_deploy_shows_progress_per_step(deployed):
     out = deployed["deploy"]
-    for line in ("[localhost] provision  keystone: job database", "[localhost] before     keystone: job db_sync",
+    for line in ("[localhost] provision  keystone: job database", "[localhost] before     keystone: job db_expand",
                  "[localhost] containers keystone: create keystone", "keystone healthy",
                  "[localhost] after      nova: job discover_hosts", "nova: registered"):
         assert line in out, out
@@ -316,7 +316,7 @@ def test_lost_database_is_initialised_again_with_its_registrations(deployed, doc
     docker.volumes.get("mariadb").remove(force=True)
     plan = mortar(deployed, "plan").stdout
     assert "volume   mariadb: missing" in plan, plan
-    assert "keystone.db_sync: mariadb is not created yet" in plan, plan
+    assert "keystone.db_migrate: mariadb is not created yet" in plan, plan
     # What runs on the database's data starts again too (nova-compute's service record lives there).
     assert "recreate nova_compute: mariadb is new data" in plan, plan
     out = mortar(deployed, "deploy").stdout

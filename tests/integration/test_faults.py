@@ -133,7 +133,7 @@ FRESH = [
     ("pulling \\d+ image", 0.0),
     ("provision  keystone: job database", 0.1),
     ("before     keystone: job keys", 2.0),
-    ("before     keystone: job db_sync", 1.0),
+    ("before     keystone: job db_migrate", 1.0),
     ("before     keystone: job bootstrap", 1.0),
     ("containers keystone: create keystone", 0.5),
     ("(glance|neutron|placement): registered", 0.0),
