@@ -1,6 +1,6 @@
 """Upgrades on the real engine, Grenade style, through the CLI an operator uses.
 
-One all-in-one site deployed at 2025.1 (Epoxy) and verified, with resources made on it (a
+One all-in-one site deployed at 2025.1 (Epoxy), with resources made on it (a
 project and user, an image and its checksum, a network, subnet and router, a real guest,
 placement's inventories and allocations). Then: an upgrade to 2026.2 refused in preflight
 (not a supported path) with nothing changed; the skip-level upgrade 2025.1 -> 2026.1 (SLURP
@@ -151,8 +151,6 @@ def test_the_older_series_deploys_and_gets_resources(site, docker):
     mortar(site, "post-deploy")
     mortar(site, "guest-image", site_args=False)
     mortar(site, "init-runonce")
-    out = mortar(site, "verify").stdout
-    assert "0 failed" in out, out
     make_resources(site)
     site["before"] = snapshot(site)
     site["guest"] = guest_domain_started(docker)
