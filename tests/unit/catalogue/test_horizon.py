@@ -113,6 +113,8 @@ def test_local_settings(site: Site) -> None:
     assert literal(text, "OPENSTACK_KEYSTONE_URL") == "http://127.0.0.1:5000/v3"
     assert literal(text, "CACHES") == {"default": {
         "BACKEND": "django.core.cache.backends.memcached.PyMemcacheCache", "LOCATION": "127.0.0.1:11211"}}
+    # Each release keys its cache entries apart (an upgrade's new pages never meet the old ones).
+    assert "CACHES['default']['KEY_PREFIX'] = 'horizon-' + importlib.metadata.version('horizon')" in text
     assert literal(text, "OPENSTACK_KEYSTONE_DEFAULT_ROLE") == "member"
     assert literal(text, "DEBUG") is False
     assert literal(text, "ALLOWED_HOSTS") == ["*"]
