@@ -119,12 +119,15 @@ def make_resources(site) -> None:
 
 
 QEMU_STARTED = r"""for d in /proc/[0-9]*; do
-  case "$(tr '\0' ' ' < $d/cmdline 2>/dev/null)" in *qemu-system*) echo "${d#/proc/} $(cut -d' ' -f22 $d/stat)";; esac
+  case "$(tr '\0' ' ' < $d/cmdline 2>/dev/null)" in
+    *qemu-system*guest=instance-*) echo "${d#/proc/} $(cut -d' ' -f22 $d/stat)";;
+  esac
 done"""
 
 
 def guest_domain_started(docker) -> str:
-    """The guest's QEMU process and when it started (a guest that was restarted shows another)."""
+    """The guest's QEMU process and when it started (a guest that was restarted shows another;
+    libvirt's own capability probes, also QEMU processes, come and go)."""
     out = docker.containers.get("nova_libvirt").exec_run(["sh", "-c", QEMU_STARTED])
     assert out.exit_code == 0 and out.output.strip(), out.output
     return out.output.decode()
