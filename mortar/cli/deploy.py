@@ -89,12 +89,18 @@ def genpwd_command(config_dir: Path) -> None:
     Values already present are never overwritten.
     """
     from mortar.catalogue.loader import load_catalogue
+
+    click.echo(merge_passwords(config_dir, load_catalogue())[1])
+
+
+def merge_passwords(config_dir: Path, services) -> tuple[list[str], str]:
+    """Fill what passwords.yml lacks for every service of the catalogue: the keys added, and a
+    line that says so."""
     from mortar.site.config import genpwd, required_passwords
 
-    services = load_catalogue()
     added = genpwd(config_dir / "passwords.yml", required_passwords(services, set(services)))
     new = f": {', '.join(added)}" if added else ""
-    click.echo(f"{config_dir / 'passwords.yml'}: {len(added)} new secret(s){new}")
+    return added, f"{config_dir / 'passwords.yml'}: {len(added)} new secret(s){new}"
 
 
 @cli.command("bootstrap-servers")
@@ -262,7 +268,7 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
     from mortar.deploy.orchestrator import load_deployment
     from mortar.deploy.upgrade import upgrade
     from mortar.releases import releases
-    from mortar.site.config import genpwd, load_globals, required_passwords, site_id
+    from mortar.site.config import load_globals, site_id
 
     started = time.monotonic()
     services = load_catalogue()
@@ -273,9 +279,9 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
         releases().get(release, key="--release")
     if not plan_only and (config_dir / "passwords.yml").is_file():
         # Secrets a service of the new series needs are made now; none that exists is touched.
-        added = genpwd(config_dir / "passwords.yml", required_passwords(services, set(services)))
+        added, said = merge_passwords(config_dir, services)
         if added:
-            click.echo(f"{config_dir / 'passwords.yml'}: {len(added)} new secret(s): {', '.join(added)}")
+            click.echo(said)
     deployment = load_deployment(config_dir, inventory, limit, release=release)
     runner = _executor(deployment, executor)
     plan = upgrade(deployment, runner, click.echo, plan_only=plan_only)

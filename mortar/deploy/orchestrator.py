@@ -76,12 +76,13 @@ class Deployment:
     def check_release(self) -> None:
         """deploy, reconfigure and plan keep a host on the series it runs; only upgrade moves it,
         and an upgrade under way is finished by upgrade alone (its databases are migrated)."""
-        underway = self.releases.get("upgrade")
+        recorded = self.releases.read()
+        underway = recorded.get("upgrade")
         if underway:
             raise MortarError(
                 f"an upgrade from {underway['from']} to {underway['to']} is under way and did not finish",
                 fix=f"run `mortar upgrade --release {underway['to']}` again: it carries on where it stopped")
-        running = self.releases.get("hosts", default={})
+        running = recorded.get("hosts", {})
         wanted = self.site.release
         other = sorted({running[h] for h in self.targets if h in running and running[h] != wanted})
         if other:
