@@ -223,10 +223,10 @@ def _run_phase(ctx: StepContext, phase: str) -> None:
 
 
 @step("checks", mutating=True,
-      help="run the jobs asked for as checks (upgrade's preflight): their images pulled when missing, "
-           "nothing recorded")
+      help="run the jobs asked for as checks (upgrade's preflight: check jobs, and before_upgrade jobs from "
+           "the running series): their images pulled when missing, nothing recorded")
 def checks(ctx: StepContext) -> None:
-    wanted = [j for j in ctx.host.jobs() if j.name in ctx.request.jobs and j.phase == "check"]
+    wanted = [j for j in ctx.host.jobs() if j.name in ctx.request.jobs and (j.phase == "check" or j.before_upgrade)]
     for ref in dict.fromkeys(j.spec.image for j in wanted if j.spec):
         if ctx.engine.image(ref) is None:
             converge.pull(ctx.engine, ctx.host, ref)

@@ -185,6 +185,9 @@ class Job:
     retry_delay: int = declared(0, render=False, help="> 0: rerun until it succeeds or times out, this many "
                                                        "seconds apart")
     ok: list[int] = declared(factory=lambda: [0], render=False, help="exit codes that count as success")
+    before_upgrade: bool = declared(False, render=False, help="also run by upgrade's preflight from the running "
+                                                              "series' image, which must finish it first (its "
+                                                              "online data migrations)")
     service: str = computed("")
     spec: Container | None = computed(None)
     data: list[str] = computed(factory=list)  # "host/volume" of the data it initialises or depends on

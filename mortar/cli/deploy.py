@@ -248,7 +248,9 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
 
     Preflight, before anything changes: the path is supported, every host runs the series the
     upgrade starts from, every image of the new series is present or pullable (build them with
-    `mortar build --release SERIES`), the rest of prechecks pass, and each service's own upgrade
+    `mortar build --release SERIES`), the rest of prechecks pass, the running series has
+    finished its online data migrations (run to the end from its own images), and each
+    service's own upgrade
     check (nova-status, placement-status, keystone-manage db_sync --check, ...) passes when run
     from its new image against the running databases. Then, level by level
     (infrastructure, keystone, glance/placement/neutron/horizon, nova, the metadata agent),
@@ -284,7 +286,12 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
             click.echo(said)
     deployment = load_deployment(config_dir, inventory, limit, release=release)
     runner = _executor(deployment, executor)
-    plan = upgrade(deployment, runner, click.echo, plan_only=plan_only)
+
+    def running(series: str):
+        old = load_deployment(config_dir, inventory, limit, release=series)
+        return old, _executor(old, executor)
+
+    plan = upgrade(deployment, runner, click.echo, plan_only=plan_only, running=running)
     if plan_only:
         return
     if release and plan is not None:

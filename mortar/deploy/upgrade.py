@@ -2,19 +2,23 @@
 
 Preflight first, before anything changes: the path is one mortar supports (N -> N+1, or
 SLURP -> SLURP), every host on it runs the series the upgrade starts from, every image of the
-new series is present or pullable, and each service's own upgrade check (the catalogue's
-`phase: check` jobs: nova-status, placement-status, ...) passes when run from the new image
-against the running databases. Then the upgrade is a deploy of the new series: the
-catalogue's levels put infrastructure first and each service after what it uses; a service's
-jobs (its database migrations, then its online data migrations after its containers run the
-new code) run because their image changed, and each job's record proves it ran, so an
-upgrade killed at any point carries on from there when it is run again. The series each host
+new series is present or pullable, the running series has finished its own online data
+migrations (the catalogue's `before_upgrade` jobs, run from the running series' images), and
+each service's own upgrade check (the catalogue's `phase: check` jobs: nova-status,
+placement-status, ...) passes when run from the new image against the running databases.
+Overrides that name an option the new series removed are reported. Then the upgrade is a
+deploy of the new series: the catalogue's levels put infrastructure first and each service
+after what it uses; a service's jobs (its database migrations, then its online data
+migrations after its containers run the new code) run because their image changed, and each
+job's record proves it ran, so an upgrade killed at any point carries on from there when it
+is run again. The series each host
 runs is recorded only when the whole upgrade is done; until then deploy and reconfigure refuse
 to run, so nothing moves a half-migrated database back to older code.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from mortar.agent.wire import StepRequest
@@ -22,6 +26,7 @@ from mortar.deploy.executors import Executor
 from mortar.deploy.orchestrator import Deployment, Echo, Plan, deploy, make_plan, prechecks, print_plan
 from mortar.errors import MortarError
 from mortar.releases import releases
+from mortar.site.removed_options import removed_in_overrides
 
 
 @dataclass
@@ -77,7 +82,11 @@ def upgrade_path(deployment: Deployment) -> UpgradePath:
     return path
 
 
-def preflight(deployment: Deployment, executor: Executor, echo: Echo) -> UpgradePath:
+# The same site at another series (the one it runs): its deployment and an executor for it.
+Running = Callable[[str], tuple[Deployment, Executor]]
+
+
+def preflight(deployment: Deployment, executor: Executor, echo: Echo, running: Running | None = None) -> UpgradePath:
     path = upgrade_path(deployment)
     if not path.hosts:
         return path
@@ -87,6 +96,23 @@ def preflight(deployment: Deployment, executor: Executor, echo: Echo) -> Upgrade
     if failed:
         raise MortarError("preflight failed:\n" + "\n".join(f"  {c.line()}" for c in failed),
                           fix="nothing was changed; fix the failures above and run mortar upgrade again")
+    report_removed_options(deployment, path, echo)
+    underway = deployment.releases.get("upgrade")
+    if running is not None and not underway:
+        # The running series finishes its own online data migrations, from its own images: the
+        # next series' code may refuse rows it would have migrated. (Not when resuming: some
+        # databases already run the new schema, which the old code must not touch.)
+        old, old_executor = running(path.starts_from)
+        finish = {h: [j.name for j in old.desired.hosts[h].jobs() if j.before_upgrade]
+                  for h in path.hosts if h in old.desired.hosts}
+        requests = {h: StepRequest(jobs=names) for h, names in finish.items() if names}
+        if requests:
+            result = old_executor.run(["checks"], requests, echo, stop_on_failure=False)
+            if result.failures:
+                raise MortarError(f"preflight failed: {path.starts_from} did not finish its online data migrations:\n"
+                                  + "\n".join(f.text() for f in result.failures),
+                                  fix="nothing was changed; do what the log named above asks and run mortar "
+                                      "upgrade again")
     # Each service's own upgrade check, from the new series' image, against the running data.
     checks = {h: [j.name for j in deployment.desired.hosts[h].jobs() if j.phase == "check"] for h in path.hosts}
     requests = {h: StepRequest(jobs=names) for h, names in checks.items() if names}
@@ -101,8 +127,19 @@ def preflight(deployment: Deployment, executor: Executor, echo: Echo) -> Upgrade
     return path
 
 
-def upgrade(deployment: Deployment, executor: Executor, echo: Echo, *, plan_only: bool = False) -> Plan | None:
-    path = preflight(deployment, executor, echo)
+def report_removed_options(deployment: Deployment, path: UpgradePath, echo: Echo) -> None:
+    """Overrides that name an option the new series removed: the upgrade goes on (oslo.config
+    ignores such an option), and the operator is told which setting stops counting."""
+    files = [(name, f.name, host, f.main) for host in path.hosts
+             for name, service in deployment.desired.hosts[host].services.items()
+             for container in service.containers for f in container.files if f.merge == "ini"]
+    for removed in removed_in_overrides(deployment.site.config_dir, files, path.starts_from, path.target):
+        echo(f"note: {removed.line()}")
+
+
+def upgrade(deployment: Deployment, executor: Executor, echo: Echo, *, plan_only: bool = False,
+            running: Running | None = None) -> Plan | None:
+    path = preflight(deployment, executor, echo, None if plan_only else running)
     if not path.hosts:
         echo(f"Nothing to do: {', '.join(deployment.targets)} already run(s) {path.target}.")
         return None

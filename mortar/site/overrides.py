@@ -85,6 +85,12 @@ def _parse_ini(text: str, source: str) -> _Ini:
     return sections
 
 
+def ini_options(text: str, source: str) -> dict[str, list[str]]:
+    """The options an INI file sets: section -> keys, as written."""
+    parsed = _parse_ini(text, source)
+    return {section: [spelling for spelling, _ in entries.values()] for section, entries in parsed.items()}
+
+
 def _render_ini(sections: _Ini) -> str:
     blocks = []
     for name, entries in sections.items():

@@ -174,3 +174,63 @@ def test_an_interrupted_upgrade_blocks_deploy_and_is_finished_by_upgrade(site_di
     assert engine.containers_by_name["keystone"].info.id == keystone, "what the first run finished is kept"
     assert not any(line.startswith("keystone") for line in said)
     assert new.releases.read() == {"hosts": {"localhost": "2026.2"}}
+
+
+def running_at(series: str, site_dir: Path, tmp_path: Path, engine: FakeEngine):
+    """upgrade's view of the site at the series it runs (as the CLI makes it)."""
+    def running(name: str):
+        assert name == series
+        old = at(site_dir, tmp_path, release=name)
+        return old, with_images(engine, old)
+    return running
+
+
+def test_the_running_series_finishes_its_online_migrations_from_its_own_images_first(
+        site_dir: Path, tmp_path: Path, engine: FakeEngine) -> None:
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.2")
+    executor = with_images(engine, new)
+    engine.job_results["mortar_job_nova_online_data_migrations"] = (2, "Error attempting to run populate_foo\n")
+    before = len(engine.created)
+    with pytest.raises(MortarError, match="2026.1 did not finish its online data migrations") as info:
+        upgrade(new, executor, lambda _: None, running=running_at("2026.1", site_dir, tmp_path, engine))
+    assert "populate_foo" in str(info.value) and "nothing was changed" in str(info.value.fix)
+    ran = [spec for spec in engine.created[before:] if spec.name.endswith("_online_data_migrations")]
+    assert {spec.name for spec in ran} == {"mortar_job_nova_online_data_migrations",
+                                           "mortar_job_placement_online_data_migrations"}
+    assert all(spec.image.endswith(":2026.1") for spec in ran), "from the running series' images"
+    assert not [spec for spec in engine.created[before:] if spec.name.endswith("_upgrade_check")], \
+        "the new series' checks come after"
+    assert new.releases.read() == {"hosts": {"localhost": "2026.1"}}
+    del engine.job_results["mortar_job_nova_online_data_migrations"]
+    upgrade(new, executor, lambda _: None, running=running_at("2026.1", site_dir, tmp_path, engine))
+    assert new.releases.read() == {"hosts": {"localhost": "2026.2"}}
+
+
+def test_a_resumed_upgrade_runs_no_old_code_on_the_migrated_databases(site_dir: Path, tmp_path: Path,
+                                                                       engine: FakeEngine) -> None:
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.2")
+    engine.job_results["mortar_job_nova_db_sync"] = (1, "a migration failed\n")
+    with pytest.raises(MortarError, match="nova.db_sync"):
+        upgrade(new, with_images(engine, new), lambda _: None, running=running_at("2026.1", site_dir, tmp_path,
+                                                                                  engine))
+    del engine.job_results["mortar_job_nova_db_sync"]
+    before = len(engine.created)
+    upgrade(new, with_images(engine, new), lambda _: None, running=running_at("2026.1", site_dir, tmp_path, engine))
+    assert not [spec for spec in engine.created[before:] if spec.image.endswith(":2026.1")
+                and spec.name.startswith("mortar_job_")]
+
+
+def test_preflight_reports_overrides_naming_options_the_new_series_removed(site_dir: Path, tmp_path: Path,
+                                                                          engine: FakeEngine) -> None:
+    (site_dir / "config" / "nova").mkdir(parents=True, exist_ok=True)
+    (site_dir / "config" / "nova" / "nova.conf").write_text("[libvirt]\nnum_memory_encrypted_guests = 4\n")
+    deployed_at("2026.1", site_dir, tmp_path, engine)
+    new = at(site_dir, tmp_path, release="2026.2")
+    said: list[str] = []
+    upgrade(new, with_images(engine, new), said.append, plan_only=True)
+    override = site_dir / "config" / "nova" / "nova.conf"
+    assert f"note: {override}: [libvirt] num_memory_encrypted_guests was removed in 2026.2; the new code ignores " \
+           "it" in said, said
+    assert sum("num_memory_encrypted_guests" in line for line in said) == 1, "once, not once per nova container"
