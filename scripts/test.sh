@@ -21,11 +21,11 @@ trap 'rm -rf "$logs"' EXIT
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
 export MORTAR_TEST_ENGINE_LOCK="$logs/engine.lock"
 MORTAR_TEST_NAMESPACE=mortar-test-bed MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest tests/integration/test_testbed.py \
-  tests/integration/test_multihost.py "$@" > "$logs/bed.log" 2>&1 &
+  tests/integration/test_multihost.py --durations=15 "$@" > "$logs/bed.log" 2>&1 &
 bed=$!
 aio=0
 MORTAR_TEST_NAMESPACE=mortar-test-aio .venv/bin/python -m pytest tests/integration \
-  --ignore tests/integration/test_testbed.py --ignore tests/integration/test_multihost.py "$@" || aio=$?
+  --ignore tests/integration/test_testbed.py --ignore tests/integration/test_multihost.py --durations=25 "$@" || aio=$?
 status=0
 wait "$bed" || status=$?
 echo "==== test bed session (tests/integration/test_testbed.py, test_multihost.py) ===="
