@@ -234,3 +234,37 @@ def test_preflight_reports_overrides_naming_options_the_new_series_removed(site_
     assert f"note: {override}: [libvirt] num_memory_encrypted_guests was removed in 2026.2; the new code ignores " \
            "it" in said, said
     assert sum("num_memory_encrypted_guests" in line for line in said) == 1, "once, not once per nova container"
+
+
+def test_with_limit_the_control_plane_moves_first_and_compute_hosts_later(site_dir: Path, tmp_path: Path) -> None:
+    from tests.unit.deploy.test_plan import INVENTORY, HostsExecutor
+
+    (site_dir / "inventory").write_text(INVENTORY)
+    old = at(site_dir, tmp_path, series_in_globals="2026.1")
+    engines = {h: FakeEngine() for h in old.desired.hosts}
+
+    def executor(deployment: O.Deployment) -> HostsExecutor:
+        for host, state in deployment.desired.hosts.items():
+            for ref in state.images():
+                if ref not in engines[host].images_by_ref:
+                    engines[host].add_image(ref)
+        return HostsExecutor(deployment, engines, tmp_path / "hosts")
+
+    O.deploy(old, executor(old), lambda _: None)
+    control = O.load_deployment(site_dir, limit="control", state_dir=tmp_path / "state", release="2026.2")
+    said: list[str] = []
+    upgrade(control, executor(control), said.append)
+    assert "preflight passed: 2026.1 -> 2026.2 on ctl1" in said
+    assert "note: cmp1 still run(s) 2026.1: upgrade them with --limit" in said
+    assert control.releases.get("hosts") == {"ctl1": "2026.2", "cmp1": "2026.1"}
+    assert engines["ctl1"].containers_by_name["nova_api"].spec.image.endswith(":2026.2")
+    assert engines["cmp1"].containers_by_name["nova_compute"].spec.image.endswith(":2026.1"), "one series behind"
+    # The compute host lags; nothing but the upgrade moves it (a deploy of either series is refused).
+    with pytest.raises(MortarError, match="cmp1"):
+        O.deploy(at(site_dir, tmp_path, release="2026.2"), executor(control), lambda _: None)
+    compute = O.load_deployment(site_dir, limit="compute", state_dir=tmp_path / "state", release="2026.2")
+    said = []
+    upgrade(compute, executor(compute), said.append)
+    assert "preflight passed: 2026.1 -> 2026.2 on cmp1" in said
+    assert compute.releases.get("hosts") == {"ctl1": "2026.2", "cmp1": "2026.2"}
+    assert engines["cmp1"].containers_by_name["nova_compute"].spec.image.endswith(":2026.2")
