@@ -108,7 +108,8 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
     # After the containers: the cell mapping, the schema contractions and the online data
     # migrations; OVN needs none (each switch host's controller registers its own chassis).
     assert sorted(n for n, j in jobs.items() if j.phase == "after") == [
-        "keystone.db_contract", "neutron.db_contract", "neutron.metadata_port_mtu", "nova.discover_hosts",
+        "glance.db_contract", "keystone.db_contract", "neutron.db_contract", "neutron.metadata_port_mtu",
+        "nova.discover_hosts",
         "nova.online_data_migrations", "placement.online_data_migrations"]
     assert state.services["ovn"].jobs == []
     # A service's jobs depend on its own volumes and on the data of the providers it requires.
