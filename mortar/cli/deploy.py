@@ -250,9 +250,9 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
     upgrade starts from, every image of the new series is present or pullable (build them with
     `mortar build --release SERIES`), the rest of prechecks pass, the running series has
     finished its online data migrations (run to the end from its own images), and each
-    service's own upgrade
-    check (nova-status, placement-status, keystone-manage db_sync --check, ...) passes when run
-    from its new image against the running databases. Then, level by level
+    service's own upgrade check (nova-status, placement-status, keystone-manage db_sync
+    --check, ...) passes when run from its new image against the running databases. Overrides
+    naming an option the new series removed are reported. Then, level by level
     (infrastructure, keystone, glance/placement/neutron/horizon, nova, the metadata agent),
     each service's database migrations run from its new image, its containers are recreated
     on the new image (infrastructure images that are the same in both series are left running,

@@ -11,9 +11,9 @@ deploy of the new series: the catalogue's levels put infrastructure first and ea
 after what it uses; a service's jobs (its database migrations, then its online data
 migrations after its containers run the new code) run because their image changed, and each
 job's record proves it ran, so an upgrade killed at any point carries on from there when it
-is run again. The series each host
-runs is recorded only when the whole upgrade is done; until then deploy and reconfigure refuse
-to run, so nothing moves a half-migrated database back to older code.
+is run again. The series each host runs is recorded only when the whole upgrade is done; until
+then deploy and reconfigure refuse to run, so nothing moves a half-migrated database back to
+older code.
 """
 
 from __future__ import annotations
@@ -103,28 +103,28 @@ def preflight(deployment: Deployment, executor: Executor, echo: Echo, running: R
         # next series' code may refuse rows it would have migrated. (Not when resuming: some
         # databases already run the new schema, which the old code must not touch.)
         old, old_executor = running(path.starts_from)
-        finish = {h: [j.name for j in old.desired.hosts[h].jobs() if j.before_upgrade]
-                  for h in path.hosts if h in old.desired.hosts}
-        requests = {h: StepRequest(jobs=names) for h, names in finish.items() if names}
-        if requests:
-            result = old_executor.run(["checks"], requests, echo, stop_on_failure=False)
-            if result.failures:
-                raise MortarError(f"preflight failed: {path.starts_from} did not finish its online data migrations:\n"
-                                  + "\n".join(f.text() for f in result.failures),
-                                  fix="nothing was changed; do what the log named above asks and run mortar "
-                                      "upgrade again")
+        _must_pass(old_executor, {h: [j.name for j in old.desired.hosts[h].jobs() if j.before_upgrade]
+                                  for h in path.hosts if h in old.desired.hosts}, echo,
+                   f"{path.starts_from} did not finish its online data migrations",
+                   "nothing was changed; do what the log named above asks and run mortar upgrade again")
     # Each service's own upgrade check, from the new series' image, against the running data.
-    checks = {h: [j.name for j in deployment.desired.hosts[h].jobs() if j.phase == "check"] for h in path.hosts}
-    requests = {h: StepRequest(jobs=names) for h, names in checks.items() if names}
-    if requests:
-        result = executor.run(["checks"], requests, echo, stop_on_failure=False)
-        if result.failures:
-            raise MortarError("preflight failed: a service's upgrade check refused the new series:\n"
-                              + "\n".join(f.text() for f in result.failures),
-                              fix="nothing was changed; do what the check asks (its full log is named above) "
-                                  "and run mortar upgrade again")
+    _must_pass(executor, {h: [j.name for j in deployment.desired.hosts[h].jobs() if j.phase == "check"]
+                          for h in path.hosts}, echo,
+               "a service's upgrade check refused the new series",
+               "nothing was changed; do what the check asks (its full log is named above) and run mortar upgrade "
+               "again")
     echo(f"preflight passed: {path.starts_from} -> {path.target} on {', '.join(path.hosts)}")
     return path
+
+
+def _must_pass(executor: Executor, jobs: dict[str, list[str]], echo: Echo, refused: str, fix: str) -> None:
+    """Run JOBS (host -> job names) through the agent's checks step; any failure refuses the upgrade."""
+    requests = {h: StepRequest(jobs=names) for h, names in jobs.items() if names}
+    if not requests:
+        return
+    result = executor.run(["checks"], requests, echo, stop_on_failure=False)
+    if result.failures:
+        raise MortarError(f"preflight failed: {refused}:\n" + "\n".join(f.text() for f in result.failures), fix=fix)
 
 
 def report_removed_options(deployment: Deployment, path: UpgradePath, echo: Echo) -> None:
