@@ -263,7 +263,10 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
 
     Killed at any point, the same command carries on from where it stopped: every finished
     job and container is kept. Until it is done, deploy and reconfigure refuse to run. With
-    --limit, hosts move one group at a time (the control plane first, compute hosts later).
+    --limit, hosts move one group at a time (the control plane first, compute hosts later):
+    while a compute host runs the older series, nova's services speak that series' compute
+    RPC version ([upgrade_levels] compute = its name); the upgrade that moves the last one
+    renders `auto` again and restarts, on every host, the nova services that read it.
     A second upgrade to the same series changes nothing.
     """
     from mortar.catalogue.loader import load_catalogue
@@ -291,7 +294,11 @@ def upgrade_command(config_dir: Path, inventory: Path | None, limit: str | None,
         old = load_deployment(config_dir, inventory, limit, release=series)
         return old, _executor(old, executor)
 
-    plan = upgrade(deployment, runner, click.echo, plan_only=plan_only, running=running)
+    def whole_site():
+        every_host = load_deployment(config_dir, inventory, None, release=deployment.site.release)
+        return every_host, _executor(every_host, executor)
+
+    plan = upgrade(deployment, runner, click.echo, plan_only=plan_only, running=running, reload=whole_site)
     if plan_only:
         return
     if release and plan is not None:

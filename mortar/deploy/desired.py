@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import urllib.parse
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from mortar.catalogue.loader import Provides, ServiceSpec
 from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependencies, levels, service_order
 from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
+from mortar.releases import Series, releases
 from mortar.site.config import Site, host_settings
 from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
@@ -82,9 +84,10 @@ def _environment(directory: Path, script: bool) -> jinja2.Environment:
 class Planner:
     """Renders the catalogue for the inventory: one instance per desired-state computation."""
 
-    def __init__(self, site: Site, inventory: Inventory) -> None:
+    def __init__(self, site: Site, inventory: Inventory, running: Mapping[str, str] | None = None) -> None:
         self.site = site
         self.inventory = inventory
+        self.running = dict(running or {})  # host -> the series it was last deployed with
         self.services = site.services
         self.bindings: Bindings = bind(site.services, site.enabled, str(site.config_dir / "globals.yml"))
         self.depends = dependencies(site.services, self.bindings)
@@ -124,6 +127,16 @@ class Planner:
     def address(self, host: str) -> str:
         return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
 
+    def oldest_release_of(self, spec: ServiceSpec, container: str) -> Series:
+        """The oldest series a host of CONTAINER runs: the site's own, unless a host still runs
+        an older one (recorded until an upgrade moves it). Hosts an upgrade is moving count as
+        their old series until the whole upgrade is done."""
+        known = releases()
+        names = known.names()
+        series = [self.running.get(h, self.site.release) for h in self.hosts_of(spec, container)]
+        oldest = min([self.site.release, *(s for s in series if s in names)], key=names.index)
+        return known.get(oldest)
+
     # ---- rendering -----------------------------------------------------------------------
     def env(self, spec: ServiceSpec, script: bool = False) -> jinja2.Environment:
         key = (spec.name, script)
@@ -138,7 +151,8 @@ class Planner:
         values.update(self.host_settings.get(host, {}))
         values.update(host=host, api_address=self.address(host), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
-                      hosts_of_container=lambda name: self.hosts_of(spec, name))
+                      hosts_of_container=lambda name: self.hosts_of(spec, name),
+                      oldest_release_of=lambda name: self.oldest_release_of(spec, name))
         return values
 
     def variables(self, spec: ServiceSpec, host: str) -> dict[str, Any]:
@@ -320,8 +334,10 @@ def site_secrets(site: Site) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def compute_desired(site: Site, inventory: Inventory) -> DesiredState:
-    planner = Planner(site, inventory)
+def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str] | None = None) -> DesiredState:
+    """RUNNING: the series each host was last deployed with (templates see the oldest through
+    oldest_release_of); a host missing there counts as running the site's series."""
+    planner = Planner(site, inventory, running)
     hosts: dict[str, HostState] = {}
 
     def state(host: str) -> HostState:

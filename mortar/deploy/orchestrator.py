@@ -71,7 +71,7 @@ class Deployment:
     def releases(self) -> RecordStore:
         """The OpenStack series each host was last deployed with (no fact shows it: infrastructure
         images are the same in every series, and image tags are the operator's choice)."""
-        return RecordStore(self.controller_dir / "releases.json")
+        return releases_record(self.state_dir, self.desired.site_id)
 
     def check_release(self) -> None:
         """deploy, reconfigure and plan keep a host on the series it runs; only upgrade moves it,
@@ -109,14 +109,23 @@ def override_files(site: Site) -> dict[str, set[str]]:
     return {name: {f.name for c in spec.containers.values() for f in c.files} for name, spec in site.services.items()}
 
 
+def releases_record(state_dir: Path, site_id: str) -> RecordStore:
+    return RecordStore(inside(state_dir / "sites", site_id, "site id") / "releases.json")
+
+
+def recorded_series(state_dir: Path, site_id: str) -> dict[str, str]:
+    """Host -> the series it was last deployed with ({} for a site never deployed here)."""
+    return dict(releases_record(state_dir, site_id).read().get("hosts", {})) if site_id else {}
+
+
 def load_deployment(config_dir: Path, inventory_path: Path | None = None, limit: str | None = None,
                     state_dir: Path | None = None, release: str | None = None) -> Deployment:
     services = load_catalogue()
     site = load_site(config_dir, services, release)
     inventory = load_inventory(inventory_path or config_dir / "inventory")
     check_override_tree(config_dir / "config", override_files(site), set(inventory.hosts))
-    desired = compute_desired(site, inventory)
     state = state_dir or state_root()
+    desired = compute_desired(site, inventory, recorded_series(state, site.site_id))
     pins = pushed_digests(state)
     for host in desired.hosts.values():
         host.image_pins = {ref: pins[ref] for ref in host.images() if ref in pins}

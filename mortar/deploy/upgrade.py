@@ -13,7 +13,9 @@ migrations after its containers run the new code) run because their image change
 job's record proves it ran, so an upgrade killed at any point carries on from there when it
 is run again. The series each host runs is recorded only when the whole upgrade is done; until
 then deploy and reconfigure refuse to run, so nothing moves a half-migrated database back to
-older code.
+older code. What a host still on the older series holds back (a template rendering the oldest
+series some host runs: nova's compute RPC pin) is converged on every moved host once the last
+older host is gone, by this upgrade or the one (with --limit) that moves that host.
 """
 
 from __future__ import annotations
@@ -84,6 +86,8 @@ def upgrade_path(deployment: Deployment) -> UpgradePath:
 
 # The same site at another series (the one it runs): its deployment and an executor for it.
 Running = Callable[[str], tuple[Deployment, Executor]]
+# The whole site (every host, no --limit) loaded again: templates read the series each host runs.
+Reload = Callable[[], tuple[Deployment, Executor]]
 
 
 def preflight(deployment: Deployment, executor: Executor, echo: Echo, running: Running | None = None) -> UpgradePath:
@@ -138,11 +142,15 @@ def report_removed_options(deployment: Deployment, path: UpgradePath, echo: Echo
 
 
 def upgrade(deployment: Deployment, executor: Executor, echo: Echo, *, plan_only: bool = False,
-            running: Running | None = None) -> Plan | None:
+            running: Running | None = None, reload: Reload | None = None) -> Plan | None:
     path = preflight(deployment, executor, echo, None if plan_only else running)
     if not path.hosts:
-        echo(f"Nothing to do: {', '.join(deployment.targets)} already run(s) {path.target}.")
-        return None
+        # An upgrade stopped between its last host and the release of what that host held back
+        # finishes here; otherwise this changes nothing.
+        lifted = release_held_back(reload, path.target, echo) if reload and not plan_only else None
+        if lifted is None:
+            echo(f"Nothing to do: {', '.join(deployment.targets)} already run(s) {path.target}.")
+        return lifted
     if plan_only:
         plan = make_plan(deployment, executor)
         for host in path.hosts:
@@ -159,7 +167,28 @@ def upgrade(deployment: Deployment, executor: Executor, echo: Echo, *, plan_only
     deployment.releases.update(start)
     plan = deploy(deployment, executor, echo, "upgrade")
     deployment.releases.update(finish)
+    if reload is not None:
+        release_held_back(reload, path.target, echo)
     lagging = sorted({h for h, s in deployment.releases.get("hosts", default={}).items() if s != path.target})
     if lagging:
-        echo(f"note: {', '.join(lagging)} still run(s) {path.starts_from}: upgrade them with --limit")
+        echo(f"note: {', '.join(lagging)} still run(s) {path.starts_from}: upgrade them with --limit; until "
+             f"then what talks to them speaks {path.starts_from}'s RPC versions")
     return plan
+
+
+def release_held_back(reload: Reload, target: str, echo: Echo) -> Plan | None:
+    """Converge every host that runs TARGET against the site as recorded now. While a host runs
+    an older series, templates that render the oldest series (nova's compute RPC pin) are
+    rendered for it and nothing here changes; once the last one moved, what read them is
+    restarted on every host, inside --limit or not (they all run TARGET already)."""
+    whole, executor = reload()
+    recorded = whole.releases.get("hosts", default={})
+    if any(recorded.get(h, target) != target for h in whole.targets):
+        return None
+    whole.targets = [h for h in whole.targets if h in recorded]
+    if not whole.targets:
+        return None
+    if make_plan(whole, executor).empty:
+        return None
+    echo(f"every host runs {target} now: restarting what was held back for older hosts (RPC version pins)")
+    return deploy(whole, executor, echo, "upgrade")

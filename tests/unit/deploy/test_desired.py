@@ -186,6 +186,25 @@ DATA_PLANE = ["openvswitch_db", "openvswitch_vswitchd", "ovn_controller", "nova_
               "neutron_ovn_metadata_agent"]
 
 
+def test_nova_speaks_the_compute_rpc_of_the_oldest_compute_host(site: Site) -> None:
+    """While a compute host runs an older series (recorded), every nova service pins its compute
+    RPC to that series (nova's alias of it); once none does, `auto`."""
+    def compute_rpc(running: dict[str, str]) -> dict[str, str]:
+        desired = compute_desired(site, parse_inventory(MULTI, "multi"), running)
+        return {f"{h}/{c.name}": ini(file_of(c, "nova.conf").content)["upgrade_levels"]["compute"]
+                for h, state in desired.hosts.items() for c in state.containers() if c.name.startswith("nova_")
+                and any(f.name == "nova.conf" for f in c.files)}
+
+    assert site.release == "2026.2"
+    assert set(compute_rpc({}).values()) == {"auto"}
+    assert set(compute_rpc(dict.fromkeys(("control1", "compute1", "compute2"), "2026.2")).values()) == {"auto"}
+    lagging = compute_rpc({"control1": "2026.2", "compute1": "2026.2", "compute2": "2026.1"})
+    assert set(lagging.values()) == {"gazpacho"} and "control1/nova_conductor" in lagging
+    assert set(compute_rpc({"compute1": "2025.1"}).values()) == {"epoxy"}
+    # Only compute hosts count: a control host still recorded at an older series pins nothing.
+    assert set(compute_rpc({"control1": "2026.1"}).values()) == {"auto"}
+
+
 def test_compute_hosts_run_only_the_data_plane(multi: DesiredState, site: Site) -> None:
     assert list(multi.hosts) == ["control1", "compute1", "compute2"]
     for host, address in (("compute1", "10.0.0.21"), ("compute2", "10.0.0.22")):

@@ -4,6 +4,7 @@ both series share), and how an interrupted upgrade is finished."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
@@ -66,19 +67,29 @@ def test_an_upgrade_moves_the_openstack_services_and_leaves_shared_infrastructur
     deployed_at("2026.1", site_dir, tmp_path, engine)
     before = {name: c.info.id for name, c in engine.containers_by_name.items()}
     new = at(site_dir, tmp_path, release="2026.2")
+
+    def whole():
+        loaded = at(site_dir, tmp_path, release="2026.2")
+        return loaded, with_images(engine, loaded)
+
     said: list[str] = []
-    upgrade(new, with_images(engine, new), said.append)
+    upgrade(new, with_images(engine, new), said.append, reload=whole)
     assert "preflight passed: 2026.1 -> 2026.2 on localhost" in said
     recreated = {name for name, c in engine.containers_by_name.items() if before.get(name) != c.info.id}
     assert {"keystone", "nova_api", "nova_compute", "neutron_server", "horizon"} <= recreated
     # The database, the queue, the switch and the hypervisor (with its guests) keep running.
     assert not recreated & {"mariadb", "rabbitmq", "memcached", "openvswitch_vswitchd", "ovn_nb_db", "nova_libvirt"}
     assert new.releases.read() == {"hosts": {"localhost": "2026.2"}}
+    # nova ran with 2026.1's compute RPC until its compute moved, then restarted with it lifted.
+    conductor = [spec.name for spec in engine.created].count("nova_conductor")
+    assert "every host runs 2026.2 now: restarting what was held back for older hosts (RPC version pins)" in said
+    assert conductor == 3, "deployed, moved pinned, restarted unpinned"
     # The series is now 2026.2: a second upgrade and a deploy change nothing.
     again: list[str] = []
-    assert upgrade(new, with_images(engine, new), again.append) is None
+    assert upgrade(new, with_images(engine, new), again.append, reload=whole) is None
     assert again[-1] == "Nothing to do: localhost already run(s) 2026.2."
-    assert O.make_plan(new, with_images(engine, new)).empty
+    fresh, executor = whole()
+    assert O.make_plan(fresh, executor).empty
 
 
 @pytest.mark.parametrize("running, target, message, fix", [
@@ -250,12 +261,27 @@ def test_with_limit_the_control_plane_moves_first_and_compute_hosts_later(site_d
                     engines[host].add_image(ref)
         return HostsExecutor(deployment, engines, tmp_path / "hosts")
 
+    def whole():
+        every_host = O.load_deployment(site_dir, state_dir=tmp_path / "state", release="2026.2")
+        return every_host, executor(every_host)
+
+    def compute_rpc(host: str, container: str) -> str:
+        conf = (tmp_path / "hosts" / host / "state" / "config" / container / "nova.conf").read_text()
+        return re.search(r"^\[upgrade_levels\]\n(?:#.*\n)*compute = (\S+)", conf, re.M).group(1)
+
     O.deploy(old, executor(old), lambda _: None)
+    assert compute_rpc("ctl1", "nova_conductor") == "auto"
     control = O.load_deployment(site_dir, limit="control", state_dir=tmp_path / "state", release="2026.2")
     said: list[str] = []
-    upgrade(control, executor(control), said.append)
+    upgrade(control, executor(control), said.append, reload=whole)
     assert "preflight passed: 2026.1 -> 2026.2 on ctl1" in said
-    assert "note: cmp1 still run(s) 2026.1: upgrade them with --limit" in said
+    # The new control plane speaks 2026.1's compute RPC to the compute host that runs it.
+    assert compute_rpc("ctl1", "nova_conductor") == "gazpacho"
+    assert not any("held back" in line for line in said), said
+    pinned = {name: engines["ctl1"].containers_by_name[name].info.id
+              for name in ("nova_api", "nova_conductor", "nova_scheduler")}
+    assert ("note: cmp1 still run(s) 2026.1: upgrade them with --limit; until then what talks to them speaks "
+            "2026.1's RPC versions") in said
     assert control.releases.get("hosts") == {"ctl1": "2026.2", "cmp1": "2026.1"}
     assert engines["ctl1"].containers_by_name["nova_api"].spec.image.endswith(":2026.2")
     assert engines["cmp1"].containers_by_name["nova_compute"].spec.image.endswith(":2026.1"), "one series behind"
@@ -264,7 +290,17 @@ def test_with_limit_the_control_plane_moves_first_and_compute_hosts_later(site_d
         O.deploy(at(site_dir, tmp_path, release="2026.2"), executor(control), lambda _: None)
     compute = O.load_deployment(site_dir, limit="compute", state_dir=tmp_path / "state", release="2026.2")
     said = []
-    upgrade(compute, executor(compute), said.append)
+    upgrade(compute, executor(compute), said.append, reload=whole)
     assert "preflight passed: 2026.1 -> 2026.2 on cmp1" in said
     assert compute.releases.get("hosts") == {"ctl1": "2026.2", "cmp1": "2026.2"}
     assert engines["cmp1"].containers_by_name["nova_compute"].spec.image.endswith(":2026.2")
+    # The last compute host moved: the pin is lifted on the control host too (outside --limit),
+    # and the services that read it were restarted.
+    assert "every host runs 2026.2 now: restarting what was held back for older hosts (RPC version pins)" in said
+    assert compute_rpc("ctl1", "nova_conductor") == compute_rpc("cmp1", "nova_compute") == "auto"
+    assert all(engines["ctl1"].containers_by_name[name].info.id != before for name, before in pinned.items())
+    # Nothing is left to do: a second upgrade changes nothing.
+    again: list[str] = []
+    upgrade(O.load_deployment(site_dir, state_dir=tmp_path / "state", release="2026.2"), executor(compute),
+            again.append, reload=whole)
+    assert again == ["Nothing to do: ctl1, cmp1 already run(s) 2026.2."], again
