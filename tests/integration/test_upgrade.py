@@ -177,6 +177,14 @@ done"""
     return mine[0]
 
 
+def compute_rpc(docker, container: str) -> str:
+    """What the running container's nova.conf sets [upgrade_levels] compute to."""
+    out = docker.containers.get(container).exec_run(["cat", "/etc/nova/nova.conf"], user="root")
+    found = re.search(r"^\[upgrade_levels\]\n(?:#.*\n)*compute = (\S+)$", out.output.decode(), re.M)
+    assert found, out.output.decode()
+    return found.group(1)
+
+
 def assert_upgraded_to(site, docker, series: str, before: dict, kept: dict[str, tuple[str, str]]) -> None:
     assert snapshot(site) == before
     now = running(docker)
@@ -222,6 +230,9 @@ def test_the_skip_level_upgrade_keeps_every_resource(site, docker):
     assert "preflight passed: 2025.1 -> 2026.1 on localhost" in out, out
     assert "nova.conf: [wsgi] keep_alive was removed in 2025.2; the new code ignores it" in out, out
     assert "nova: check online_data_migrations passed" in out, out
+    # nova ran pinned to 2025.1's compute RPC until its compute moved, then restarted unpinned.
+    assert "every host runs 2026.1 now: restarting what was held back for older hosts" in out, out
+    assert compute_rpc(docker, "nova_conductor") == "auto"
     assert_upgraded_to(site, docker, "2026.1", site["before"], kept)
 
 
@@ -248,7 +259,7 @@ def test_an_upgrade_killed_in_its_database_steps_is_finished_by_running_it_again
     assert_upgraded_to(site, docker, "2026.2", site["before"], kept)
 
 
-def test_new_operations_and_verify_work_on_the_upgraded_cloud(site):
+def test_new_operations_and_verify_work_on_the_upgraded_cloud(site, docker):
     conn = connect(site)
     data = os.urandom(512 * 1024)
     image = conn.image.create_image(name="grenade-image-2", data=data, disk_format="raw", container_format="bare",
@@ -259,6 +270,14 @@ def test_new_operations_and_verify_work_on_the_upgraded_cloud(site):
                                         networks=[{"uuid": conn.network.find_network("grenade-net").id}])
     assert conn.compute.wait_for_server(server, wait=330).status == "ACTIVE"
     conn.compute.delete_server(server)
+    # The conductor chose its compute RPC version from the new compute's service version: no
+    # pin of an older series is left in it.
+    conductor = docker.containers.get("nova_conductor")
+    version = conductor.exec_run(["python3", "-c", "from nova.objects import service; print(service.SERVICE_VERSION)"])
+    assert version.exit_code == 0, version.output
+    chosen = re.findall(r"Automatically selected compute RPC version \S+ from minimum service version (\d+)",
+                        conductor.logs().decode(errors="replace"))
+    assert chosen == [version.output.decode().split()[-1]], chosen
     conn.image.delete_image(image)
     # verify's guest boots on demo-net, made at 2025.1: DHCP, metadata and SSH on the old network.
     out = mortar(site, "verify").stdout
