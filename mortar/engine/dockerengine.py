@@ -225,13 +225,29 @@ class DockerEngine:
         return data.decode(errors="replace") if isinstance(data, bytes) else str(data)
 
     def exec(self, name: str, command: list[str], user: str = "root") -> tuple[int, str]:
-        def call() -> tuple[int, str]:
-            created = self.api.exec_create(name, command, user=user, stdout=True, stderr=True)
-            output = self.api.exec_start(created["Id"])
-            code = self.api.exec_inspect(created["Id"]).get("ExitCode")
-            return int(code if code is not None else -1), output.decode(errors="replace")
+        """Exit code and output of COMMAND run in the container. A container that is not running,
+        or that stops while the command runs (the engine then forgets the command: inspecting it
+        is a 404), gives exit code -1 and says so; only a missing container is an error."""
+        import docker.errors
 
-        return self._on_container("exec in", name, call)
+        def create() -> str | None:
+            try:
+                return str(self.api.exec_create(name, command, user=user, stdout=True, stderr=True)["Id"])
+            except docker.errors.APIError as exc:
+                if exc.status_code == 409:  # restarting, paused or stopped
+                    return None
+                raise
+
+        created = self._on_container("exec in", name, create)
+        if created is None:
+            return -1, f"container {name} is not running"
+        try:
+            with _translated(f"exec in container {name}"):
+                output = self.api.exec_start(created)
+                code = self.api.exec_inspect(created).get("ExitCode")
+        except _Missing:
+            return -1, f"container {name} stopped while the command ran"
+        return int(code if code is not None else -1), output.decode(errors="replace")
 
     def put_archive(self, name: str, path: str, data: bytes) -> None:
         self._on_container("copy into", name, lambda: self.api.put_archive(name, path, data))

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.integration.conftest import NAMESPACE, TAG, build, free_port, run_container
+from tests.integration.conftest import NAMESPACE, TAG, TEST_LABEL, build, free_port, run_container
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +175,23 @@ def test_push_to_a_local_registry(engine, docker, keystone_build, tmp_path):
     finally:
         registry.remove(force=True)
         docker.images.remove(f"127.0.0.1:{port}/{NAMESPACE}/base:{TAG}")
+
+
+def test_exec_in_a_container_that_stops_or_is_gone(engine, docker, keystone_build):
+    """A health probe racing a container's restart gets a failed probe, not an error: the engine
+    forgets a command whose container stopped under it, and refuses one in a stopped container."""
+    from mortar.errors import EngineError
+
+    container = docker.containers.run(BASE, ["sleep", "5"], detach=True, network_mode="host",
+                                      labels={TEST_LABEL: "1"})
+    try:
+        assert engine.exec(container.name, ["echo", "served"]) == (0, "served\n")
+        # Killed with the container: the engine reports its exit code, or has forgotten it already.
+        code, _ = engine.exec(container.name, ["sleep", "60"])
+        assert code != 0
+        container.wait(timeout=30)
+        assert engine.exec(container.name, ["true"]) == (-1, f"container {container.name} is not running")
+    finally:
+        container.remove(force=True)
+    with pytest.raises(EngineError, match="no such container"):
+        engine.exec(container.name, ["true"])
