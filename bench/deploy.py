@@ -101,13 +101,15 @@ def guest_running(site: Path):
     """Boot one guest on the demo network (init-runonce's) and return (connection, server)."""
     import openstack
 
+    from mortar.verify.checks import wait_active
+
     cloud = yaml.safe_load((site / "clouds.yaml").read_text())["clouds"]["mortar"]
     conn = openstack.connect(load_yaml_config=False, load_envvars=False, **cloud["auth"],
                              region_name=cloud["region_name"], identity_api_version="3")
     server = conn.compute.create_server(name="mortar-bench-guest", image_id=conn.image.find_image("mortar-guest").id,
                                         flavor_id=conn.compute.find_flavor("m1.tiny").id,
                                         networks=[{"uuid": conn.network.find_network("demo-net").id}])
-    server = conn.compute.wait_for_server(server, status="ACTIVE", wait=300, interval=1)
+    server = wait_active(conn, server)
     deadline = time.monotonic() + 300
     while "mortar-guest: ssh ready" not in conn.compute.get_server_console_output(server).get("output", ""):
         if time.monotonic() > deadline:

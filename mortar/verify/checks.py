@@ -117,10 +117,25 @@ def network(ctx: Context, params: dict[str, Any]) -> str:
     return f"network {net.id[:8]} and subnet {subnet.cidr} created"
 
 
+def wait_active(conn: Any, server: Any, wait: float = WAIT, interval: float = 1) -> Any:
+    """SERVER once ACTIVE; an AssertionError that names nova's fault (its message and the last
+    line of its details) when it went to ERROR instead, and a timeout as openstacksdk says it."""
+    import openstack.exceptions
+
+    try:
+        return conn.compute.wait_for_server(server, status="ACTIVE", wait=wait, interval=interval)
+    except openstack.exceptions.ResourceFailure:
+        fault = conn.compute.get_server(server.id).fault or {}
+        details = (fault.get("details") or "").strip().splitlines()
+        raise AssertionError(f"server {server.name} ({server.id}) went to ERROR: "
+                             f"{fault.get('message') or 'nova recorded no fault'}"
+                             + (f" [{details[-1][:300]}]" if details else "")) from None
+
+
 def _boot(ctx: Context, name: str, **nics: Any) -> Any:
     image, _ = ctx.image()
     server = ctx.conn.compute.create_server(name=name, image_id=image.id, flavor_id=ctx.flavor().id, **nics)
-    return server, ctx.conn.compute.wait_for_server(server, status="ACTIVE", wait=WAIT, interval=1)
+    return server, wait_active(ctx.conn, server)
 
 
 def _delete(ctx: Context, servers: list[Any]) -> None:
@@ -275,7 +290,7 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
                     networks=[{"uuid": network.id}], **pinned))
             fixed: list[str] = []
             for index, server in enumerate(servers):
-                server = servers[index] = conn.compute.wait_for_server(server, status="ACTIVE", wait=WAIT, interval=1)
+                server = servers[index] = wait_active(conn, server)
                 active = time.monotonic() - started
                 port = next(iter(conn.network.ports(device_id=server.id)))
                 deadline = time.monotonic() + 60

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mortar.verify.checks import ssh_to_guest
+from mortar.verify.checks import ssh_to_guest, wait_active
 from tests.integration.conftest import NAMESPACE, TAG, build, failure, mortar
 from tests.integration.secretscan import ProcessSampler, Scanner
 
@@ -230,7 +230,7 @@ def test_guest_survives_reconfigure_and_comes_back_after_stop(deployed, docker, 
         networks=[{"uuid": conn.network.find_network("demo-net").id}])
     ip = None
     try:
-        server = conn.compute.wait_for_server(server, status="ACTIVE", wait=180, interval=1)
+        server = wait_active(conn, server)
         port = next(iter(conn.network.ports(device_id=server.id)))
         ip = conn.network.create_ip(floating_network_id=conn.network.find_network("public").id, port_id=port.id)
         address = ip.floating_ip_address
@@ -253,7 +253,7 @@ def test_guest_survives_reconfigure_and_comes_back_after_stop(deployed, docker, 
         mortar(deployed, "stop")
         mortar(deployed, "deploy")
         conn = connect(deployed)
-        conn.compute.wait_for_server(conn.compute.get_server(server.id), status="ACTIVE", wait=300, interval=2)
+        wait_active(conn, conn.compute.get_server(server.id), interval=2)
         again = guest_ssh(tmp_path / "id", address, "cat /proc/sys/kernel/random/boot_id", wait=300)
         assert again and again != boot
     finally:
@@ -336,7 +336,7 @@ def test_lost_database_is_initialised_again_with_its_registrations(deployed, doc
     server = conn.compute.create_server(name="mortar-it-new-db", image_id=image.id, flavor_id=flavor.id,
                                         networks="none")
     try:
-        conn.compute.wait_for_server(server, status="ACTIVE", wait=180, interval=1)
+        wait_active(conn, server)
     finally:
         conn.compute.delete_server(server)
         conn.compute.wait_for_delete(server, wait=120, interval=1)

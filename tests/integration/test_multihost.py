@@ -1,7 +1,7 @@
 """A multi-host deploy over Ansible on three node hosts (1 control, 2 compute) of the test bed.
 
-One site, in order, through the CLI an operator uses: registry start (TLS, password), build
---push (digests recorded), bootstrap-servers (refused until host keys are accepted, then
+One site of 2026.1 (Gazpacho), in order, through the CLI an operator uses: registry start (TLS,
+password), build --push (digests recorded), bootstrap-servers (refused until host keys are accepted, then
 twice: the second changes nothing), prechecks, pull, deploy with compute1 only, then
 compute2 added with `deploy --limit compute2` (its compute service is mapped by the
 control host's job), verify (servers on both compute hosts); guest-image, init-runonce and
@@ -12,7 +12,10 @@ override that restarts only that host's nova_compute; a changed host key refused
 replaced in the registry refused by prechecks and never run; host state checked with
 pytest-testinfra over the same SSH; no secret in any world-readable file, job log,
 container definition, Ansible output or the process table; a node stopped mid-deploy
-named, and a re-run that converges after it is back; stop, destroy. Teardown removes the
+named, and a re-run that converges after it is back; the upgrade to 2026.2 with --limit:
+the control plane first (the compute hosts stay on 2026.1, pinned to its compute RPC, and
+verify passes), then the compute hosts (the pin lifted on every host, the guests kept);
+stop, destroy. Teardown removes the
 registry, its data and every node.
 """
 
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -30,7 +34,8 @@ import pytest
 import yaml
 
 from mortar.testbed.nodes import GATEWAY, PROVIDER_NETWORK, Testbed, standard_layout
-from tests.integration.conftest import NAMESPACE, TAG, build, mortar, site_env
+from mortar.verify.checks import wait_active
+from tests.integration.conftest import NAMESPACE, build, mortar, site_env
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -41,15 +46,14 @@ IMAGES = ["mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", 
           "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute", "nova-libvirt",
           "openvswitch", "ovn-controller", "neutron-server", "neutron-ovn-metadata-agent", "horizon"]
 NODES = ("control1", "compute1", "compute2")
+# The series deployed first, and the one the site is upgraded to: image tags are the series.
+OLD, NEW = "2026.1", "2026.2"
 # The provider network: a veth behind control1's br-ex, its gateway end at the range's first
 # address; this host reaches the floating IPs through a route via control1.
 PROVIDER_GATEWAY = f"{ipaddress.ip_network(PROVIDER_NETWORK)[1]}/{ipaddress.ip_network(PROVIDER_NETWORK).prefixlen}"
 # What a compute host runs: the hypervisor, its switch, OVN's controller and the metadata agent.
 COMPUTE = {"nova_compute", "nova_libvirt", "openvswitch_db", "openvswitch_vswitchd", "ovn_controller",
            "neutron_ovn_metadata_agent"}
-
-
-
 
 
 def started(bed: Testbed, node: str) -> dict[str, str]:
@@ -91,14 +95,14 @@ def bed():
 
 @pytest.fixture(scope="module")
 def site(engine, bed, tmp_path_factory):
-    _, results = build(engine, IMAGES, tmp_path_factory.mktemp("mh-build"))
+    _, results = build(engine, IMAGES, tmp_path_factory.mktemp("mh-build"), release=OLD, tag=OLD)
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("mh-site")
     data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [], "bed": bed}
     mortar(data, "init")
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
-        {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
+        {"openstack_release": OLD, "image_namespace": NAMESPACE, "docker_registry": REGISTRY,
          "neutron_external_interface": "mortar-ext", "neutron_external_veth_address": PROVIDER_GATEWAY}))
     (data["config"] / "inventory").write_text(inventory(bed, ("compute1",)))
     mortar(data, "genpwd")
@@ -114,7 +118,7 @@ def site(engine, bed, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def deployed(site):
-    mortar(site, "build", *[f"^{name}$" for name in IMAGES], "--namespace", NAMESPACE, "--tag", TAG,
+    mortar(site, "build", *[f"^{name}$" for name in IMAGES], "--namespace", NAMESPACE, "--release", OLD, "--tag", OLD,
            "--push", "--registry", REGISTRY, "--config-dir", str(site["config"]), site_args=False)
     unknown = mortar(site, "bootstrap-servers", check=False)
     assert unknown.returncode != 0 and "--accept-new-host-keys" in unknown.stderr, unknown.stdout + unknown.stderr
@@ -261,9 +265,9 @@ def test_a_tag_replaced_in_the_registry_is_refused(deployed, docker):
     password = yaml.safe_load((deployed["config"] / "passwords.yml").read_text())["docker_registry_password"]
     auth = {"username": "mortar", "password": password, "serveraddress": REGISTRY}
     ref = f"{REGISTRY}/{NAMESPACE}/memcached"
-    impostor = docker.images.get(f"{NAMESPACE}/base:{TAG}")
-    impostor.tag(ref, TAG)
-    for chunk in docker.api.push(ref, TAG, stream=True, decode=True, auth_config=auth):
+    impostor = docker.images.get(f"{NAMESPACE}/base:{OLD}")
+    impostor.tag(ref, OLD)
+    for chunk in docker.api.push(ref, OLD, stream=True, decode=True, auth_config=auth):
         assert "error" not in chunk, chunk
     checks = mortar(deployed, "prechecks", check=False)
     assert checks.returncode == 2 and "memcached" in checks.stdout and "mortar pushed" in checks.stdout, checks.stdout
@@ -275,11 +279,11 @@ def test_a_tag_replaced_in_the_registry_is_refused(deployed, docker):
     pins = json.loads((deployed["state"] / "images" / "pushed.json").read_text())["digests"]
     running = bed.run("control1", "docker inspect --format '{{index .RepoDigests 0}}' "
                                   "$(docker inspect --format '{{.Image}}' memcached)").stdout.strip()
-    assert running.endswith(pins[f"{ref}:{TAG}"]), (running, pins[f"{ref}:{TAG}"])
+    assert running.endswith(pins[f"{ref}:{OLD}"]), (running, pins[f"{ref}:{OLD}"])
     # Put the real image back under its tag so later runs of the registry are not confused.
-    real = docker.images.get(f"{NAMESPACE}/memcached:{TAG}")
-    real.tag(ref, TAG)
-    list(docker.api.push(ref, TAG, stream=True, decode=True, auth_config=auth))
+    real = docker.images.get(f"{NAMESPACE}/memcached:{OLD}")
+    real.tag(ref, OLD)
+    list(docker.api.push(ref, OLD, stream=True, decode=True, auth_config=auth))
 
 
 def test_host_state_with_testinfra(deployed):
@@ -369,6 +373,90 @@ def test_a_node_stopped_mid_deploy_is_named_and_a_rerun_converges(deployed, dock
     assert set(started(bed, "compute2")) == COMPUTE
     assert "Nothing to do" in mortar(deployed, "deploy").stdout
     assert "0 failed" in mortar(deployed, "verify").stdout
+
+
+def image_of(bed: Testbed, node: str, container: str) -> str:
+    out = bed.run(node, f"docker inspect --format '{{{{.Config.Image}}}}' {container}", timeout=60)
+    assert out.returncode == 0, out.stderr
+    return out.stdout.strip()
+
+
+def compute_rpc(bed: Testbed, node: str, container: str) -> str:
+    """What the container's nova.conf sets [upgrade_levels] compute to."""
+    conf = bed.run(node, f"cat /var/lib/mortar/config/{container}/nova.conf", timeout=60).stdout
+    found = re.search(r"^\[upgrade_levels\]\n(?:#.*\n)*compute = (\S+)$", conf, re.M)
+    assert found, conf
+    return found.group(1)
+
+
+def guest_process(bed: Testbed, node: str, server_id: str) -> str:
+    """The guest's QEMU process on NODE (libvirt gives QEMU the server's UUID) and its start time."""
+    script = (r"""for d in /proc/[0-9]*; do case "$(tr '\0' ' ' < $d/cmdline 2>/dev/null)" in *qemu-system*) """
+              r"""uuid=$(tr '\0' ' ' < $d/cmdline | grep -o -- '-uuid [0-9a-f-]*'); """
+              r"""echo "${d#/proc/} $(cut -d' ' -f22 $d/stat) $uuid";; esac; done""")
+    out = bed.run(node, f"docker exec nova_libvirt sh -c {shlex.quote(script)}", timeout=60)
+    assert out.returncode == 0, out.stderr
+    mine = [line for line in out.stdout.splitlines() if line.endswith(f"-uuid {server_id}")]
+    assert len(mine) == 1, f"not one QEMU process for server {server_id} on {node}: {out.stdout}"
+    return mine[0]
+
+
+def test_upgrade_moves_the_control_plane_first_then_the_compute_hosts(deployed):
+    from tests.integration.test_deploy import connect
+
+    bed = deployed["bed"]
+    mortar(deployed, "build", *[f"^{name}$" for name in IMAGES], "--namespace", NAMESPACE, "--release", NEW,
+           "--tag", NEW, "--push", "--registry", REGISTRY, "--config-dir", str(deployed["config"]), site_args=False)
+    conn = connect(deployed)
+    server = conn.compute.create_server(name="kept-guest", image_id=conn.image.find_image("mortar-guest").id,
+                                        flavor_id=conn.compute.find_flavor("m1.tiny").id,
+                                        networks=[{"uuid": conn.network.find_network("demo-net").id}])
+    server = wait_active(conn, server)
+    guest_node = server.compute_host
+    guest = guest_process(bed, guest_node, server.id)
+    before = {n: started(bed, n) for n in NODES}
+
+    # The control plane first: the compute hosts keep running 2026.1, untouched.
+    out = mortar(deployed, "upgrade", "--release", NEW, "--limit", "control").stdout
+    assert f"preflight passed: {OLD} -> {NEW} on control1" in out, out
+    assert f"note: compute1, compute2 still run(s) {OLD}: upgrade them with --limit" in out, out
+    assert "held back" not in out, out
+    assert image_of(bed, "control1", "nova_conductor").endswith(f"/nova-conductor:{NEW}")
+    for node in ("compute1", "compute2"):
+        assert started(bed, node) == before[node], node
+        assert image_of(bed, node, "nova_compute").endswith(f"/nova-compute:{OLD}")
+    # The new control plane speaks 2026.1's compute RPC (nova's alias of it) to those hosts.
+    assert {compute_rpc(bed, "control1", c) for c in ("nova_api", "nova_conductor", "nova_scheduler")} == {"gazpacho"}
+    refused = mortar(deployed, "deploy", check=False)
+    assert refused.returncode == 2 and "compute1, compute2" in refused.stderr, refused.stderr
+    # A cloud half-way through: servers boot on both compute hosts one series behind, guests answer SSH.
+    out = mortar(deployed, "verify").stdout
+    assert "0 failed" in out and "FAIL" not in out, out
+
+    # Then the compute hosts: the last one moved lifts the pin on every host.
+    control = started(bed, "control1")
+    out = mortar(deployed, "upgrade", "--release", NEW, "--limit", "compute").stdout
+    assert f"preflight passed: {OLD} -> {NEW} on compute1, compute2" in out, out
+    assert f"every host runs {NEW} now: restarting what was held back for older hosts" in out, out
+    assert "still run(s)" not in out, out
+    after = started(bed, "control1")
+    assert all(after[c] != control[c] for c in ("nova_api", "nova_conductor", "nova_scheduler")), (control, after)
+    assert after["keystone"] == control["keystone"] and after["mariadb"] == control["mariadb"]
+    for node in ("control1", "compute1", "compute2"):
+        containers = ("nova_compute",) if node != "control1" else ("nova_api", "nova_conductor", "nova_scheduler")
+        assert {compute_rpc(bed, node, c) for c in containers} == {"auto"}, node
+    for node in ("compute1", "compute2"):
+        assert image_of(bed, node, "nova_compute").endswith(f"/nova-compute:{NEW}")
+        now = started(bed, node)
+        assert {c: now[c] for c in ("nova_libvirt", "openvswitch_vswitchd")} == \
+            {c: before[node][c] for c in ("nova_libvirt", "openvswitch_vswitchd")}, node
+    assert guest_process(bed, guest_node, server.id) == guest, "the guest kept running"
+    assert conn.compute.get_server(server.id).status == "ACTIVE"
+    out = mortar(deployed, "verify").stdout
+    assert "0 failed" in out and "FAIL" not in out, out
+    assert "Nothing to do" in mortar(deployed, "upgrade", "--release", NEW).stdout
+    assert "Nothing to do" in mortar(deployed, "deploy").stdout
+    conn.compute.delete_server(server)
 
 
 def test_stop_keeps_data_then_deploy_starts_again(deployed):

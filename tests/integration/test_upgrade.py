@@ -26,6 +26,7 @@ import time
 import pytest
 import yaml
 
+from mortar.verify.checks import wait_active
 from tests.integration.conftest import NAMESPACE, build, failure, mortar, site_env
 from tests.integration.test_deploy import CORE, connect, running
 
@@ -157,7 +158,7 @@ def make_resources(site) -> None:
     server = conn.compute.create_server(name="grenade-server", image_id=conn.image.find_image("mortar-guest").id,
                                         flavor_id=conn.compute.find_flavor("m1.tiny").id,
                                         networks=[{"uuid": conn.network.find_network("demo-net").id}])
-    conn.compute.wait_for_server(server, wait=330)
+    wait_active(conn, server)
 
 
 def guest_process(docker, server_id: str) -> str:
@@ -268,7 +269,7 @@ def test_new_operations_and_verify_work_on_the_upgraded_cloud(site, docker):
     server = conn.compute.create_server(name="grenade-server-2", image_id=conn.image.find_image("mortar-guest").id,
                                         flavor_id=conn.compute.find_flavor("m1.tiny").id,
                                         networks=[{"uuid": conn.network.find_network("grenade-net").id}])
-    assert conn.compute.wait_for_server(server, wait=330).status == "ACTIVE"
+    assert wait_active(conn, server).status == "ACTIVE"
     conn.compute.delete_server(server)
     # The conductor chose its compute RPC version from the new compute's service version: no
     # pin of an older series is left in it.

@@ -57,7 +57,8 @@ def test_catalogue_declares_horizon(services: dict[str, ServiceSpec]) -> None:
     assert spec.passwords == {"horizon_secret_key": "password"}
     assert spec.volumes == ["horizon_static"]
     assert [(j.name, j.container, j.phase, j.run, j.user) for j in spec.jobs] == [
-        ("static", "horizon", "before", "on_change", "horizon")]
+        ("static", "horizon", "before", "on_change", "horizon"),
+        ("prune_static", "horizon", "after", "on_change", "horizon")]
     assert [(c.check, c.params["url"]) for c in spec.verify] == [
         ("form_login", "http://{{ api_address }}:{{ horizon_port }}/auth/login/")]
 
@@ -119,7 +120,10 @@ def test_local_settings(site: Site) -> None:
     assert literal(text, "DEBUG") is False
     assert literal(text, "ALLOWED_HOSTS") == ["*"]
     assert literal(text, "SESSION_ENGINE") == "django.contrib.sessions.backends.cache"
-    assert literal(text, "STATIC_ROOT") == "/var/lib/horizon/static"
+    # A folder per series, also in the URL: an upgrade collects the next series' assets beside
+    # the ones the running dashboard's pages name.
+    assert literal(text, "STATIC_ROOT") == f"/var/lib/horizon/static/{site.release}"
+    assert literal(text, "STATIC_URL") == f"/static/{site.release}/"
     assert literal(text, "LOCAL_PATH") == "/var/lib/horizon"
     assert literal(text, "COMPRESS_OFFLINE") is True
     assert ast.unparse(assignments(text)["COMPRESS_ROOT"]) == "STATIC_ROOT"
@@ -132,7 +136,7 @@ def test_local_settings(site: Site) -> None:
 
 def test_static_job(site: Site) -> None:
     state = horizon_state(site)
-    assert [j.name for j in state.jobs] == ["horizon.static"]
+    assert [j.name for j in state.jobs] == ["horizon.static", "horizon.prune_static"]
     job = state.jobs[0]
     assert (job.phase, job.run, job.service) == ("before", "on_change", "horizon")
     container = job.spec
@@ -151,6 +155,14 @@ def test_static_job(site: Site) -> None:
     assert container.healthcheck is None
     # The same settings as the service, so the offline-compression manifest matches what it serves.
     assert {d: c for d, c in files_of(container).items() if d != SCRIPT_DEST} == files_of(state.containers[0])
+
+
+def test_other_series_static_files_go_once_this_series_serves(site: Site) -> None:
+    job = horizon_state(site).jobs[1]
+    assert (job.phase, job.run) == ("after", "on_change") and job.spec is not None
+    assert job.spec.volumes == ["horizon_static:/var/lib/horizon/static"]
+    script = files_of(job.spec)[SCRIPT_DEST]
+    assert f"find /var/lib/horizon/static -mindepth 1 -maxdepth 1 ! -name {site.release} -exec rm -rf" in script
 
 
 def test_defaults_port_and_workers(configure: Callable[..., Site]) -> None:

@@ -105,12 +105,13 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
         ("keystone.upgrade_check", "check")]
     jobs = jobs_by_name(desired)
     assert (jobs["nova.discover_hosts"].phase, jobs["nova.discover_hosts"].run) == ("after", "always")
-    # After the containers: the cell mapping, the schema contractions and the online data
-    # migrations; OVN needs none (each switch host's controller registers its own chassis).
+    # After the containers: the cell mapping, the schema contractions, the online data
+    # migrations, the broker's feature flags and the other series' static files gone; OVN needs
+    # none (each switch host's controller registers its own chassis).
     assert sorted(n for n, j in jobs.items() if j.phase == "after") == [
-        "glance.db_contract", "keystone.db_contract", "neutron.db_contract", "neutron.metadata_port_mtu",
-        "nova.discover_hosts",
-        "nova.online_data_migrations", "placement.online_data_migrations"]
+        "glance.db_contract", "horizon.prune_static", "keystone.db_contract", "neutron.db_contract",
+        "neutron.metadata_port_mtu", "nova.discover_hosts", "nova.online_data_migrations",
+        "placement.online_data_migrations", "rabbitmq.feature_flags"]
     assert state.services["ovn"].jobs == []
     # A service's jobs depend on its own volumes and on the data of the providers it requires.
     assert jobs["keystone.db_migrate"].data == ["localhost/keystone_credential_keys", "localhost/keystone_fernet_keys",
