@@ -128,7 +128,7 @@ def wait_active(conn: Any, server: Any, wait: float = WAIT, interval: float = 1)
         fault = conn.compute.get_server(server.id).fault or {}
         details = (fault.get("details") or "").strip().splitlines()
         raise AssertionError(f"server {server.name} ({server.id}) went to ERROR: "
-                             f"{fault.get('message') or 'nova recorded no fault'}"
+                             f"{fault.get('message') or 'no fault recorded'}"
                              + (f" [{details[-1][:300]}]" if details else "")) from None
 
 
