@@ -73,6 +73,26 @@ class DesiredState:
         return [h for h, state in self.hosts.items() if any(c.name == name for c in state.containers())]
 
 
+class Topology:
+    """Where a container is reached and what it binds. On hosts (all-in-one and Ansible) both
+    are the address of the host it runs on (api_address, per host in the inventory); the
+    Kubernetes renderer gives its own (Service addresses, pods binding every address)."""
+
+    def __init__(self, site: Site, inventory: Inventory) -> None:
+        self.site, self.inventory = site, inventory
+
+    def host_address(self, host: str) -> str:
+        return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
+
+    def reach(self, host: str, container: str) -> str:
+        """The address others use for CONTAINER on HOST: templates see it as api_address."""
+        return self.host_address(host)
+
+    def bind(self, host: str, container: str) -> str:
+        """The address CONTAINER on HOST listens on: templates see it as bind_address."""
+        return self.host_address(host)
+
+
 def _environment(directory: Path, script: bool) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
                              keep_trailing_newline=True, trim_blocks=True, lstrip_blocks=True,
@@ -84,9 +104,11 @@ def _environment(directory: Path, script: bool) -> jinja2.Environment:
 class Planner:
     """Renders the catalogue for the inventory: one instance per desired-state computation."""
 
-    def __init__(self, site: Site, inventory: Inventory, running: Mapping[str, str] | None = None) -> None:
+    def __init__(self, site: Site, inventory: Inventory, running: Mapping[str, str] | None = None,
+                 topology: Topology | None = None) -> None:
         self.site = site
         self.inventory = inventory
+        self.topology = topology or Topology(site, inventory)
         self.running = dict(running or {})  # host -> the series it was last deployed with
         self.services = site.services
         self.bindings: Bindings = bind(site.services, site.enabled, str(site.config_dir / "globals.yml"))
@@ -125,7 +147,7 @@ class Planner:
         return hosts
 
     def address(self, host: str) -> str:
-        return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
+        return self.topology.host_address(host)
 
     def oldest_release_of(self, spec: ServiceSpec, container: str) -> Series:
         """The oldest series a host of CONTAINER runs: the site's own, unless a host still runs
@@ -144,25 +166,27 @@ class Planner:
             self._envs[key] = _environment(spec.template_dir, script)
         return self._envs[key]
 
-    def base_variables(self, spec: ServiceSpec, host: str) -> dict[str, Any]:
+    def base_variables(self, spec: ServiceSpec, host: str, container: str) -> dict[str, Any]:
+        """What CONTAINER's templates on HOST see besides what the service consumes."""
         values: dict[str, Any] = dict(self.site.globals)
         # A service's templates see its own secrets only; others' come through capabilities.
         values.update({k: self.site.passwords[k] for k in spec.passwords})
         values.update(self.host_settings.get(host, {}))
-        values.update(host=host, api_address=self.address(host), service=spec.name,
+        values.update(host=host, api_address=self.topology.reach(host, container),
+                      bind_address=self.topology.bind(host, container), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
                       hosts_of_container=lambda name: self.hosts_of(spec, name),
                       oldest_release_of=lambda name: self.oldest_release_of(spec, name))
         return values
 
-    def variables(self, spec: ServiceSpec, host: str) -> dict[str, Any]:
-        values = self.base_variables(spec, host)
+    def variables(self, spec: ServiceSpec, host: str, container: str) -> dict[str, Any]:
+        values = self.base_variables(spec, host, container)
         for capability, providers in self.bindings[spec.name].items():
             if capability in values:
                 raise MortarError(f"capability '{capability}' has the name of a setting its templates see",
                                   file=str(spec.file), key=f"consumes.{capability}",
                                   fix="rename the capability (its provider and every consumer)")
-            values[capability] = self.view(spec, host, capability, providers)
+            values[capability] = self.view(spec, host, container, capability, providers)
         return values
 
     def render(self, spec: ServiceSpec, text: Any, variables: dict[str, Any], where: str,
@@ -222,13 +246,14 @@ class Planner:
         """What one instance exports, rendered with the provider's own settings and secrets only."""
         key = (provider.name, provides.capability, host)
         if key not in self._values:
-            values = self.render(provider, provides.values, self.base_variables(provider, host),
+            values = self.render(provider, provides.values, self.base_variables(provider, host, provides.container),
                                  f"provides.{provides.capability}.values")
-            values.update(host=host, address=self.address(host), service=provider.name)
+            values.update(host=host, address=self.topology.reach(host, provides.container), service=provider.name)
             self._values[key] = values
         return self._values[key]
 
-    def request_of(self, consumer: ServiceSpec, capability: str, host: str, provider: ServiceSpec) -> list[dict]:
+    def request_of(self, consumer: ServiceSpec, capability: str, host: str, provider: ServiceSpec,
+                   container: str) -> list[dict]:
         need = consumer.consumes[capability]
         provides = provider.provides[capability]
         if need.request is None:
@@ -236,7 +261,7 @@ class Planner:
         where = f"consumes.{capability}.request"
         if not isinstance(need.request, list):
             raise MortarError("a request is a list of entries", file=str(consumer.file), key=where)
-        entries = self.render(consumer, need.request, self.base_variables(consumer, host), where)
+        entries = self.render(consumer, need.request, self.base_variables(consumer, host, container), where)
         keys = provides.provision.request_keys if provides.provision else {}
         if not keys:
             raise MortarError(f"{provider.name} takes no requests for {capability}", file=str(consumer.file),
@@ -260,7 +285,8 @@ class Planner:
             names.add(entry["name"])
         return entries
 
-    def view(self, consumer: ServiceSpec, host: str, capability: str, providers: list[str]) -> CapabilityView | None:
+    def view(self, consumer: ServiceSpec, host: str, container: str, capability: str,
+             providers: list[str]) -> CapabilityView | None:
         if not providers:
             return None
         instances = []
@@ -270,8 +296,8 @@ class Planner:
             for provider_host in self.hosts_of(provider, provides.container):
                 values = dict(self.instance_values(provider, provides, provider_host))
                 if provides.per_request and name != consumer.name:
-                    entries = self.request_of(consumer, capability, host, provider)
-                    pvars = self.base_variables(provider, provider_host)
+                    entries = self.request_of(consumer, capability, host, provider, container)
+                    pvars = self.base_variables(provider, provider_host, provides.container)
                     for key, template in provides.per_request.items():
                         values[key] = {e["name"]: self.render(provider, template, {**pvars, "entry": e},
                                                               f"provides.{capability}.per_request.{key}")
@@ -355,7 +381,7 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
         spec = site.services[name]
         for cname, decl in spec.containers.items():
             for host in planner.hosts_of(spec, cname):
-                container = planner.render_container(spec, decl, host, planner.variables(spec, host))
+                container = planner.render_container(spec, decl, host, planner.variables(spec, host, cname))
                 rendered[(name, cname, host)] = container
                 service_state(host, spec).containers.append(container)
     registrations: dict[str, Registration] = {}
@@ -369,14 +395,16 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
                 provides = provider.provides[capability]
                 if provides.provision is None or provider_name == name:
                     continue
-                entries = planner.request_of(spec, capability, planner.hosts_of(spec, next(iter(spec.containers)))[0]
-                                             if spec.containers else "", provider)
+                first = next(iter(spec.containers), "")
+                entries = planner.request_of(spec, capability, planner.hosts_of(spec, first)[0] if first else "",
+                                             provider, first)
                 if not entries:
                     continue
                 provider_host = planner.hosts_of(provider, provides.container)[0]
-                variables = {**planner.variables(provider, provider_host), "requests": entries, "consumer": name}
+                variables = {**planner.variables(provider, provider_host, provides.container), "requests": entries,
+                             "consumer": name}
                 base = planner.render_container(provider, provider.containers[provides.container], provider_host,
-                                                planner.variables(provider, provider_host))
+                                                planner.variables(provider, provider_host, provides.container))
                 job = planner.job(provider, provides.provision.job, base, variables, provider_host, provider,
                                   capability, name, keep_volumes=False)
                 job.data = [f"{provider_host}/{provides.data}"] if provides.data else []
@@ -390,14 +418,15 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
         for job_decl in spec.jobs:
             host = planner.hosts_of(spec, job_decl.container)[0]
             base = rendered[(name, job_decl.container, host)]
-            job = planner.job(spec, job_decl, base, planner.variables(spec, host), host, spec, job_decl.name, name)
+            job = planner.job(spec, job_decl, base, planner.variables(spec, host, job_decl.container), host, spec,
+                              job_decl.name, name)
             mounts = [f"{host}/{entry.split(':', 1)[0]}" for entry in base.volumes]
             job.data = sorted(set(mounts) | set(data))
             service_state(host, spec).jobs.append(job)
         if spec.registration is not None:
             reg = spec.registration
             host = planner.hosts_of(spec, reg.container)[0]
-            variables = planner.variables(spec, host)
+            variables = planner.variables(spec, host, reg.container)
             registrations[name] = Registration(
                 service=reg.name, type=reg.type, description=reg.description,
                 region=str(site.globals["region_name"]),
@@ -407,7 +436,8 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
             if not set(check.when) <= {c for s in planner.order for c in site.services[s].provides}:
                 continue
             host = planner.hosts_of(spec, check.container)[0]
-            params = planner.render(spec, check.params, planner.variables(spec, host), f"verify.{check.name}")
+            params = planner.render(spec, check.params, planner.variables(spec, host, check.container),
+                                    f"verify.{check.name}")
             checks.append(VerifyCheck(name, check.name, check.check, params))
     # What each job's inputs describe: its own service's hosts and those of what it consumes.
     for name in planner.order:
@@ -435,7 +465,7 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
     if "identity" in provided:
         view = next(v for s in planner.order
                     if "identity" in site.services[s].provides
-                    for v in [planner.view(site.services[s], "", "identity", [s])] if v)
+                    for v in [planner.view(site.services[s], "", "", "identity", [s])] if v)
         identity = {k: str(view[k]) for k in ("auth_url", "admin_username", "admin_password", "admin_project",
                                                "region")}
     return DesiredState(site.site_id, planner.order, planner.depends, hosts, registrations, identity, secrets,

@@ -30,7 +30,8 @@ SERVICES = load_catalogue()
 IMAGES = {"svc-image", "db-image"}
 # What every template sees besides globals, its own passwords and its consumed capabilities
 # (desired.Planner.base_variables).
-CONTEXT = {"host", "api_address", "service", "host_groups", "hosts_of_container", "oldest_release_of"}
+CONTEXT = {"host", "api_address", "bind_address", "service", "host_groups", "hosts_of_container",
+           "oldest_release_of"}
 
 
 def files_of(spec: ServiceSpec):
