@@ -92,6 +92,10 @@ class Topology:
         """The address CONTAINER on HOST listens on: templates see it as bind_address."""
         return self.host_address(host)
 
+    def hostname(self, host: str, container: str) -> str:
+        """The host name CONTAINER on HOST runs under: templates see it as host."""
+        return host
+
 
 def _environment(directory: Path, script: bool) -> jinja2.Environment:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(directory)), undefined=jinja2.StrictUndefined,
@@ -172,7 +176,7 @@ class Planner:
         # A service's templates see its own secrets only; others' come through capabilities.
         values.update({k: self.site.passwords[k] for k in spec.passwords})
         values.update(self.host_settings.get(host, {}))
-        values.update(host=host, api_address=self.topology.reach(host, container),
+        values.update(host=self.topology.hostname(host, container), api_address=self.topology.reach(host, container),
                       bind_address=self.topology.bind(host, container), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
                       hosts_of_container=lambda name: self.hosts_of(spec, name),
@@ -360,10 +364,12 @@ def site_secrets(site: Site) -> list[str]:
     return sorted(values, key=len, reverse=True)
 
 
-def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str] | None = None) -> DesiredState:
+def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str] | None = None,
+                    topology: Topology | None = None) -> DesiredState:
     """RUNNING: the series each host was last deployed with (templates see the oldest through
-    oldest_release_of); a host missing there counts as running the site's series."""
-    planner = Planner(site, inventory, running)
+    oldest_release_of); a host missing there counts as running the site's series. TOPOLOGY:
+    addresses and host names (default: each host's own, as on hosts)."""
+    planner = Planner(site, inventory, running, topology)
     hosts: dict[str, HostState] = {}
 
     def state(host: str) -> HostState:

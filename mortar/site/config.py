@@ -132,6 +132,34 @@ def check_namespace(value: Any) -> Problem:
     return "is not an image namespace", "use lowercase letters, digits, '.', '_', '-' and '/', e.g. mortar"
 
 
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?")
+_QUANTITY = re.compile(r"[0-9]+(\.[0-9]+)?(Ki|Mi|Gi|Ti|Pi|k|M|G|T|P)?")
+_LABEL_KEY = re.compile(r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?")
+_LABEL_VALUE = re.compile(r"([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?")
+
+
+def check_dns_label(value: Any) -> Problem:
+    if _DNS_LABEL.fullmatch(str(value)):
+        return None
+    return "is not a Kubernetes name", "use at most 63 lowercase letters, digits and '-', e.g. openstack"
+
+
+def check_quantity(value: Any) -> Problem:
+    if _QUANTITY.fullmatch(str(value)):
+        return None
+    return "is not a Kubernetes quantity", "give a size such as 10Gi or 500Mi"
+
+
+def check_group_labels(value: Any) -> Problem:
+    for entry in value:
+        group, _, label = str(entry).partition("=")
+        key, sep, label_value = label.partition("=")
+        if not (group and sep and _LABEL_KEY.fullmatch(key) and _LABEL_VALUE.fullmatch(label_value)):
+            return (f"has {entry!r}, which is not GROUP=LABEL=VALUE",
+                    "give the node label that marks each inventory group, e.g. control=node-role.example/control=yes")
+    return None
+
+
 # Keys every site has; services add their own (`options:` in service.yaml) and an
 # `enable_<service>` flag each.
 CORE_OPTIONS: dict[str, dict[str, Any]] = {
@@ -157,6 +185,25 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
     "openstack_debug": {"type": "bool", "default": False, "help": "debug logging in every OpenStack service"},
     "healthcheck_timeout": {"type": "int", "default": 180, "min": 10,
                             "help": "seconds to wait for a container to serve"},
+    # mortar k8s: the same catalogue on a Kubernetes cluster.
+    "k8s_namespace": {"type": "str", "default": "openstack", "check": check_dns_label,
+                      "help": "Kubernetes namespace every object of the site goes into"},
+    "k8s_service_cidr": {"type": "str", "default": "10.96.0.0/12", "check": check_network,
+                         "help": "the cluster's Service range (kube-apiserver --service-cluster-ip-range): mortar "
+                                 "gives each Service a fixed address in it, which the rendered configuration names"},
+    "k8s_storage_class": {"type": "str", "default": "",
+                          "help": "StorageClass of the claims of stateful services; empty: mortar makes a local "
+                                  "PersistentVolume for each claim under k8s_volume_dir on the node that runs it"},
+    "k8s_volume_dir": {"type": "str", "default": "/var/lib/mortar-volumes",
+                       "help": "folder on each node holding local volumes (claims without a StorageClass, and the "
+                               "named volumes of per-node agents)"},
+    "k8s_volume_size": {"type": "str", "default": "10Gi", "check": check_quantity,
+                        "help": "size each claim asks for"},
+    "k8s_group_labels": {"type": "list", "default": [], "check": check_group_labels,
+                         "help": "the operator's own node labels for inventory groups, GROUP=LABEL=VALUE each; "
+                                 "other groups are mortar.openstack.org/group-GROUP=true (mortar k8s label-nodes)"},
+    "k8s_image_pull_policy": {"type": "str", "default": "IfNotPresent", "choices": ["IfNotPresent", "Always", "Never"],
+                              "help": "imagePullPolicy of every container"},
 }
 # Secrets mortar itself uses (the catalogue's services add theirs).
 CORE_PASSWORDS = {"docker_registry_password": "password"}

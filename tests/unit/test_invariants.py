@@ -19,7 +19,8 @@ import mortar
 
 ROOT = Path(mortar.__file__).resolve().parent
 CATALOGUE = ROOT / "catalogue"
-ENGINE = [ROOT / "deploy", ROOT / "deploy" / "executors", ROOT / "agent", ROOT / "verify", ROOT / "ansible"]
+ENGINE = [ROOT / "deploy", ROOT / "deploy" / "executors", ROOT / "agent", ROOT / "verify", ROOT / "ansible",
+          ROOT / "k8s"]
 # Text a Python 3.12+ tokenizer gives an f-string's literal parts as (3.11 gives the whole STRING).
 CODE_TOKENS = {tokenize.NAME, tokenize.STRING} | ({tokenize.FSTRING_MIDDLE} if hasattr(tokenize, "FSTRING_MIDDLE")
                                                  else set())
