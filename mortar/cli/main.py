@@ -48,7 +48,7 @@ def cli() -> None:
 
 
 def main() -> None:
-    from mortar.cli import deploy, engine, images, registry  # noqa: F401 - registers the commands
+    from mortar.cli import deploy, engine, images, k8s, registry  # noqa: F401 - registers the commands
     from mortar.cli.testbed import testbed
 
     cli.add_command(testbed)

@@ -363,25 +363,30 @@ def _request(deployment: Deployment, plan: Plan, host: str, services: list[str])
 
 
 def _register(deployment: Deployment, names: list[str], echo: Echo) -> None:
+    d = deployment.desired
+    providers = ", ".join(h for s in d.order if "identity" in deployment.site.services[s].provides
+                          for h in d.hosts_running(s)) or "its host"
+    register_services(d, deployment.controller_dir, names, echo, f"its logs on {providers}")
+
+
+def register_services(desired: DesiredState, state: Path, names: list[str], echo: Echo, where: str) -> None:
+    """Register NAMES with the identity service (in parallel, each retried while it is not
+    answering yet); STATE keeps the admin token between calls; WHERE says where to look."""
     if not names:
         return
     from mortar.deploy.identity import register, transient
 
-    d = deployment.desired
-
     def one(name: str) -> None:
         try:
-            retry(lambda: register(d.identity, d.registrations[name], deployment.controller_dir),
+            retry(lambda: register(desired.identity, desired.registrations[name], state),
                   timeout=REGISTRATION_TIMEOUT, delay=1,
                   temporary=transient, what=f"registering {name}")
         except Exception as exc:  # noqa: BLE001 - keystoneauth and SDK errors alike, said once
             cause = exc.last if isinstance(exc, TimedOut) and exc.last else exc
-            providers = ", ".join(h for s in d.order if "identity" in deployment.site.services[s].provides
-                                  for h in d.hosts_running(s)) or "its host"
             raise StepError(f"{name}: registration with the identity service failed: {type(cause).__name__}: "
                             f"{str(cause)[:300]}",
-                            fix=f"check the identity service (its logs on {providers}) and run the same command "
-                                "again; registrations are idempotent") from None
+                            fix=f"check the identity service ({where}) and run the same command again; "
+                                "registrations are idempotent") from None
         echo(f"{name}: registered")
 
     with ThreadPoolExecutor(max_workers=len(names)) as pool:
