@@ -110,3 +110,79 @@ def ssh(name: str, node: str, command: tuple[str, ...]) -> None:
     if command:
         argv.append(" ".join(command))
     sys.exit(subprocess.call(argv))
+
+
+@testbed.group("k8s", cls=_TestbedGroup)
+def k8s() -> None:
+    """A one-node Kubernetes cluster on this machine, to run `mortar k8s` against.
+
+    Kubernetes 1.20 (kube-apiserver, controller-manager, scheduler, kubelet, kube-proxy) is
+    built once from Debian bookworm's source package into /var/cache/mortar/kubernetes-1.20
+    (about 20 minutes on 2 cores; etcd and the CNI plugins are Debian's). The cluster runs in
+    its own network namespace, reached through a veth pair in 10.213.80.0/24 (this host .1,
+    the node .2); pods get 10.213.81.0/24 and Services 10.213.82.0/24, routed from this host
+    through the node. Its own containerd, mount namespace and state folder
+    (/var/lib/mortar-k8s/NAME) keep the host as it was.
+
+    \b
+    Typical run:
+      mortar testbed k8s up                 build once, start, wait for the node
+      mortar testbed k8s load-images mortar/keystone:2026.2 ...
+      export KUBECONFIG=/var/lib/mortar-k8s/mortar/admin.kubeconfig
+      mortar testbed k8s down
+    """
+
+
+k8s_name_option = click.option("--name", default="mortar", show_default=True, metavar="CLUSTER",
+                               help="Cluster name (its namespace, veth and state folder are named after it).")
+
+
+def _cluster(name: str):
+    from mortar.testbed.k8scluster import Cluster
+
+    return Cluster(name)
+
+
+@k8s.command("build", short_help="Build the cluster's programs into the cache (once per machine).")
+def k8s_build() -> None:
+    """Build kube-apiserver, kube-controller-manager, kube-scheduler, kubelet and kube-proxy from
+    Debian's kubernetes source package, unpack etcd and the CNI plugins, and make the pause
+    image; nothing happens when the cache is complete. `up` does this first by itself."""
+    from mortar.testbed.k8sbuild import ensure_built
+
+    click.echo(f"programs in {ensure_built(click.echo) / 'bin'}")
+
+
+@k8s.command("up", short_help="Start the cluster (building its programs first when needed).")
+@k8s_name_option
+def k8s_up(name: str) -> None:
+    """Start every part of the cluster that is not running and wait until its node is Ready.
+    Idempotent: running parts are kept."""
+    _cluster(name).up(click.echo)
+
+
+@k8s.command("status", short_help="Each daemon of the cluster, and its node.")
+@k8s_name_option
+def k8s_status(name: str) -> None:
+    """Each daemon of the cluster (running with its pid, or stopped) and whether its node is Ready."""
+    for what, state in _cluster(name).status():
+        click.echo(f"{what:<28} {state}")
+
+
+@k8s.command("load-images", short_help="Copy images from this machine's engine into the cluster.")
+@k8s_name_option
+@click.argument("refs", nargs=-1, required=True)
+def k8s_load_images(name: str, refs: tuple[str, ...]) -> None:
+    """Copy the images REFS (as `docker images` names them) from this machine's Docker Engine into
+    the cluster's containerd, under the same names."""
+    from mortar.engine import connect
+
+    _cluster(name).load_images(connect(), list(refs), click.echo)
+
+
+@k8s.command("down", short_help="Stop the cluster and remove its state (the programs stay cached).")
+@k8s_name_option
+def k8s_down(name: str) -> None:
+    """Stop every pod, end the processes `up` started (by their recorded ids), remove the network
+    namespace, veth, routes and state folder. Idempotent."""
+    _cluster(name).down(click.echo)

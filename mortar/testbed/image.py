@@ -66,13 +66,14 @@ exec /usr/sbin/sshd -D -e
 # it whatever its daemon.json says. The node lacks CAP_SYS_RESOURCE (the host VM does not grant it),
 # so an inner `--privileged` container or `exec --privileged` would fail in runc ("unable to apply
 # caps"), and an rlimit above the node's hard limit cannot be raised: drop the one, clamp the other.
+# The Kubernetes test cluster's containerd runs its privileged pods through the same wrapper.
 RUNC_WRAPPER = r"""#!/usr/bin/python3 -IS
 import json
 import os
 import resource
 import sys
 
-REAL = "/usr/sbin/runc.real"
+REAL = "@REAL@"
 GLOBAL_WITH_VALUE = {"--root", "--log", "--log-format", "--criu", "--rootless"}
 
 
@@ -136,6 +137,13 @@ elif command == "exec":
 os.execv(REAL, [REAL] + sys.argv[1:])
 """
 
+
+
+def runc_wrapper(real: str) -> str:
+    """The wrapper's program, calling the real runc at REAL."""
+    return RUNC_WRAPPER.replace("@REAL@", real)
+
+
 SSHD_CONFIG = """\
 # mortar test bed node: root logs in with the bed's key only.
 PermitRootLogin prohibit-password
@@ -168,7 +176,8 @@ ENTRYPOINT ["/usr/bin/tini", "--", "/usr/local/sbin/mortar-node-init"]
 
 def context_files() -> dict[str, bytes]:
     """Every file of the build context except the Dockerfile."""
-    return {"entrypoint": ENTRYPOINT.encode(), "runc": RUNC_WRAPPER.encode(), "sshd.conf": SSHD_CONFIG.encode()}
+    return {"entrypoint": ENTRYPOINT.encode(), "runc": runc_wrapper("/usr/sbin/runc.real").encode(),
+            "sshd.conf": SSHD_CONFIG.encode()}
 
 
 def content_hash(dockerfile: str = DOCKERFILE, files: dict[str, bytes] | None = None) -> str:

@@ -421,7 +421,7 @@ def test_upgrade_moves_the_control_plane_first_then_the_compute_hosts(deployed):
     assert f"preflight passed: {OLD} -> {NEW} on control1" in out, out
     assert f"note: compute1, compute2 still run(s) {OLD}: upgrade them with --limit" in out, out
     assert "held back" not in out, out
-    assert image_of(bed, "control1", "nova_conductor").endswith(f"/nova-conductor:{NEW}")
+    assert image_of(bed, "control1", "nova_conductor").endswith(f"/nova-conductor:{NEW}"), out
     for node in ("compute1", "compute2"):
         assert started(bed, node) == before[node], node
         assert image_of(bed, node, "nova_compute").endswith(f"/nova-compute:{OLD}")

@@ -118,6 +118,10 @@ def ansible_env(forks: int, private_dir: Path, known_hosts: Path, accept_new_key
         "ANSIBLE_SSH_ARGS": (f"-C -o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile={known_hosts} "
                              f"-o StrictHostKeyChecking={checking} -o HashKnownHosts=no"),
         "ANSIBLE_TIMEOUT": "20",
+        # A multiplexed SSH session that drops under load (ssh exits 255: "Data could not be sent
+        # to remote host") is opened again instead of failing the host; the agent's steps converge,
+        # so a step sent twice does no harm.
+        "ANSIBLE_SSH_RETRIES": "2",
         "ANSIBLE_PYTHON_INTERPRETER": "auto_silent",
         "ANSIBLE_DEPRECATION_WARNINGS": "False",
         "ANSIBLE_LOCALHOST_WARNING": "False",
