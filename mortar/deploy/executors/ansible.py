@@ -20,7 +20,7 @@ import threading
 import time
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import mortar
 from mortar.agent import wire
@@ -211,6 +211,10 @@ class AnsibleExecutor:
     """Runs every step on the inventory's hosts through Ansible (SSH, become, forks)."""
 
     name = "ansible"
+    # What this process last shipped to each host's desired.json: (controller dir, host) -> digest.
+    # An upgrade runs the running series' jobs and the next series' through two executors of one
+    # site; a host's file is what the last of them shipped, so each ships its own before it runs.
+    shipped: ClassVar[dict[tuple[str, str], str]] = {}
 
     def __init__(self, deployment: Deployment, accept_new_host_keys: bool = False) -> None:
         self.deployment = deployment
@@ -218,7 +222,6 @@ class AnsibleExecutor:
         self.tasks = 0
         self.private_dir = deployment.controller_dir / "ansible"
         self.states_dir = deployment.controller_dir / "hosts"
-        self.synced = False
         self.runs = 0
         self.last_log: Path | None = None
 
@@ -265,14 +268,21 @@ class AnsibleExecutor:
         if not hosts:
             return StepResult()
         lib = agent_library(self.deployment.state_dir / "lib")
-        sync = not self.synced
+        site = str(self.deployment.controller_dir)
+        digests = {h: hashlib.sha256(wire.dumps(self.deployment.host_state(h)).encode()).hexdigest() for h in hosts}
+        sync = any(self.shipped.get((site, h)) != digests[h] for h in hosts)
         if sync:
             self._write_states(list(self.deployment.desired.hosts))
         play = playbook(steps, sync, stop_on_failure)
         extravars = {"mortar_lib": str(lib), "mortar_states": str(self.states_dir),
                      "mortar_requests": {h: wire.encode(r) for h, r in requests.items()}}
         collector = self._run(play, hosts, extravars, progress, "-".join(steps))
-        self.synced = self.synced or not collector.result.failures
+        failed = {f.host for f in collector.result.failures}
+        for host in hosts:
+            if "destroy" in steps or (sync and host in failed):
+                self.shipped.pop((site, host), None)
+            elif sync:
+                self.shipped[(site, host)] = digests[host]
         return collector.result
 
     def bootstrap(self, hosts: list[str], request: StepRequest, progress: Progress) -> StepResult:

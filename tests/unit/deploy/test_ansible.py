@@ -394,3 +394,35 @@ def test_kolla_style_child_groups_place_services_on_network_hosts(site_dir: Path
     neutron_files = "\n".join(f.content for c in desired.hosts["net1"].containers() if c.name == "neutron_server"
                               for f in c.files)
     assert "10.0.0.31:6641" in neutron_files
+
+
+def test_each_executor_ships_its_own_desired_state_before_it_runs(site_dir: Path, tmp_path: Path,
+                                                                   monkeypatch) -> None:
+    """An upgrade runs the running series' before_upgrade jobs through one executor and the next
+    series' checks and deploy through another, on the same hosts and the same desired.json: each
+    must ship its own states again rather than run the steps against the other's."""
+    from mortar.deploy.executors.ansible import AnsibleExecutor, AnsibleRun
+    from mortar.site.samples import INVENTORY_MULTINODE
+
+    (site_dir / "inventory").write_text(INVENTORY_MULTINODE)
+    monkeypatch.setattr(AnsibleExecutor, "shipped", {})
+    plays: list[tuple[str, bool]] = []
+
+    def fake_run(self, play, hosts, extravars, progress, label):
+        synced = any(t["name"] == "sync: desired state" for t in play[0]["tasks"])
+        shipped = (self.states_dir / "cmp1.json").read_text() if synced else ""
+        plays.append((self.deployment.site.release, synced, shipped))
+        return AnsibleRun(None, self.known_hosts)
+
+    monkeypatch.setattr(AnsibleExecutor, "_run", fake_run)
+    new = AnsibleExecutor(load_deployment(site_dir, state_dir=tmp_path, release="2026.2"))
+    old = AnsibleExecutor(load_deployment(site_dir, state_dir=tmp_path, release="2026.1"))
+    request = {"cmp1": StepRequest()}
+    new.run(["prechecks"], request)
+    new.run(["plan"], request)
+    old.run(["checks"], request)
+    new.run(["checks"], request)
+    old.run(["plan"], dict(request))
+    assert [(release, synced) for release, synced, _ in plays] == [
+        ("2026.2", True), ("2026.2", False), ("2026.1", True), ("2026.2", True), ("2026.1", True)]
+    assert "nova-compute:2026.2" in plays[3][2] and "nova-compute:2026.1" in plays[2][2]
