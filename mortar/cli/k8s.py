@@ -225,7 +225,7 @@ def label_nodes_command(config_dir: Path, inventory: Path | None, kubeconfig: Pa
         if node is None:
             raise MortarError(f"the cluster has no node {host}", file=inv.path, key=host,
                               fix="name the inventory's hosts as `kubectl get nodes` does")
-        groups = [g for g, members in inv.groups.items() if host in members]
+        groups = [g for g, members in inv.groups.items() if host in members and g not in ("all", "ungrouped")]
         wanted = dict(group_label(site, g) for g in groups)
         labels: dict[str, str | None] = {k: None for k in node["metadata"].get("labels", {})
                                          if k.startswith(f"{PREFIX}/group-") and k not in wanted}

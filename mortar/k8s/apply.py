@@ -49,9 +49,11 @@ def key(obj: dict[str, Any]) -> tuple[str, str]:
 
 
 def contained(want: Any, have: Any) -> bool:
-    """Everything in WANT is in HAVE (mappings by key, lists item by item, scalars equal)."""
+    """Everything in WANT is in HAVE (mappings by key, lists item by item, scalars equal). An
+    empty value (false, "", [], {}) matches an absent key: the server omits them."""
     if isinstance(want, dict):
-        return isinstance(have, dict) and all(k in have and contained(v, have[k]) for k, v in want.items())
+        return isinstance(have, dict) and all(contained(v, have[k]) if k in have else v in (False, "", [], {}, None)
+                                              for k, v in want.items())
     if isinstance(want, list):
         return isinstance(have, list) and len(want) == len(have) and all(map(contained, want, have))
     return want == have
@@ -135,16 +137,27 @@ def plan(client: Client, rendered: Rendered, dry_run: bool = True) -> list[Chang
     would be created or changed."""
     observed = observe(client, rendered)
     changes: list[Change] = []
+    # The server checks namespaced objects only in a namespace that exists: before the site's is
+    # made, they are checked in the one every cluster has.
+    fresh = ("Namespace", rendered.namespace) not in observed.objects
     for obj in rendered.objects:
         live = observed.objects.get(key(obj))
         service = obj["metadata"].get("labels", {}).get(SERVICE, "")
         if live is not None and obj["kind"] == "Job":
-            if job_done(live) == "Failed":
+            done = job_done(live)
+            if done == "Failed":
                 changes.append(Change("run", "Job", obj["metadata"]["name"], service, ["it failed: made again"]))
+            elif not done:
+                changes.append(Change("run", "Job", obj["metadata"]["name"], service, ["still running: waited for"]))
             continue
         if live is not None and contained(obj, live):
             continue
-        checked = client.apply(obj, dry_run=True) if dry_run else obj
+        checked = obj
+        if dry_run:
+            sent = obj
+            if fresh and "namespace" in obj["metadata"]:
+                sent = {**obj, "metadata": {**obj["metadata"], "namespace": "default"}}
+            checked = client.apply(sent, dry_run=True)
         if live is None:
             action = "run" if obj["kind"] == "Job" else "create"
             changes.append(Change(action, obj["kind"], obj["metadata"]["name"], service,
@@ -208,7 +221,7 @@ class Applier:
                       f"({time.monotonic() - started:.1f}s).")
             return changes
         todo = {(c.kind, c.name) for c in changes if c.action in ("create", "change", "run")}
-        rolls = {c.name for c in changes if c.action == "roll"}
+        rolls = [c.name for c in changes if c.action == "roll"]
         self.echo(f"{len(todo)} object(s) to create or change, {sum(c.action == 'run' for c in changes)} job(s) "
                   f"to run, {len(rolls)} agent pod(s) to replace, {sum(c.action == 'prune' for c in changes)} "
                   "to prune")
@@ -222,23 +235,26 @@ class Applier:
             if not services:
                 continue
             level_started = time.monotonic()
-            if self.registrations is not None:
+            due = [s for s in services if s in pending]
+            if self.registrations is not None and due:
                 # A service's users and endpoints exist before its pods start with them.
-                self.registrations.register(services)
+                self.registrations.register(due)
             objects = [o for o in self.rendered.objects if o["metadata"].get("labels", {}).get(SERVICE) in services
                        and o["kind"] not in ("Namespace", "PersistentVolume")]
-            for obj in (o for o in objects if o["kind"] == "Secret" and key(o) in todo):
+            for obj in (o for o in objects if o["kind"] in ("Secret", "PersistentVolumeClaim") and key(o) in todo):
                 self.client.apply(obj)
             self.jobs(objects, ("provision", "before"), todo)
-            workloads = [o for o in objects if o["kind"] not in ("Secret", "Job")]
+            workloads = [o for o in objects if o["kind"] not in ("Secret", "PersistentVolumeClaim", "Job")]
             for obj in workloads:
                 if key(obj) in todo:
                     self.client.apply(obj)
                     self.echo(f"[{', '.join(services)}] {'created' if self._new(obj, changes) else 'changed'} "
                               f"{obj['kind']} {obj['metadata']['name']}")
+            self.roll_agents([o["metadata"]["name"] for o in workloads if o["kind"] == "DaemonSet"],
+                             time.monotonic() + ROLLOUT_TIMEOUT)
             for obj in workloads:
                 if obj["kind"] in WORKLOAD_KINDS:
-                    self.wait_ready(obj, rolls)
+                    self.wait_ready(obj)
             self.jobs(objects, ("after",), todo)
             self.echo(f"level {index + 1} ({', '.join(services)}): done in {time.monotonic() - level_started:.1f}s")
         self.prune()
@@ -305,12 +321,10 @@ class Applier:
         return "\n".join(lines) or "  (no pod yet)"
 
     # ---- workloads -----------------------------------------------------------------------------
-    def wait_ready(self, obj: dict[str, Any], rolls: set[str]) -> None:
+    def wait_ready(self, obj: dict[str, Any]) -> None:
         kind, name = key(obj)
         started = time.monotonic()
         deadline = started + ROLLOUT_TIMEOUT
-        if kind == "DaemonSet":
-            self.roll_agent(name, deadline)
         last = ""
         while True:
             live = self.client.get(obj["apiVersion"], kind, name, self.ns) or {}
@@ -344,26 +358,29 @@ class Applier:
             done = done and status.get("currentRevision") == status.get("updateRevision")
         return f"{ready}/{want} ready, {updated}/{want} updated", done
 
-    def roll_agent(self, name: str, deadline: float) -> None:
-        """Replace, one node at a time, the agent pods whose node's files or image changed."""
-        while True:
-            stale = node_rolls(self.rendered, observe(self.client, self.rendered), name)
-            if not stale:
-                return
-            node, pod = stale[0]
-            self.echo(f"DaemonSet {name}: replacing its pod on {node}")
-            self.client.delete("v1", "Pod", pod, self.ns)
-            while self.client.get("v1", "Pod", pod, self.ns) is not None:
-                if time.monotonic() > deadline:
-                    raise MortarError(f"the pod {pod} of {name} on {node} did not go away",
-                                      fix=f"see `kubectl -n {self.ns} describe pod {pod}`")
-                time.sleep(0.5)
-            while not self._agent_ready(name, node):
-                if time.monotonic() > deadline:
-                    raise MortarError(f"the new pod of {name} on {node} is not ready:\n"
-                                      + self.pod_story(f"{WORKLOAD}={name}"),
-                                      fix=f"see `kubectl -n {self.ns} describe pods -l {WORKLOAD}={name}`")
-                time.sleep(POLL)
+    def roll_agents(self, names: list[str], deadline: float) -> None:
+        """Replace the agent pods whose node's files or image changed, one node at a time: every
+        stale agent of these on a node together (they may need each other, as the compute service
+        needs its hypervisor), then wait until each of them serves again on that node."""
+        if not names:
+            return
+        observed = observe(self.client, self.rendered)
+        stale: dict[str, list[tuple[str, str]]] = {}
+        for name in names:
+            for node, pod in node_rolls(self.rendered, observed, name):
+                stale.setdefault(node, []).append((name, pod))
+        for node, pods in sorted(stale.items()):
+            self.echo(f"{node}: replacing {', '.join(n for n, _ in pods)}")
+            for _, pod in pods:
+                self.client.delete("v1", "Pod", pod, self.ns)
+            for name, pod in pods:
+                while self.client.get("v1", "Pod", pod, self.ns) is not None or not self._agent_ready(name, node):
+                    if time.monotonic() > deadline:
+                        raise MortarError(f"the new pod of {name} on {node} is not ready:\n"
+                                          + self.pod_story(f"{WORKLOAD}={name}"),
+                                          fix=f"see `kubectl -n {self.ns} describe pods -l {WORKLOAD}={name}`, "
+                                              "fix the cause and run `mortar k8s apply` again")
+                    time.sleep(POLL)
 
     def _agent_ready(self, name: str, node: str) -> bool:
         for pod in self.client.list("v1", "Pod", self.ns, f"{WORKLOAD}={name}"):

@@ -59,7 +59,8 @@ class Client:
         self.server = str(cluster["server"]).rstrip("/")
         self._scratch = tempfile.TemporaryDirectory(prefix="mortar-kubeconfig-")
         self.session = requests.Session()
-        self.session.verify = self._file(cluster, "certificate-authority", "ca.crt") or True
+        # Given with every request: requests otherwise prefers $REQUESTS_CA_BUNDLE to a session's CA.
+        self.verify: str | bool = self._file(cluster, "certificate-authority", "ca.crt") or True
         cert, key = self._file(user, "client-certificate", "client.crt"), self._file(user, "client-key", "client.key")
         if cert and key:
             self.session.cert = (cert, key)
@@ -90,7 +91,7 @@ class Client:
         if body is not None:
             data = yaml.safe_dump(body) if content_type.endswith("yaml") else json.dumps(body)
         try:
-            answer = self.session.request(method, self.server + path, data=data, params=params,
+            answer = self.session.request(method, self.server + path, data=data, params=params, verify=self.verify,
                                           headers={"Content-Type": content_type}, timeout=self.timeout)
         except requests.RequestException as exc:
             raise MortarError(f"{what}: the API server {self.server} does not answer ({type(exc).__name__})",

@@ -8,7 +8,8 @@ into objects by rules that name no service:
   in the node's network, updated OnDelete (mortar replaces its pods node by node, only where
   that node's configuration or image changed, so guests and their network are not cut by a
   rollout); its named volumes are folders of the node;
-- any other container with named volumes is a StatefulSet with a claim per volume; the rest
+- any other container with named volumes is a StatefulSet with a claim per volume (made ahead
+  of it, as its Jobs mount them too); the rest
   are Deployments; replicas follow the inventory's placement, with a PodDisruptionBudget from
   two replicas on;
 - a container with ports gets a Service with the fixed address its consumers' configuration
@@ -267,9 +268,17 @@ class Renderer:
                                      "ports": [{"name": f"p{p}", "port": p, "protocol": "TCP"}
                                                for p in container.ports] or [{"name": "none", "port": 1,
                                                                               "protocol": "TCP"}]}})
-            if not self.site.globals["k8s_storage_class"]:
-                objects += [self.local_volume(v.split(":", 1)[0], workload, i)
-                            for v in container.volumes for i in range(len(workload.nodes))]
+            for volume in (v.split(":", 1)[0] for v in container.volumes):
+                for replica in range(len(workload.nodes)):
+                    # The claims the StatefulSet would make, made first: its Jobs (keys, static
+                    # files) mount them before its pods run; the StatefulSet adopts them.
+                    claim = self.claim(volume)
+                    claim.update(apiVersion="v1", kind="PersistentVolumeClaim")
+                    claim["metadata"] = self.meta(f"{dns_name(volume)}-{workload.name}-{replica}", workload.service,
+                                                  {WORKLOAD: workload.name})
+                    objects.append(claim)
+                    if not self.site.globals["k8s_storage_class"]:
+                        objects.append(self.local_volume(volume, workload, replica))
         objects.append({"apiVersion": "apps/v1", "kind": workload.kind,
                         "metadata": self.meta(workload.name, workload.service,
                                               {WORKLOAD: workload.name}), "spec": spec})

@@ -97,6 +97,9 @@ def test_contained_ignores_what_the_server_adds() -> None:
     assert not contained(want, {"spec": {"ports": [{"port": 81}], "x": "a"}})
     assert not contained(want, {"spec": {"ports": [{"port": 80}, {"port": 81}], "x": "a"}})
     assert not contained({"a": {"b": 1}}, {"a": 1})
+    # The server leaves out what is empty.
+    assert contained({"readOnly": False, "storageClassName": "", "x": 1}, {"x": 1})
+    assert not contained({"readOnly": True, "x": 1}, {"x": 1})
 
 
 def test_a_first_apply_creates_runs_and_waits_then_a_second_changes_nothing(site: Site) -> None:
