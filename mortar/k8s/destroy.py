@@ -1,10 +1,10 @@
 """`mortar k8s destroy`: every object of the site goes; its data only when asked.
 
-Per-node agents first undo what they made on their node (the catalogue's `teardown:` scripts:
-bridges, veth pairs), run in a pod beside each agent while it still runs, as the host deploy's
-destroy runs them inside the container. Then the workloads, Services, Jobs and Secrets that
-carry the site's label. With volumes: the claims, mortar's local volumes, their folders on
-every node, and the namespace.
+Per-node agents go first, dependents first: each undoes what it made on its node (the
+catalogue's `teardown:` scripts: bridges, veth pairs) in a pod beside it while it still runs,
+as the host deploy's destroy runs them inside the container, and then goes. Then the
+workloads, Services, Jobs and Secrets that carry the site's label. With volumes: the claims,
+mortar's local volumes, their folders on every node, and the namespace.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from mortar.agent.wire import ServiceState
 from mortar.k8s.apply import LISTED, job_done
 from mortar.k8s.client import Client
 from mortar.k8s.render import MANAGED_BY, SITE, WORKLOAD, Rendered, short_hash
+from mortar.k8s.topology import workload_name
 from mortar.site.config import Site
 
 Echo = Callable[[str], None]
@@ -33,16 +35,30 @@ def _wait_pod(client: Client, namespace: str, name: str, timeout: float) -> str:
     return "did not finish"
 
 
-def teardown(client: Client, rendered: Rendered, echo: Echo) -> None:
-    """Each per-node agent's teardown script, on each of its nodes, while the agent still runs."""
-    running = {p["metadata"]["labels"].get(WORKLOAD): p for p in client.list(
+def agents_last_first(rendered: Rendered) -> list[str]:
+    """The per-node agents, dependents first: the reverse of the catalogue's service order, and
+    of each service's own order of its containers."""
+    assert rendered.desired is not None
+    ranking: dict[str, int] = {}
+    for service in rendered.desired.order:
+        for state in rendered.desired.hosts.values():
+            for container in state.services.get(service, ServiceState(service)).containers:
+                ranking.setdefault(workload_name(container.name), len(ranking))
+    agents = [n for n, w in rendered.workloads.items() if w.kind == "DaemonSet"]
+    return sorted(agents, key=lambda n: ranking.get(n, -1), reverse=True)
+
+
+def remove_agents(client: Client, rendered: Rendered, echo: Echo) -> None:
+    """Each per-node agent, dependents first: its teardown script on each of its nodes while it
+    still runs, then its DaemonSet and pods, so that nothing still running makes again what
+    the teardown removed (a controller would plug its bridge back)."""
+    running = {p["metadata"]["labels"].get(WORKLOAD) for p in client.list(
         "v1", "Pod", rendered.namespace, f"{SITE}={rendered.site_id}")}
-    for name, workload in rendered.workloads.items():
-        if workload.kind != "DaemonSet" or name not in running:
-            continue
+    for name in agents_last_first(rendered):
+        workload = rendered.workloads[name]
         ds = next(o for o in rendered.objects if o["kind"] == "DaemonSet" and o["metadata"]["name"] == name)
         for node, container in sorted(workload.renderings.items()):
-            if not container.teardown.strip():
+            if name not in running or not container.teardown.strip():
                 continue
             spec: dict[str, Any] = dict(ds["spec"]["template"]["spec"])
             main = dict(spec["containers"][0])
@@ -61,12 +77,17 @@ def teardown(client: Client, rendered: Rendered, echo: Echo) -> None:
             outcome = _wait_pod(client, rendered.namespace, pod_name, TEARDOWN_TIMEOUT)
             echo(f"teardown {name} on {node}: {outcome.lower()}")
             client.delete("v1", "Pod", pod_name, rendered.namespace)
+        if client.delete("apps/v1", "DaemonSet", name, rendered.namespace):
+            echo(f"deleted DaemonSet {name}")
+        deadline = time.monotonic() + TEARDOWN_TIMEOUT
+        while client.list("v1", "Pod", rendered.namespace, f"{WORKLOAD}={name}") and time.monotonic() < deadline:
+            time.sleep(1)
 
 
 def destroy(client: Client, site: Site, rendered: Rendered, volumes: bool, echo: Echo) -> None:
     namespace = rendered.namespace
     if client.get("v1", "Namespace", namespace) is not None:
-        teardown(client, rendered, echo)
+        remove_agents(client, rendered, echo)
     selector = f"{MANAGED_BY}=mortar,{SITE}={site.site_id}"
     kept = () if volumes else ("PersistentVolumeClaim", "PersistentVolume")
     order = ["DaemonSet", "StatefulSet", "Deployment", "Job", "PodDisruptionBudget", "Service", "Secret",
