@@ -500,6 +500,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
         if Path(f"/run/netns/{self.netns}").exists():
             self._sh(["ip", "netns", "del", self.netns], "ip netns del")
         shutil.rmtree(self.run, ignore_errors=True)
+        self._remove_cgroups()
         made = self.state / "made-mount-points"
         for target in (made.read_text().split() if made.exists() else []):
             try:
@@ -510,6 +511,24 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             # The kubelet's folder may still hold mounts (secrets as tmpfs) made in the namespace that is gone.
             shutil.rmtree(self.state, ignore_errors=True)
         log(f"cluster {self.name!r} is down")
+
+    @staticmethod
+    def _remove_cgroups() -> None:
+        """The cgroups the pods' containers were put in (containerd's k8s.io tree), once empty;
+        one still in use (another cluster's) stays."""
+        for controller in Path("/sys/fs/cgroup").iterdir():
+            tree = controller / "k8s.io"
+            if not tree.is_dir() or tree.is_symlink():
+                continue
+            for folder in sorted((p for p in tree.rglob("*") if p.is_dir()), key=lambda p: len(p.parts), reverse=True):
+                try:
+                    folder.rmdir()
+                except OSError:
+                    pass
+            try:
+                tree.rmdir()
+            except OSError:
+                pass
 
     def _remove_pods(self, log: Log) -> None:
         ctr = ["ctr", "--address", str(self.containerd_socket), "-n", "k8s.io"]
