@@ -4,6 +4,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
+logs=$(mktemp -d)
+trap 'rm -rf "$logs"' EXIT
+if [ "${MORTAR_SKIP_INTEGRATION:-}" != 1 ]; then
+  # The Kubernetes test cluster's programs, built once per machine (about 10 minutes of both
+  # cores), start building now, beside the checks, the unit tests and the image builds.
+  .venv/bin/mortar testbed k8s build > "$logs/k8s-build.log" 2>&1 &
+  k8sbuild=$!
+fi
 .venv/bin/ruff check mortar tests bench
 .venv/bin/mypy mortar
 if [ "${MORTAR_SKIP_INTEGRATION:-}" = 1 ]; then
@@ -11,24 +19,40 @@ if [ "${MORTAR_SKIP_INTEGRATION:-}" = 1 ]; then
 fi
 .venv/bin/python -m pytest tests/unit "$@"
 
-# Integration: every image built once, then two sessions side by side: this machine's engine
-# (build, all-in-one, faults) and the test bed, whose nodes run engines of their own. Each
-# session tags the images in a namespace of its own, so neither removes what the other runs;
-# the one test that restarts the engine waits until the test bed session is done.
+# Integration: every image built once (the default series, and 2026.1's core set for the two
+# sessions that upgrade from it), then three sessions side by side: this machine's engine
+# (build, all-in-one, faults, upgrades), the test bed, whose nodes run engines of their own,
+# and the Kubernetes test cluster, which has its own containerd and uses this engine only to
+# build and copy images. Each session tags the images in a namespace of its own, so none
+# removes what another runs; the one test that restarts the engine waits until no other
+# session uses it.
 IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
-logs=$(mktemp -d)
-trap 'rm -rf "$logs"' EXIT
+CORE='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon)$'
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
+.venv/bin/mortar build --namespace mortar-test --release 2026.1 --tag it-2026.1 --logs-dir "$logs/build-2026.1" "$CORE"
 export MORTAR_TEST_ENGINE_LOCK="$logs/engine.lock"
 MORTAR_TEST_NAMESPACE=mortar-test-bed MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest tests/integration/test_testbed.py \
   tests/integration/test_multihost.py --durations=15 "$@" > "$logs/bed.log" 2>&1 &
 bed=$!
+k8s_status=0
+if ! wait "$k8sbuild"; then
+  k8s_status=1
+  echo "==== building the Kubernetes test cluster's programs failed ===="
+  cat "$logs/k8s-build.log"
+fi
+MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
+  > "$logs/k8s.log" 2>&1 &
+k8s=$!
 aio=0
 MORTAR_TEST_NAMESPACE=mortar-test-aio .venv/bin/python -m pytest tests/integration \
-  --ignore tests/integration/test_testbed.py --ignore tests/integration/test_multihost.py --durations=25 "$@" || aio=$?
+  --ignore tests/integration/test_testbed.py --ignore tests/integration/test_multihost.py \
+  --ignore tests/integration/test_k8s.py --durations=25 "$@" || aio=$?
 status=0
 wait "$bed" || status=$?
+wait "$k8s" || k8s_status=$?
 echo "==== test bed session (tests/integration/test_testbed.py, test_multihost.py) ===="
 cat "$logs/bed.log"
+echo "==== Kubernetes session (tests/integration/test_k8s.py) ===="
+cat "$logs/k8s.log"
 .venv/bin/python -m tests.integration.cleanup mortar-test
-[ "$aio" = 0 ] && [ "$status" = 0 ]
+[ "$aio" = 0 ] && [ "$status" = 0 ] && [ "$k8s_status" = 0 ]

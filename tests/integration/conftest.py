@@ -46,6 +46,23 @@ def sharing_the_engine():
 
 
 @contextmanager
+def engine_shared():
+    """Use this machine's engine beside the other sessions (none restarts it meanwhile): for a
+    session that needs it only now and then (the Kubernetes cluster has an engine of its own)."""
+    if not ENGINE_LOCK:
+        yield
+        return
+    import fcntl
+
+    with open(ENGINE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
 def engine_alone(timeout: float = 3600):
     """Hold the engine alone (no other test session runs on it) while restarting it."""
     if not ENGINE_LOCK:
