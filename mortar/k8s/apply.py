@@ -337,10 +337,7 @@ class Applier:
                 self.echo(f"{kind} {name}: {state}")
                 last = state
             if time.monotonic() > deadline:
-                raise MortarError(f"{kind} {name} is not ready after {ROLLOUT_TIMEOUT:.0f} s ({state}):\n"
-                                  + self.pod_story(f"{WORKLOAD}={name}"),
-                                  fix=f"see `kubectl -n {self.ns} describe pods -l {WORKLOAD}={name}`, fix the "
-                                      "cause and run `mortar k8s apply` again")
+                raise self.not_ready(name, f"{kind} {name} is not ready after {ROLLOUT_TIMEOUT:.0f} s ({state})")
             time.sleep(POLL)
 
     @staticmethod
@@ -376,11 +373,13 @@ class Applier:
             for name, pod in pods:
                 while self.client.get("v1", "Pod", pod, self.ns) is not None or not self._agent_ready(name, node):
                     if time.monotonic() > deadline:
-                        raise MortarError(f"the new pod of {name} on {node} is not ready:\n"
-                                          + self.pod_story(f"{WORKLOAD}={name}"),
-                                          fix=f"see `kubectl -n {self.ns} describe pods -l {WORKLOAD}={name}`, "
-                                              "fix the cause and run `mortar k8s apply` again")
+                        raise self.not_ready(name, f"the new pod of {name} on {node} is not ready")
                     time.sleep(POLL)
+
+    def not_ready(self, workload: str, what: str) -> MortarError:
+        return MortarError(f"{what}:\n" + self.pod_story(f"{WORKLOAD}={workload}"),
+                           fix=f"see `kubectl -n {self.ns} describe pods -l {WORKLOAD}={workload}`, fix the cause "
+                               "and run `mortar k8s apply` again")
 
     def _agent_ready(self, name: str, node: str) -> bool:
         for pod in self.client.list("v1", "Pod", self.ns, f"{WORKLOAD}={name}"):
