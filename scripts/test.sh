@@ -26,6 +26,8 @@ fi
 # build and copy images. Each session tags the images in a namespace of its own, so none
 # removes what another runs; the one test that restarts the engine waits until no other
 # session uses it.
+# What an interrupted earlier run left (a site still running, a bed, the cluster) goes first.
+.venv/bin/python -m tests.integration.cleanup leftovers
 IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 CORE='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon)$'
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"

@@ -25,6 +25,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import ssl
 import subprocess
 import time
@@ -302,7 +303,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             proc = subprocess.Popen(["unshare", "--mount", "--propagation", "unchanged", "sh", "-c", "\n".join(lines)],
                                     stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        self.pid_file("mounts").write_text(f"{proc.pid}\n")
+        self._record_pid("mounts", proc.pid)
         deadline = time.monotonic() + 10
         while not (self.run / "mounts.ready").exists():
             if proc.poll() is not None or time.monotonic() > deadline:
@@ -374,23 +375,31 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
             out.flush()
             proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                     start_new_session=True)
-        self.pid_file(daemon).write_text(f"{proc.pid}\n")
+        self._record_pid(daemon, proc.pid)
+
+    def _record_pid(self, daemon: str, pid: int) -> None:
+        # The process's start time goes beside its id: a pid file that outlived its process (a
+        # machine restarted, or restored from a copy) may name a pid some other process now has.
+        self.pid_file(daemon).write_text(f"{pid} {_start_time(pid)}\n")
 
     def _pid(self, daemon: str) -> int:
         try:
-            return int(self.pid_file(daemon).read_text().strip())
-        except (OSError, ValueError):
+            return int(self.pid_file(daemon).read_text().split()[0])
+        except (OSError, ValueError, IndexError):
             return 0
 
     def _alive(self, daemon: str) -> bool:
-        pid = self._pid(daemon)
-        if not pid:
+        """Whether the process this cluster started as DAEMON still runs (not a zombie, and not
+        another process that was given the same pid)."""
+        try:
+            pid, started = self.pid_file(daemon).read_text().split()
+        except (OSError, ValueError):
             return False
         try:
             state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
         except OSError:
             return False
-        return state != "Z"
+        return state != "Z" and _start_time(int(pid)) == started
 
     def _failed(self, daemon: str, why: str) -> MortarError:
         tail = "\n".join(read_text(self.log_file(daemon), what="log").splitlines()[-12:])
@@ -398,7 +407,7 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
 
     def _wait_started(self, daemon: str) -> None:
         checks: dict[str, Callable[[], bool]] = {
-            "containerd": lambda: self.containerd_socket.exists(),
+            "containerd": lambda: _socket_answers(self.containerd_socket),
             "etcd": lambda: self._port_open(2379),
             "kube-apiserver": lambda: self._get("/readyz") is not None,
         }
@@ -559,3 +568,21 @@ disabled_plugins = ["io.containerd.snapshotter.v1.aufs", "io.containerd.snapshot
                 os.kill(pid, signal.SIGKILL)
             log(f"{daemon}: stopped")
         self.pid_file(daemon).unlink(missing_ok=True)
+
+
+def _start_time(pid: int) -> str:
+    """The process's start time in clock ticks since boot (field 22 of /proc/PID/stat), "" when gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return ""
+
+
+def _socket_answers(path: Path) -> bool:
+    """Whether a process listens on the unix socket PATH (a file left by a dead one does not count)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        try:
+            sock.connect(str(path))
+        except OSError:
+            return False
+    return True
