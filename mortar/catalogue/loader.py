@@ -23,7 +23,7 @@ CATALOGUE_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = CATALOGUE_DIR.parent / "images"
 
 SERVICE_KEYS = ["name", "description", "enabled", "enabled_with", "group", "options", "passwords", "volumes",
-                "provides", "consumes", "containers", "jobs", "registration", "verify"]
+                "secret_volumes", "provides", "consumes", "containers", "jobs", "registration", "verify"]
 PROVIDES_KEYS = ["container", "values", "per_request", "data", "provision", "request_keys"]
 CONSUMES_KEYS = ["optional", "multiple", "request"]
 # Formats a str option may name (`format:`); mortar.site.config checks each value against it.
@@ -38,6 +38,7 @@ PASSWORD_KINDS = {"password", "fernet", "hex"}
 MERGE_KINDS = ("ini", "yaml", "json", "replace")
 INTERFACES = ("public", "internal", "admin")
 NAME = re.compile(r"[a-z][a-z0-9_]*")
+FILE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]*")
 CAPABILITY = re.compile(r"[a-z][a-z0-9_]*")
 VOLUME_ENTRY = re.compile(r"(?P<name>[A-Za-z0-9][\w.-]*):(?P<path>/[^:]*)(:(?P<mode>ro|rw))?")
 OCTAL = re.compile(r"[0-7]{3,4}")
@@ -102,6 +103,8 @@ class ServiceSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)
+    # volume -> {file name: password}: volumes that hold nothing but secrets of passwords.yml
+    secret_volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     provides: dict[str, Provides] = field(default_factory=dict)
     consumes: dict[str, Consumes] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
@@ -331,6 +334,26 @@ def _load_verify(spec: ServiceSpec, raw: Any, where: Where) -> None:
                                       [str(w) for w in _expect(when, list, at.at("when"), "a list")], params))
 
 
+def _load_secret_volumes(spec: ServiceSpec, raw: Any, where: Where) -> None:
+    if raw is None:
+        return
+    for volume, files in _expect(raw, dict, where, "a mapping of volume: {file: password}").items():
+        at = where.at(str(volume))
+        if volume not in spec.volumes:
+            raise at.error(f"'{volume}' is not one of the service's volumes ({', '.join(spec.volumes) or 'none'})",
+                           fix="list it under the service's `volumes:`")
+        _expect(files, dict, at, "a mapping of file name: password")
+        if not files:
+            raise at.error("a secret volume needs at least one file")
+        for name, password in files.items():
+            if not FILE_NAME.fullmatch(str(name)):
+                raise at.at(str(name)).error(f"'{name}' is not a file name (letters, digits, '.', '_', '-')")
+            if password not in spec.passwords:
+                raise at.at(str(name)).error(f"'{password}' is not one of the service's passwords",
+                                             fix="list it under the service's `passwords:`")
+        spec.secret_volumes[str(volume)] = {str(k): str(v) for k, v in files.items()}
+
+
 def image_names(root: Path = IMAGES_DIR) -> set[str]:
     return {p.parent.name for p in root.glob("*/Dockerfile.j2")}
 
@@ -364,6 +387,7 @@ def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
     for password, password_kind in spec.passwords.items():
         if password_kind not in PASSWORD_KINDS:
             raise where.at("passwords").at(password).error(f"password kind must be one of {sorted(PASSWORD_KINDS)}")
+    _load_secret_volumes(spec, raw.get("secret_volumes"), where.at("secret_volumes"))
     images = image_names() if images is None else images
     for cname, craw in (raw.get("containers") or {}).items():
         at = where.at("containers").at(str(cname))

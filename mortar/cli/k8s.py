@@ -105,7 +105,7 @@ def _version(client, asked: str | None) -> str:
 def render_command(config_dir: Path, inventory: Path | None, kube_version: str | None, out: Path | None) -> None:
     """Render the site as Kubernetes objects, from the same desired state the host deploy uses.
 
-    Deployments for stateless services, StatefulSets (a claim per named volume) for the
+    Deployments for stateless services, StatefulSets (a claim per named volume of data) for the
     stateful ones, DaemonSets on the nodes' network for per-node agents, Services at fixed
     addresses, one immutable Secret per container named after its configuration hash, a Job
     per one-shot job named after the hash of its inputs, probes from the healthchecks.

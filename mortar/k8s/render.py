@@ -8,8 +8,9 @@ into objects by rules that name no service:
   in the node's network, updated OnDelete (mortar replaces its pods node by node, only where
   that node's configuration or image changed, so guests and their network are not cut by a
   rollout); its named volumes are folders of the node;
-- any other container with named volumes is a StatefulSet with a claim per volume (made ahead
-  of it, as its Jobs mount them too); the rest
+- any other container with named volumes of data is a StatefulSet with a claim per volume
+  (made ahead of it, as its Jobs mount them too); a secret volume (keys from passwords.yml)
+  is an empty folder each pod's start program fills from its configuration; the rest
   are Deployments; replicas follow the inventory's placement, with a PodDisruptionBudget from
   two replicas on;
 - a container with ports gets a Service with the fixed address its consumers' configuration
@@ -42,7 +43,7 @@ from mortar.agent.wire import CONFIG_MOUNT, Container, Job
 from mortar.deploy.desired import DesiredState, Planner, compute_desired
 from mortar.errors import MortarError
 from mortar.k8s.probes import probes
-from mortar.k8s.topology import ClusterTopology, workload_name
+from mortar.k8s.topology import ClusterTopology, claimed_volumes, workload_name
 from mortar.site.config import Site
 from mortar.site.inventory import Inventory
 
@@ -156,12 +157,39 @@ class Renderer:
                 "type": "Opaque", "immutable": True,
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(files.items())}}
 
+    def pod_files(self, container: Container) -> tuple[dict[str, str], str]:
+        """The files a pod of CONTAINER starts from, and the short hash that names them: its
+        rendered files, plus the files of its secret volumes (passwords.yml's values, copied by
+        mortar-start into the volume's folder, owned as the catalogue's directory entry says)."""
+        files = container.rendered_files()
+        secret = self.site.services[container.service].secret_volumes
+        entries = [(e.split(":")[0], e.split(":")[1]) for e in container.volumes if e.split(":")[0] in secret]
+        if not entries:
+            return files, container.config_hash[:10]
+        spec = json.loads(files["spec.json"])
+        owners = {d.path: d.owner for d in container.directories if d.owner}
+        for volume, target in entries:
+            owner = owners.get(target) or container.user or "root"
+            for name, password in sorted(secret[volume].items()):
+                key = f"{volume}.{name}"
+                files[key] = self.site.passwords[password]
+                spec["files"].append({"source": key, "dest": f"{target}/{name}", "owner": owner, "mode": "0600"})
+        files["spec.json"] = json.dumps(spec, indent=1, sort_keys=True) + "\n"
+        return files, short_hash(container.config_hash, {k: hashlib.sha256(v.encode()).hexdigest()
+                                                         for k, v in files.items()})
+
     def container_spec(self, workload: Workload, container: Container, per_node: bool) -> tuple[dict, list[dict]]:
         """The pod's container for CONTAINER and the pod volumes it needs (its config volume aside)."""
         mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}]
         volumes: list[dict[str, Any]] = []
+        secret = self.site.services[container.service].secret_volumes
         for entry in container.volumes:
             source, target, *mode = entry.split(":")
+            if source in secret:
+                # An empty folder of the pod's own that mortar-start fills from the pod's configuration.
+                mounts.append({"name": dns_name(source), "mountPath": target})
+                volumes.append({"name": dns_name(source), "emptyDir": {"medium": "Memory"}})
+                continue
             mounts.append({"name": dns_name(source), "mountPath": target, "readOnly": bool(mode and mode[0] == "ro")})
             if per_node:
                 volumes.append(self.node_folder(dns_name(source), source))
@@ -248,8 +276,10 @@ class Renderer:
 
     def pod_workload(self, workload: Workload) -> list[dict[str, Any]]:
         container = next(iter(workload.renderings.values()))
-        secret_name = f"{workload.name}-{container.config_hash[:10]}"
-        objects = [self.secret(secret_name, workload.service, container.rendered_files(), {WORKLOAD: workload.name})]
+        files, files_hash = self.pod_files(container)
+        secret_name = f"{workload.name}-{files_hash}"
+        objects = [self.secret(secret_name, workload.service, files, {WORKLOAD: workload.name})]
+        claimed = claimed_volumes(self.site.services[container.service], container.volumes)
         config = {"name": "config", "secret": {"secretName": secret_name, "defaultMode": 0o400}}
         template = {"metadata": {"labels": self.labels(workload.service, **{WORKLOAD: workload.name}),
                                  "annotations": {IMAGE: self.image_id(container.image),
@@ -259,7 +289,7 @@ class Renderer:
                                 "selector": {"matchLabels": {WORKLOAD: workload.name}}, "template": template}
         if workload.kind == "StatefulSet":
             spec.update(serviceName=f"{workload.name}-pods", podManagementPolicy="Parallel",
-                        volumeClaimTemplates=[self.claim(v.split(":", 1)[0]) for v in container.volumes])
+                        volumeClaimTemplates=[self.claim(v.split(":", 1)[0]) for v in claimed])
             objects.append({"apiVersion": "v1", "kind": "Service",
                             "metadata": self.meta(f"{workload.name}-pods", workload.service,
                                                   {WORKLOAD: workload.name}),
@@ -268,7 +298,7 @@ class Renderer:
                                      "ports": [{"name": f"p{p}", "port": p, "protocol": "TCP"}
                                                for p in container.ports] or [{"name": "none", "port": 1,
                                                                               "protocol": "TCP"}]}})
-            for volume in (v.split(":", 1)[0] for v in container.volumes):
+            for volume in (v.split(":", 1)[0] for v in claimed):
                 for replica in range(len(workload.nodes)):
                     # The claims the StatefulSet would make, made first: its Jobs (keys, static
                     # files) mount them before its pods run; the StatefulSet adopts them.
@@ -329,11 +359,11 @@ class Renderer:
         hashes = {}
         first = next(iter(workload.renderings.values()))
         for node, container in sorted(workload.renderings.items()):
-            name = f"{workload.name}-{dns_name(node)}-{container.config_hash[:10]}"
-            objects.append(self.secret(name, workload.service, container.rendered_files(),
-                                       {WORKLOAD: workload.name}))
+            files, files_hash = self.pod_files(container)
+            name = f"{workload.name}-{dns_name(node)}-{files_hash}"
+            objects.append(self.secret(name, workload.service, files, {WORKLOAD: workload.name}))
             sources.append({"secret": {"name": name, "items": [
-                {"key": f, "path": f"{node}/{f}"} for f in sorted(container.rendered_files())]}})
+                {"key": f, "path": f"{node}/{f}"} for f in sorted(files)]}})
             hashes[node] = short_hash(container.config_hash, self.image_id(container.image))
         config = {"name": "config", "emptyDir": {"medium": "Memory"}}
         spec = self.pod_spec(workload, first, config, per_node=True)
@@ -367,9 +397,12 @@ class Renderer:
         if job.run == "always":
             inputs.append(sorted(c.config_hash for s in desired.hosts.values() for c in s.containers()
                                  if c.service == job.service))
+        files, files_hash = self.pod_files(container)
+        if files_hash != container.config_hash[:10]:
+            inputs.append(files_hash)  # its secret volumes' files
         name = f"{dns_name(job.name)}-{short_hash(*inputs)}"
         labels = {JOB: dns_name(job.name), PHASE: job.phase}
-        objects = [self.secret(name, job.service, container.rendered_files(), labels)]
+        objects = [self.secret(name, job.service, files, labels)]
         beside = workloads.get(workload_name(job.container))
         per_node = beside is not None and beside.kind == "DaemonSet"
         main, volumes = self.container_spec(Workload(name, job.service, "Job", {host: container}, [host], ""),
@@ -378,7 +411,8 @@ class Renderer:
             main.pop(key, None)
         if beside is not None and beside.kind == "StatefulSet":
             volumes += [{"name": dns_name(entry.split(":", 1)[0]), "persistentVolumeClaim": {
-                "claimName": f"{dns_name(entry.split(':', 1)[0])}-{beside.name}-0"}} for entry in container.volumes]
+                "claimName": f"{dns_name(entry.split(':', 1)[0])}-{beside.name}-0"}}
+                for entry in claimed_volumes(self.site.services[job.service], container.volumes)]
         pod: dict[str, Any] = {
             "restartPolicy": "Never", "enableServiceLinks": False, "automountServiceAccountToken": False,
             "containers": [main],

@@ -7,7 +7,7 @@ runs in the pod network: it binds every address, and where it has ports it is re
 Service address mortar chooses from the cluster's Service range, the same for every rendering
 (a hash of the container's name, probing on), so services find each other by address on a
 cluster with cluster DNS or without one. Such a pod sees the name of its workload as its host
-name (a StatefulSet's first pod, WORKLOAD-0, for a container with named volumes).
+name (a StatefulSet's first pod, WORKLOAD-0, for a container with named volumes of data).
 """
 
 from __future__ import annotations
@@ -34,10 +34,16 @@ def per_node_containers(services: dict[str, ServiceSpec], enabled: set[str]) -> 
     return {name for s in enabled for name, decl in services[s].containers.items() if decl.mounts}
 
 
+def claimed_volumes(spec: ServiceSpec, volumes: list[str]) -> list[str]:
+    """The entries (VOLUME:/path[:ro]) of VOLUMES that hold data: a claim each on the cluster
+    (a secret volume's files come with the pod's configuration instead)."""
+    return [v for v in volumes if v.split(":", 1)[0] not in spec.secret_volumes]
+
+
 def stateful_containers(services: dict[str, ServiceSpec], enabled: set[str], per_node: set[str]) -> set[str]:
-    """Pod-network containers with named volumes: StatefulSets, each volume a claim."""
+    """Pod-network containers with named volumes of data: StatefulSets, each volume a claim."""
     return {name for s in enabled for name, decl in services[s].containers.items()
-            if decl.volumes and name not in per_node}
+            if claimed_volumes(services[s], decl.volumes) and name not in per_node}
 
 
 def service_addresses(names: list[str], cidr: str) -> dict[str, str]:

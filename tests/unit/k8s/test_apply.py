@@ -117,10 +117,10 @@ def test_a_first_apply_creates_runs_and_waits_then_a_second_changes_nothing(site
     def first(kind: str, prefix: str) -> int:
         return next(i for i, (k, n) in enumerate(order) if k == kind and n.startswith(prefix))
 
-    assert first("Job", "keystone-db-migrate-") < first("StatefulSet", "keystone") \
+    assert first("Job", "keystone-db-migrate-") < first("Deployment", "keystone") \
         < first("Job", "keystone-db-contract-")
     # The database before the identity service: the catalogue's levels.
-    assert first("StatefulSet", "mariadb") < first("Job", "keystone-database-") < first("StatefulSet", "keystone")
+    assert first("StatefulSet", "mariadb") < first("Job", "keystone-database-") < first("Deployment", "keystone")
     api.applied.clear()
     assert apply_all(api, rendered(site)) == [] and api.applied == []
     assert plan(api, rendered(site)) == []  # type: ignore[arg-type]
@@ -138,8 +138,8 @@ def test_a_changed_file_rolls_only_its_workload_and_prunes_the_old_secret(site_d
     changes = apply_all(api, rendered(load_site(site_dir, services)))
     changed = {(c.action, c.kind, c.name.rsplit("-", 1)[0] if c.kind in ("Job", "Secret") else c.name)
                for c in changes}
-    assert ("change", "StatefulSet", "keystone") in changed
-    assert {c.kind for c in changes if c.action == "change"} == {"StatefulSet"}
+    assert ("change", "Deployment", "keystone") in changed
+    assert {c.kind for c in changes if c.action == "change"} == {"Deployment"}
     assert {c.name for c in changes if c.action == "change"} == {"keystone"}
     assert all(c.name.startswith("keystone-") for c in changes if c.action in ("create", "run"))
     pruned = {name for kind, name in api.deleted if kind == "Secret"}
@@ -158,11 +158,11 @@ def test_a_failed_job_stops_the_apply_with_its_masked_log_and_runs_again(site: S
     with pytest.raises(MortarError) as raised:
         apply_all(api, r)
     assert "job keystone-db-expand" in str(raised.value) and "s3cr3t-value" not in str(raised.value)
-    assert "keystone" not in {n for k, n in api.objects if k == "StatefulSet"}, "no pod starts on a failed job"
+    assert "keystone" not in {n for k, n in api.objects if k == "Deployment"}, "no pod starts on a failed job"
     api.failing_jobs.clear()
     apply_all(api, rendered(site))
     assert ("Job", failing) in api.deleted, "the failed Job is made again"
-    assert ("StatefulSet", "keystone") in api.objects
+    assert ("Deployment", "keystone") in api.objects
 
 
 def test_an_agent_is_replaced_only_on_the_node_whose_files_changed(site_dir, services) -> None:

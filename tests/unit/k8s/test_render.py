@@ -135,12 +135,14 @@ def test_workload_kinds_follow_the_catalogue_data(site: Site) -> None:
     rendered = rendered_for(site, THREE_NODES)
     kinds = {o["metadata"]["name"]: o["kind"] for o in rendered.objects
              if o["kind"] in ("Deployment", "StatefulSet", "DaemonSet")}
-    # Host mounts: per-node agents; named volumes: StatefulSets; the rest Deployments.
+    # Host mounts: per-node agents; named volumes of data: StatefulSets; the rest Deployments
+    # (keystone's volumes hold only keys from passwords.yml).
     assert {n for n, k in kinds.items() if k == "DaemonSet"} == {
         "openvswitch-db", "openvswitch-vswitchd", "ovn-controller", "nova-compute", "nova-libvirt",
         "neutron-ovn-metadata-agent"}
     assert {n for n, k in kinds.items() if k == "StatefulSet"} == {
-        "mariadb", "rabbitmq", "keystone", "glance-api", "horizon", "ovn-nb-db", "ovn-sb-db"}
+        "mariadb", "rabbitmq", "glance-api", "horizon", "ovn-nb-db", "ovn-sb-db"}
+    assert kinds["keystone"] == "Deployment"
     assert kinds["nova-conductor"] == kinds["neutron-server"] == kinds["memcached"] == "Deployment"
     # Replicas from the placement: two control hosts; budgets where there are two.
     assert workload(rendered, "nova-api")["spec"]["replicas"] == 2
@@ -287,13 +289,61 @@ def test_a_host_specific_override_is_refused_with_the_fix(site_dir: Path, servic
 
 def test_jobs_beside_a_stateful_container_mount_its_first_claim_and_know_its_name(site: Site) -> None:
     rendered = rendered_for(site, ONE_NODE)
-    job = next(o for o in rendered.objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("keystone-keys-"))
+    job = next(o for o in rendered.objects
+               if o["kind"] == "Job" and o["metadata"]["name"].startswith("horizon-static-"))
     pod = job["spec"]["template"]["spec"]
     claims = [v["persistentVolumeClaim"]["claimName"] for v in pod["volumes"] if "persistentVolumeClaim" in v]
-    assert claims == ["keystone-keystone-0"] or claims and all(c.endswith("-keystone-0") for c in claims)
+    assert claims == ["horizon-static-horizon-0"]
     flags = next(o for o in rendered.objects if o["kind"] == "Job"
                  and o["metadata"]["name"].startswith("rabbitmq-feature-flags-"))
     aliases = flags["spec"]["template"]["spec"]["hostAliases"]
     assert aliases == [{"ip": by_key(rendered)[("Service", "rabbitmq")]["spec"]["clusterIP"],
                         "hostnames": ["rabbitmq-0"]}]
     assert workload(rendered, "rabbitmq")["metadata"]["labels"][WORKLOAD] == "rabbitmq"
+
+
+# ---- secret volumes -----------------------------------------------------------------------------
+
+def test_keys_come_from_passwords_yml_the_same_on_every_replica(site_dir: Path, services) -> None:
+    """keystone's key volumes are secret volumes: its pods copy the keys of passwords.yml into
+    a folder of their own as they start, so two replicas sign and read the same tokens, and
+    no claim holds them."""
+    site = load_site(site_dir, services)
+    rendered = rendered_for(site, THREE_NODES)
+    keystone = workload(rendered, "keystone")
+    assert keystone["kind"] == "Deployment" and keystone["spec"]["replicas"] == 2
+    assert not [o for o in rendered.objects if o["kind"] == "PersistentVolumeClaim" and "keys" in o["metadata"]["name"]]
+    pod = keystone["spec"]["template"]["spec"]
+    assert {"name": "keystone-fernet-keys", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
+    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "keystone-fernet-keys")
+    assert mount == {"name": "keystone-fernet-keys", "mountPath": "/etc/keystone/fernet-keys"}
+    config = next(v for v in pod["volumes"] if v["name"] == "config")["secret"]["secretName"]
+    data = {k: base64.b64decode(v).decode() for k, v in by_key(rendered)[("Secret", config)]["data"].items()}
+    assert data["keystone_fernet_keys.1"] == site.passwords["keystone_fernet_key_1"]
+    assert data["keystone_credential_keys.0"] == site.passwords["keystone_credential_key_0"]
+    spec = json.loads(data["spec.json"])
+    assert {"source": "keystone_fernet_keys.0", "dest": "/etc/keystone/fernet-keys/0", "owner": "keystone:keystone",
+            "mode": "0600"} in spec["files"]
+    # The Jobs beside keystone start from the same keys and need no claim either.
+    job = next(o for o in rendered.objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("keystone-keys-"))
+    assert not [v for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
+
+
+def test_a_changed_key_rolls_keystone_and_nothing_else(site_dir: Path, services) -> None:
+    from mortar.files import load_yaml
+    from mortar.site.config import genpwd
+
+    before = rendered_for(load_site(site_dir, services), ONE_NODE)
+    passwords = site_dir / "passwords.yml"
+    data = load_yaml(passwords, what="passwords.yml")
+    data["keystone_fernet_key_1"] = ""
+    passwords.write_text(yaml.safe_dump(data))
+    passwords.chmod(0o600)
+    genpwd(passwords, {"keystone_fernet_key_1": "fernet"})
+    after = rendered_for(load_site(site_dir, services), ONE_NODE)
+    changed = {n for n in ("keystone", "nova-api", "glance-api", "mariadb", "horizon")
+               if workload(before, n) != workload(after, n)}
+    assert changed == {"keystone"}
+    assert {n.rsplit("-", 1)[0] for n in names(after, "Secret") - names(before, "Secret")} <= {
+        "keystone", "keystone-keys", "keystone-db-expand", "keystone-db-migrate", "keystone-bootstrap",
+        "keystone-db-contract"}
