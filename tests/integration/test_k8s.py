@@ -173,7 +173,19 @@ def jobs(site) -> set[str]:
     return {j["metadata"]["name"] for j in api(site).list("batch/v1", "Job", "mortar-it")}
 
 
+def identity(site):
+    """A session on the site's keystone (through its Service address), as clouds.yaml says."""
+    import openstack
+
+    config = yaml.safe_load((site["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]
+    return openstack.connect(load_yaml_config=False, load_envvars=False, **config["auth"],
+                             region_name=config["region_name"], identity_api_version="3")
+
+
 def test_one_keystone_override_rolls_only_keystone(applied):
+    """The roll replaces keystone's pod; its keys come from passwords.yml, so a token the old pod
+    issued is still valid on the new one."""
+    issued = identity(applied).session.get_token()
     before, jobs_before = workloads(applied), jobs(applied)
     override = applied["config"] / "config" / "keystone"
     override.mkdir(parents=True, exist_ok=True)
@@ -184,6 +196,10 @@ def test_one_keystone_override_rolls_only_keystone(applied):
     ran = jobs(applied) - jobs_before
     assert ran and all(j.startswith("keystone-") for j in ran), ran
     assert "Nothing to do" in k8s(applied, "apply", "--no-verify").stdout
+    auth_url = yaml.safe_load((applied["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]["auth"]["auth_url"]
+    answer = identity(applied).session.get(auth_url.rstrip("/") + "/auth/tokens",
+                                           headers={"X-Subject-Token": issued}, raise_exc=False)
+    assert answer.status_code == 200, f"a token issued before the roll: {answer.status_code} {answer.text[:200]}"
 
 
 def test_a_new_image_identity_reruns_exactly_its_jobs(applied, docker, engine):
