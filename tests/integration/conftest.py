@@ -28,6 +28,18 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+# Figures a test measured on the way (seconds of an apply, ...): printed at the end of the
+# session, so a CI log carries them. Tests only report them; none asserts a duration.
+MEASURED: dict[str, str] = {}
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    if MEASURED:
+        terminalreporter.section("measured")
+        for key, value in MEASURED.items():
+            terminalreporter.write_line(f"{key}: {value}")
+
+
 ENGINE_LOCK = os.environ.get("MORTAR_TEST_ENGINE_LOCK", "")  # set by scripts/test.sh for its two sessions
 
 

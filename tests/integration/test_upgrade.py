@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from mortar.verify.checks import wait_active
-from tests.integration.conftest import NAMESPACE, build, failure, mortar, site_env
+from tests.integration.conftest import MEASURED, NAMESPACE, build, failure, mortar, site_env
 from tests.integration.test_deploy import CORE, connect, running
 
 pytestmark = pytest.mark.integration
@@ -227,7 +227,9 @@ def test_the_skip_level_upgrade_keeps_every_resource(site, docker):
     plan = mortar(site, "upgrade", "--release", "2026.1", "--plan").stdout
     assert "host localhost: 2025.1 -> 2026.1" in plan and "recreate keystone" in plan, plan
     assert "recreate mariadb" not in plan, plan
+    started = time.monotonic()
     out = mortar(site, "upgrade", "--release", "2026.1").stdout
+    MEASURED["all-in-one upgrade 2025.1 -> 2026.1 (SLURP, one guest running)"] = f"{time.monotonic() - started:.1f} s"
     assert "preflight passed: 2025.1 -> 2026.1 on localhost" in out, out
     assert "nova.conf: [wsgi] keep_alive was removed in 2025.2; the new code ignores it" in out, out
     assert "nova: check online_data_migrations passed" in out, out
@@ -257,6 +259,7 @@ def test_an_upgrade_killed_in_its_database_steps_is_finished_by_running_it_again
     out = mortar(site, "upgrade", "--release", "2026.2").stdout
     assert "upgrade finished" in out, out
     site["resumed_upgrade_seconds"] = time.monotonic() - started
+    MEASURED["all-in-one upgrade 2026.1 -> 2026.2 resumed after SIGKILL"] = f"{site['resumed_upgrade_seconds']:.1f} s"
     assert_upgraded_to(site, docker, "2026.2", site["before"], kept)
 
 
