@@ -417,9 +417,9 @@ def test_upgrade_moves_the_control_plane_first_then_the_compute_hosts(deployed):
     before = {n: started(bed, n) for n in NODES}
 
     # The control plane first: the compute hosts keep running 2026.1, untouched.
-    started = time.monotonic()
+    clock = time.monotonic()
     out = mortar(deployed, "upgrade", "--release", NEW, "--limit", "control").stdout
-    MEASURED[f"test bed upgrade {OLD} -> {NEW}, --limit control"] = f"{time.monotonic() - started:.1f} s"
+    MEASURED[f"test bed upgrade {OLD} -> {NEW}, --limit control"] = f"{time.monotonic() - clock:.1f} s"
     assert f"preflight passed: {OLD} -> {NEW} on control1" in out, out
     assert f"note: compute1, compute2 still run(s) {OLD}: upgrade them with --limit" in out, out
     assert "held back" not in out, out
@@ -437,9 +437,9 @@ def test_upgrade_moves_the_control_plane_first_then_the_compute_hosts(deployed):
 
     # Then the compute hosts: the last one moved lifts the pin on every host.
     control = started(bed, "control1")
-    started = time.monotonic()
+    clock = time.monotonic()
     out = mortar(deployed, "upgrade", "--release", NEW, "--limit", "compute").stdout
-    MEASURED[f"test bed upgrade {OLD} -> {NEW}, --limit compute"] = f"{time.monotonic() - started:.1f} s"
+    MEASURED[f"test bed upgrade {OLD} -> {NEW}, --limit compute"] = f"{time.monotonic() - clock:.1f} s"
     assert f"preflight passed: {OLD} -> {NEW} on compute1, compute2" in out, out
     assert f"every host runs {NEW} now: restarting what was held back for older hosts" in out, out
     assert "still run(s)" not in out, out
