@@ -9,6 +9,12 @@ ran; then the ratios the goals are stated in. Needs the core images
 (`mortar build --profile core`) and no other mortar deployment on this engine. Starts the
 registry on the test bed gateway and pushes to it; removes every deployment, bed and the
 registry it made at the end. Compare ratios from one run: these machines are noisy.
+
+With --ha: on a bed of 3 control + 1 compute hosts, the deploy of 1 control + 1 compute hosts
+against the deploy of all four with a virtual address (HAProxy, keepalived, Galera, the
+RabbitMQ and OVN clusters, glance on the bed's shared folder), the memory each control host
+uses, and how long the APIs do not answer (a client asking for a token, the images and the
+servers once a second) when the control host that holds the virtual address is killed.
 """
 
 from __future__ import annotations
@@ -32,6 +38,9 @@ from mortar.testbed.nodes import GATEWAY, Testbed, inventory_text, standard_layo
 
 REGISTRY = f"{GATEWAY}:4000"
 BED = "bench-mh"
+VIP = "10.213.77.71"
+HA_LAYOUT = [("control1", ["control"]), ("control2", ["control"]), ("control3", ["control", "network"]),
+             ("compute1", ["compute"])]
 
 
 def mortar(site: Path | None, state: Path, *args: str) -> tuple[float, str, int]:
@@ -105,11 +114,116 @@ def multi_host(work: Path, bed: Testbed, nodes: list, computes: int, registry_si
     return row
 
 
+def node_memory(bed: Testbed, node: str) -> float:
+    """MiB the node's containers use (their cgroups' usage, page cache excluded as docker stats does)."""
+    out = bed.run(node, "docker stats --no-stream --format '{{.MemUsage}}'", timeout=120).stdout
+    total = 0.0
+    for line in out.splitlines():
+        value = line.split("/")[0].strip()
+        number, unit = re.match(r"([\d.]+)\s*([KMG]i?B)", value).groups()  # type: ignore[union-attr]
+        total += float(number) * {"KiB": 1 / 1024, "MiB": 1, "GiB": 1024, "kB": 1 / 1024, "MB": 1, "GB": 1024}[unit]
+    return total
+
+
+def failover(bed: Testbed, site: Path) -> tuple[str, float]:
+    """Kill the node holding the virtual address while a client asks once a second; the seconds
+    from the kill to the first answer after which none failed."""
+    import threading
+
+    import requests
+
+    auth = yaml.safe_load((site / "clouds.yaml").read_text())["clouds"]["mortar"]["auth"]
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": auth["username"], "password": auth["password"], "domain": {"name": "Default"}}}},
+        "scope": {"project": {"name": auth["project_name"], "domain": {"name": "Default"}}}}}
+    rounds: list[tuple[float, bool]] = []
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            began = time.monotonic()
+            try:
+                token = requests.post(f"{auth['auth_url']}/auth/tokens", json=body, timeout=10)
+                headers = {"X-Auth-Token": token.headers.get("X-Subject-Token", "")}
+                ok = token.status_code == 201 and all(
+                    requests.get(url, headers=headers, timeout=10).status_code == 200
+                    for url in (f"http://{VIP}:9292/v2/images", f"http://{VIP}:8774/v2.1/servers"))
+            except requests.RequestException:
+                ok = False
+            rounds.append((began, ok))
+            stop.wait(max(0.0, 1.0 - (time.monotonic() - began)))
+
+    holder = next(n for n, _ in HA_LAYOUT if f" {VIP}/32 " in bed.run(n, "ip -4 -o addr show", timeout=30).stdout)
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    time.sleep(5)
+    killed = time.monotonic()
+    subprocess.run(["docker", "kill", f"mortar-testbed-{BED}-{holder}"], check=True, capture_output=True)
+    time.sleep(150)
+    stop.set()
+    thread.join(timeout=30)
+    failed = [t for t, ok in rounds if not ok and t >= killed]
+    if not failed:
+        return holder, 0.0
+    good = [t for t, ok in rounds if ok and t > failed[-1]]
+    if not good:
+        sys.exit(f"the APIs did not answer again within 150 s of killing {holder}")
+    return holder, good[0] - killed
+
+
+def high_availability(work: Path) -> None:
+    bed = Testbed(BED)
+    try:
+        nodes = bed.up(HA_LAYOUT, log=lambda _: None)
+        (bed.shared_dir / "glance").mkdir(parents=True, exist_ok=True)
+        registry_site = make_site(work / "registry", work / "registry-state", None, {"docker_registry": REGISTRY})
+        mortar(registry_site, work / "registry-state", "registry", "start")
+        mortar(None, work / "registry-state", "build", "--profile", "core", "^(haproxy|keepalived)$", "--push",
+               "--registry", REGISTRY, "--config-dir", str(registry_site))
+        rows = {}
+        for label, chosen, extra in (
+                ("1 control + 1 compute", [n for n in nodes if n.name in ("control3", "compute1")], {}),
+                ("3 control + 1 compute", nodes, {
+                    "internal_vip_address": VIP, "enable_haproxy": True,
+                    "volume_options": {"glance_images": {"type": "none", "o": "bind",
+                                                         "device": "/srv/shared/glance"}}})):
+            state = work / f"{label.replace(' ', '')}-state"
+            (state / "images").mkdir(parents=True, exist_ok=True)
+            shutil.copy(work / "registry-state" / "images" / "pushed.json", state / "images" / "pushed.json")
+            site = make_site(work / label.replace(" ", ""), state, inventory_text(BED, chosen, bed.key_path),
+                             {"docker_registry": REGISTRY, **extra}, registry_site, bed.known_hosts_path)
+            mortar(site, state, "bootstrap-servers")
+            mortar(site, state, "pull")
+            rows[label], _, _ = mortar(site, state, "deploy")
+            print(f"{label}: deploy {rows[label]:.1f}s", flush=True)
+            if extra:
+                mortar(site, state, "post-deploy")
+                for node in ("control1", "control2", "control3"):
+                    print(f"memory of {node}'s containers: {node_memory(bed, node):.0f} MiB", flush=True)
+                holder, outage = failover(bed, site)
+                print(f"APIs unavailable after killing {holder} (the virtual address's holder): {outage:.1f}s "
+                      "(goal <= 30 s)", flush=True)
+                bed.up(HA_LAYOUT, log=lambda _: None)
+                mortar(site, state, "bootstrap-servers", "--limit", holder)
+            mortar(site, state, "destroy", "--yes-i-really-really-mean-it")
+        ratio = rows["3 control + 1 compute"] / rows["1 control + 1 compute"]
+        print(f"\n3-control deploy / 1-control deploy: {ratio:.2f}x (goal <= 1.5x)")
+    finally:
+        subprocess.run([sys.executable, "-m", "mortar", "registry", "stop", "--remove-data", "--address",
+                        REGISTRY], cwd=ROOT)
+        bed.down(log=lambda _: None)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--computes", default="2,4", help="compute host counts to measure (default 2,4)")
     parser.add_argument("--skip-aio", action="store_true", help="only the multi-host runs")
+    parser.add_argument("--ha", action="store_true", help="only the high-availability run (3 control hosts)")
     args = parser.parse_args()
+    if args.ha:
+        with tempfile.TemporaryDirectory(prefix="mortar-bench-ha-") as tmp:
+            high_availability(Path(tmp))
+        return
     counts = [int(c) for c in args.computes.split(",")]
     rows = []
     with tempfile.TemporaryDirectory(prefix="mortar-bench-mh-") as tmp:

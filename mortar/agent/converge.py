@@ -212,7 +212,7 @@ def pull(engine: Engine, host: HostState, ref: str) -> None:
 def ensure_volume(engine: Engine, host: HostState, name: str, service: str) -> str:
     """The volume's data id (a new volume gets a new one)."""
     volume = engine.create_volume(name, {F.MANAGED: "1", F.SITE: host.site, F.SERVICE: service,
-                                         F.DATA_ID: F.new_data_id()})
+                                         F.DATA_ID: F.new_data_id()}, host.volume_options.get(name))
     return F.data_id(volume)
 
 

@@ -60,10 +60,11 @@ class File:
     merge: str = declared("ini", render=False, help="how overrides merge: ini, yaml, json or replace")
     main: bool = declared(False, render=False, help="global.conf and <service>.conf merge into it")
     content: str = computed("")
+    source: str = computed("")  # its name among the container's files, when not dest's last part
 
     @property
     def name(self) -> str:
-        return PurePosixPath(self.dest).name
+        return self.source or PurePosixPath(self.dest).name
 
     @property
     def digest(self) -> str:
@@ -98,6 +99,20 @@ class Healthcheck:
 
 
 @dataclass(kw_only=True)
+class Frontend:
+    """What the load balancer serves for a container on the site's virtual address: the same
+    port, with every host of the container behind it."""
+
+    port: int = declared(0, render=False, help="the port on the virtual address, one the container binds on its "
+                                                "host (default: its first port)")
+    mode: str = declared("http", render=False, help="http (an HTTP API) or tcp (any other protocol)")
+    check: str = declared("", render=False, help="http: the path a backend answers below 500 on when it serves; "
+                                                 "tcp: empty (a connection) or mysql (a MySQL greeting)")
+    backup: bool = declared(False, render=False, help="one host serves at a time and the others stand by (a "
+                                                      "database with one writer)")
+
+
+@dataclass(kw_only=True)
 class Container:
     """One container of a service: the one type for what is declared and what is run."""
 
@@ -127,6 +142,8 @@ class Container:
     sysctls: dict[str, str] = declared(factory=dict, render=False)
     tmpfs: list[str] = declared(factory=list, render=False)
     stop_timeout: int = declared(10, render=False, help="seconds between SIGTERM and SIGKILL")
+    loadbalancer: Frontend | None = declared(None, render=False, help="served on the site's virtual address "
+                                             "(internal_vip_address) by the load balancer")
     teardown: str = declared("", help="a shell script `destroy` runs inside the running container before "
                                       "removing it, to undo what it made on the host (bridges, links)")
     data: list[str] = computed(factory=list)  # "host/volume" of providers' data it relies on (a new one: recreate)
@@ -150,6 +167,7 @@ class Container:
         data.pop("image")
         data.pop("data")  # decided against the data's ids, not the hash
         data.pop("teardown")  # runs at destroy only: it decides nothing about the running container
+        data.pop("loadbalancer")  # the load balancer's business, not the container's
         data["files"] = {f.name: {"dest": f.dest, "owner": f.owner, "mode": f.mode, "sha256": f.digest}
                          for f in self.files}
         data["environment"] = {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in self.environment.items()}
@@ -222,6 +240,8 @@ class HostState:
     health_timeout: float = 180.0
     image_pins: dict[str, str] = field(default_factory=dict)  # image ref -> digest recorded at push
     registry_auth: dict[str, str] = field(default_factory=dict)  # registry, username, password
+    # volume -> the local driver's options it is made with (volume_options of globals.yml)
+    volume_options: dict[str, dict[str, str]] = field(default_factory=dict)
     version: int = WIRE_VERSION
 
     def containers(self) -> list[Container]:

@@ -23,7 +23,8 @@ CATALOGUE_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = CATALOGUE_DIR.parent / "images"
 
 SERVICE_KEYS = ["name", "description", "enabled", "enabled_with", "group", "options", "passwords", "volumes",
-                "secret_volumes", "provides", "consumes", "containers", "jobs", "registration", "verify"]
+                "secret_volumes", "shared_volumes", "rotations", "provides", "consumes", "containers", "jobs",
+                "registration", "verify"]
 PROVIDES_KEYS = ["container", "values", "per_request", "data", "provision", "request_keys"]
 CONSUMES_KEYS = ["optional", "multiple", "request"]
 # Formats a str option may name (`format:`); mortar.site.config checks each value against it.
@@ -33,7 +34,7 @@ INSTANCE_KEYS = {"host", "address", "service"}
 PROVISION_KEYS = ["user", "command", "script", "files", "environment", "timeout", "retry_delay"]
 REGISTRATION_KEYS = ["container", "name", "type", "description", "endpoints", "users"]
 VERIFY_KEYS = ["name", "check", "container", "when"]
-OPTION_TYPES = {"int": int, "str": str, "bool": bool, "list": list}
+OPTION_TYPES = {"int": int, "str": str, "bool": bool, "list": list, "dict": dict}
 PASSWORD_KINDS = {"password", "fernet", "hex"}
 MERGE_KINDS = ("ini", "yaml", "json", "replace")
 INTERFACES = ("public", "internal", "admin")
@@ -93,6 +94,15 @@ class VerifyDecl:
 
 
 @dataclass
+class Rotation:
+    """Secrets that move along together (`mortar fernet-rotate`): each destination of MOVES takes
+    its source's value at the same moment, then NEW gets a fresh secret of its kind."""
+
+    new: str
+    moves: dict[str, str] = field(default_factory=dict)  # destination -> source
+
+
+@dataclass
 class ServiceSpec:
     name: str
     path: Path
@@ -105,6 +115,10 @@ class ServiceSpec:
     volumes: list[str] = field(default_factory=list)
     # volume -> {file name: password}: volumes that hold nothing but secrets of passwords.yml
     secret_volumes: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Volumes whose data every host of the service must see alike (several hosts: globals.yml's
+    # volume_options must put it on a shared filesystem)
+    shared_volumes: list[str] = field(default_factory=list)
+    rotations: dict[str, Rotation] = field(default_factory=dict)
     provides: dict[str, Provides] = field(default_factory=dict)
     consumes: dict[str, Consumes] = field(default_factory=dict)
     containers: dict[str, Container] = field(default_factory=dict)
@@ -214,6 +228,24 @@ def _check_container(c: Container, where: Where, spec: ServiceSpec, images: set[
             raise where.at("ulimits").at(name).error("give one number, or [soft, hard] with soft <= hard")
     if c.stop_timeout < 1:
         raise where.at("stop_timeout").error("must be at least 1 second")
+    if c.loadbalancer is not None:
+        _check_frontend(c, where.at("loadbalancer"))
+
+
+def _check_frontend(c: Container, where: Where) -> None:
+    front = c.loadbalancer
+    assert front is not None
+    if not c.ports:
+        raise where.error("a container the load balancer serves binds a port", fix="list it under `ports:`")
+    if front.port and front.port not in [int(p) for p in c.ports if not is_template(p)]:
+        raise where.at("port").error(f"port {front.port} is not one of the container's ports",
+                                     fix="list it under the container's `ports:` (it binds it on its host)")
+    if front.mode not in ("http", "tcp"):
+        raise where.at("mode").error(f"mode must be http or tcp, not '{front.mode}'")
+    if front.mode == "http" and front.check and not front.check.startswith("/"):
+        raise where.at("check").error(f"an http check is a path starting with '/', not '{front.check}'")
+    if front.mode == "tcp" and front.check not in ("", "mysql"):
+        raise where.at("check").error(f"a tcp check is empty (a connection) or mysql, not '{front.check}'")
 
 
 def _check_job(job: Job, where: Where, spec: ServiceSpec) -> None:
@@ -354,6 +386,20 @@ def _load_secret_volumes(spec: ServiceSpec, raw: Any, where: Where) -> None:
         spec.secret_volumes[str(volume)] = {str(k): str(v) for k, v in files.items()}
 
 
+def _load_rotations(spec: ServiceSpec, raw: Any, where: Where) -> None:
+    for name, entry in _expect(raw or {}, dict, where, "a mapping of rotation: {new, moves}").items():
+        at = where.at(str(name))
+        _expect(entry, dict, at, "a mapping with new and moves")
+        unknown_keys(entry, ["new", "moves"], at)
+        moves = _expect(entry.get("moves", {}), dict, at.at("moves"), "a mapping of secret: the secret it takes")
+        for key, password in [("new", entry.get("new")), *((f"moves.{d}", s) for d, s in moves.items()),
+                              *((f"moves.{d}", d) for d in moves)]:
+            if password not in spec.passwords:
+                raise at.at(key).error(f"'{password}' is not one of the service's passwords",
+                                       fix="list it under the service's `passwords:`")
+        spec.rotations[str(name)] = Rotation(str(entry["new"]), {str(d): str(s) for d, s in moves.items()})
+
+
 def image_names(root: Path = IMAGES_DIR) -> set[str]:
     return {p.parent.name for p in root.glob("*/Dockerfile.j2")}
 
@@ -377,7 +423,8 @@ def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
                        volumes=[str(v) for v in raw.get("volumes") or []])
     for option, decl in spec.options.items():
         if not isinstance(decl, dict) or decl.get("type") not in OPTION_TYPES or "default" not in decl:
-            raise where.at("options").at(option).error("an option needs a type (int, str, bool, list) and a default")
+            raise where.at("options").at(option).error(
+                "an option needs a type (int, str, bool, list, dict) and a default")
         if "format" in decl and decl["format"] not in OPTION_FORMATS:
             raise where.at("options").at(option).at("format").error(
                 f"unknown format {decl['format']!r}", fix=f"one of {', '.join(sorted(OPTION_FORMATS))}")
@@ -388,6 +435,12 @@ def load_service(path: Path, images: set[str] | None = None) -> ServiceSpec:
         if password_kind not in PASSWORD_KINDS:
             raise where.at("passwords").at(password).error(f"password kind must be one of {sorted(PASSWORD_KINDS)}")
     _load_secret_volumes(spec, raw.get("secret_volumes"), where.at("secret_volumes"))
+    for i, volume in enumerate(_expect(raw.get("shared_volumes") or [], list, where.at("shared_volumes"), "a list")):
+        if volume not in spec.volumes:
+            raise where.at("shared_volumes").at(i).error(f"'{volume}' is not one of the service's volumes",
+                                                         fix="list it under the service's `volumes:`")
+        spec.shared_volumes.append(str(volume))
+    _load_rotations(spec, raw.get("rotations"), where.at("rotations"))
     images = image_names() if images is None else images
     for cname, craw in (raw.get("containers") or {}).items():
         at = where.at("containers").at(str(cname))

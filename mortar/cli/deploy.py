@@ -230,6 +230,26 @@ def reconfigure_command(config_dir: Path, inventory: Path | None, limit: str | N
     _deploy(config_dir, inventory, limit, executor, "reconfigure")
 
 
+@cli.command("fernet-rotate")
+@site_options
+def fernet_rotate_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+    """Rotate keystone's Fernet keys, then restart keystone one host at a time.
+
+    In passwords.yml the staged key (0) becomes the primary, which signs new tokens, the
+    primary a secondary, the oldest goes, and a new staged key is made: every token signed
+    before still validates, on every keystone, during the restart too. With the three keys
+    kept, a token outlives one rotation: rotate at most once per token lifetime ([token]
+    expiration, 24 h by default), e.g. daily. passwords.yml is the only copy of the keys: back
+    it up after each rotation.
+    """
+    from mortar.catalogue.loader import load_catalogue
+    from mortar.site.config import rotate
+
+    changed = rotate(config_dir / "passwords.yml", load_catalogue(), "fernet")
+    click.echo(f"{config_dir / 'passwords.yml'}: rotated {', '.join(changed)}")
+    _deploy(config_dir, inventory, limit, executor, "reconfigure")
+
+
 @cli.command("upgrade")
 @site_options
 @click.option("--release", metavar="SERIES",

@@ -10,6 +10,7 @@ own rendered files, environments and commands hold.
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import json
 import urllib.parse
 from collections.abc import Mapping
@@ -74,18 +75,28 @@ class DesiredState:
 
 
 class Topology:
-    """Where a container is reached and what it binds. On hosts (all-in-one and Ansible) both
-    are the address of the host it runs on (api_address, per host in the inventory); the
-    Kubernetes renderer gives its own (Service addresses, pods binding every address)."""
+    """Where a container is reached and what it binds. On hosts (all-in-one and Ansible) a
+    container binds the address of the host it runs on (api_address, per host in the
+    inventory) and is reached there, unless it is served by the load balancer: then it is
+    reached at the site's virtual address (internal_vip_address). The Kubernetes renderer
+    gives its own (Service addresses, pods binding every address)."""
 
     def __init__(self, site: Site, inventory: Inventory) -> None:
         self.site, self.inventory = site, inventory
+        self.vip = str(site.globals.get("internal_vip_address") or "")
+        self.balanced = {name for spec in site.services.values() if spec.name in site.enabled
+                         for name, decl in spec.containers.items() if decl.loadbalancer is not None}
+
+    # Without a virtual address, nothing spreads a container's clients over its hosts.
+    spreads_clients = False
 
     def host_address(self, host: str) -> str:
         return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
 
     def reach(self, host: str, container: str) -> str:
         """The address others use for CONTAINER on HOST: templates see it as api_address."""
+        if self.vip and container in self.balanced:
+            return self.vip
         return self.host_address(host)
 
     def bind(self, host: str, container: str) -> str:
@@ -117,11 +128,50 @@ class Planner:
         self.services = site.services
         self.bindings: Bindings = bind(site.services, site.enabled, str(site.config_dir / "globals.yml"))
         self.depends = dependencies(site.services, self.bindings)
+        self._behind_the_virtual_address()
         self.order = service_order(self.depends)
         self._envs: dict[tuple[str, bool], jinja2.Environment] = {}
         self._values: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.host_settings = host_settings(site.services, {name: h.vars for name, h in inventory.hosts.items()},
                                            inventory.path)
+
+    def _behind_the_virtual_address(self) -> None:
+        """With a virtual address, a service served on it comes after the load balancer (its
+        clients reach it there from the first request on); without one, a served container
+        runs on one host only, as nothing would spread its clients over several."""
+        globals_file = str(self.site.config_dir / "globals.yml")
+        balancers = sorted(s for s in self.site.enabled if "loadbalancer" in self.services[s].provides)
+        vip = self.topology.vip
+        if not vip and self.topology.spreads_clients:
+            return
+        if not vip:
+            for name in sorted(self.site.enabled):
+                spec = self.services[name]
+                for cname, decl in spec.containers.items():
+                    hosts = self.hosts_of(spec, cname) if decl.loadbalancer is not None else []
+                    if len(hosts) > 1:
+                        raise MortarError(
+                            f"{cname} runs on {len(hosts)} hosts ({', '.join(hosts)}) and no virtual address "
+                            "spreads its clients over them", file=globals_file, key="internal_vip_address",
+                            fix="set internal_vip_address to an unused address of the control hosts' subnet "
+                                f"({self._balancer_switch()}), or keep one host in the group")
+            return
+        if not balancers:
+            raise MortarError("internal_vip_address is set but no enabled service serves it", file=globals_file,
+                              key="internal_vip_address", fix=self._balancer_switch())
+        owners = [h for h in self.inventory.hosts if self.topology.host_address(h) == vip]
+        if owners:
+            raise MortarError(f"internal_vip_address {vip} is the address of {', '.join(owners) or 'api_address'}",
+                              file=globals_file, key="internal_vip_address",
+                              fix="choose an address no host has: keepalived adds it to the host that holds it")
+        for name in self.depends:
+            spec = self.services[name]
+            if name not in balancers and any(c.loadbalancer for c in spec.containers.values()):
+                self.depends[name] += [b for b in balancers if b not in self.depends[name]]
+
+    def _balancer_switch(self) -> str:
+        could = sorted(s.name for s in self.services.values() if "loadbalancer" in s.provides)
+        return " or ".join(f"enable_{name}: true" for name in could) or "add a service that provides loadbalancer"
 
     # ---- placement -----------------------------------------------------------------------
     def group_of(self, spec: ServiceSpec, container: Container) -> str:
@@ -153,6 +203,27 @@ class Planner:
     def address(self, host: str) -> str:
         return self.topology.host_address(host)
 
+    def addresses_of(self, spec: ServiceSpec, container: str) -> list[str]:
+        """Where each host of SPEC's CONTAINER is reached, once each, in inventory order."""
+        return list(dict.fromkeys(self.topology.reach(h, container) for h in self.hosts_of(spec, container)))
+
+    def loadbalanced(self) -> list[dict[str, Any]]:
+        """What the load balancer serves: every enabled container with a frontend, its hosts
+        and the address each binds, in deploy order."""
+        entries = []
+        for name in self.order:
+            spec = self.services[name]
+            for cname, decl in spec.containers.items():
+                if decl.loadbalancer is None:
+                    continue
+                hosts = self.hosts_of(spec, cname)
+                port = decl.loadbalancer.port or int(self.render(spec, decl.ports[0], self.base_variables(
+                    spec, hosts[0], cname), f"containers.{cname}.ports[0]"))
+                backends = [{"host": h, "address": self.topology.bind(h, cname)} for h in hosts]
+                entries.append({**dataclasses.asdict(decl.loadbalancer), "name": cname, "service": name,
+                                "port": port, "backends": backends})
+        return entries
+
     def oldest_release_of(self, spec: ServiceSpec, container: str) -> Series:
         """The oldest series a host of CONTAINER runs: the site's own, unless a host still runs
         an older one (recorded until an upgrade moves it). Hosts an upgrade is moving count as
@@ -179,7 +250,10 @@ class Planner:
         values.update(host=self.topology.hostname(host, container), api_address=self.topology.reach(host, container),
                       bind_address=self.topology.bind(host, container), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
+                      host_address=self.topology.host_address(host),
                       hosts_of_container=lambda name: self.hosts_of(spec, name),
+                      addresses_of=lambda name: self.addresses_of(spec, name),
+                      loadbalanced=self.loadbalanced,
                       oldest_release_of=lambda name: self.oldest_release_of(spec, name))
         return values
 
@@ -238,11 +312,12 @@ class Planner:
             rendered[f.name] = value
         rendered["image"] = self.site.image_ref(decl.image)
         try:
-            rendered["ports"] = [int(p) for p in rendered["ports"]]
+            # A port that renders empty is not bound here (e.g. a cluster's port on a single host).
+            rendered["ports"] = [int(p) for p in rendered["ports"] if str(p).strip()]
         except ValueError as exc:
             raise MortarError(f"a port did not render to a number ({exc})", file=str(spec.file),
                               key=f"{where}.ports") from None
-        container = Container(**rendered)
+        container = with_secret_files(Container(**rendered), spec, self.site.passwords)
         return with_script(container)
 
     # ---- capabilities --------------------------------------------------------------------
@@ -343,6 +418,25 @@ def _rebuild(declared_value: Any, rendered: Any) -> Any:
     if isinstance(declared_value, list):
         return [_rebuild(d, r) for d, r in zip(declared_value, rendered, strict=True)]
     return rendered
+
+
+def with_secret_files(container: Container, spec: ServiceSpec, passwords: Mapping[str, str]) -> Container:
+    """A secret volume (files that are secrets of passwords.yml) is no volume where it runs: its
+    files are among the container's rendered files, copied by mortar-start into the folder at
+    each start (owner as the catalogue's directory entry says, mode 0600). So every host and
+    every replica holds the same keys, and a changed secret restarts the container."""
+    entries = [e for e in container.volumes if e.split(":")[0] in spec.secret_volumes]
+    if not entries:
+        return container
+    owners = {d.path: d.owner for d in container.directories if d.owner}
+    files = list(container.files)
+    for entry in entries:
+        volume, target = entry.split(":")[:2]
+        owner = owners.get(target) or container.user or "root"
+        for name, password in sorted(spec.secret_volumes[volume].items()):
+            files.append(File(dest=f"{target}/{name}", template="", owner=owner, mode="0600", merge="replace",
+                              content=passwords[password], source=f"{volume}.{name}"))
+    return dataclasses.replace(container, files=files, volumes=[v for v in container.volumes if v not in entries])
 
 
 def with_script(container: Container) -> Container:
@@ -462,6 +556,7 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
             mounted = {entry.split(":", 1)[0] for c in [*svc.containers, *(j.spec for j in svc.jobs if j.spec)]
                        for entry in c.volumes}
             svc.volumes = [v for v in site.services[name].volumes if v in mounted]
+    _volume_options(site, hosts, planner.topology.spreads_clients)
     secrets = site_secrets(site)
     candidates = secrets + ([site.registry_auth()["password"]] if site.registry_auth() else [])
     for host_state in hosts.values():
@@ -476,6 +571,35 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
                                                "region")}
     return DesiredState(site.site_id, planner.order, planner.depends, hosts, registrations, identity, secrets,
                         checks, provided)
+
+
+def _volume_options(site: Site, hosts: dict[str, HostState], cluster: bool) -> None:
+    """Each host's volumes made with globals.yml's volume_options; a shared volume on several
+    hosts must have them (else each host would keep data of its own). On a cluster (CLUSTER)
+    volumes are claims: its storage class decides."""
+    globals_file = str(site.config_dir / "globals.yml")
+    options: dict[str, dict[str, str]] = site.globals.get("volume_options") or {}
+    known = sorted({v for name in site.enabled for v in site.services[name].volumes})
+    for volume in options:
+        if volume not in known:
+            close = difflib.get_close_matches(str(volume), known, n=1)
+            raise MortarError(f"no enabled service has a volume named '{volume}'", file=globals_file,
+                              key=f"volume_options.{volume}",
+                              fix=f"did you mean '{close[0]}'?" if close else f"volumes: {', '.join(known)}")
+    for name in sorted(site.enabled) if not cluster else []:
+        for volume in site.services[name].shared_volumes:
+            holders = [h for h, state in hosts.items()
+                       if volume in state.services.get(name, ServiceState(name)).volumes]
+            if len(holders) > 1 and volume not in options:
+                raise MortarError(
+                    f"{volume} holds data every host of {name} must see alike, and {name} runs on {len(holders)} "
+                    f"hosts ({', '.join(holders)})", file=globals_file, key="volume_options",
+                    fix=f"put it on a filesystem every one of them mounts, e.g. volume_options: {{{volume}: {{type: "
+                        f"none, o: bind, device: /srv/shared/{volume}}}}} (or type: nfs), or keep {name} on one host "
+                        "(a group named after its container in the inventory)")
+    for state in hosts.values():
+        state.volume_options = {v: dict(options[v]) for svc in state.services.values() for v in svc.volumes
+                                if v in options}
 
 
 def _data_of(planner: Planner, spec: ServiceSpec) -> list[str]:

@@ -332,13 +332,42 @@ def _deploy(deployment: Deployment, executor: Executor, echo: Echo) -> Plan:
         if hosts:
             started = time.monotonic()
             requests = {h: _request(deployment, plan, h, services) for h in hosts}
-            result = executor.run(list(APPLY_PHASES), requests, echo)
-            for report in result.reports:
-                plan.volumes.setdefault(report.host, {}).update(report.volumes)
-            result.raise_for_failures()
+            rolling = rolling_hosts(plan, d, serving_containers(deployment.site), services, hosts)
+            batches = [(list(APPLY_PHASES), requests)]
+            if len(rolling) > 1:
+                # Containers that serve on several hosts restart one host at a time: the others
+                # (and the load balancer in front of them) keep answering meanwhile.
+                echo(f"{', '.join(services)}: restarting on {', '.join(rolling)} one host at a time")
+                others = {h: r for h, r in requests.items() if h not in rolling}
+                batches = [(["provision", "before"], requests)]
+                batches += [(["containers"], others)] if others else []
+                batches += [(["containers"], {h: requests[h]}) for h in rolling]
+                batches += [(["after"], requests)]
+            for phases, batch in batches:
+                result = executor.run(phases, batch, echo)
+                for report in result.reports:
+                    plan.volumes.setdefault(report.host, {}).update(report.volumes)
+                result.raise_for_failures()
             store.update(_forget({j.job for j in plan.jobs if j.service in services}))
             echo(f"{', '.join(services)}: done on {len(hosts)} host(s) in {time.monotonic() - started:.1f}s")
     return plan
+
+
+def serving_containers(site: Site) -> set[str]:
+    """Containers others talk to: those behind the load balancer and those that serve a capability."""
+    return {name for spec in site.services.values() for name, decl in spec.containers.items()
+            if decl.loadbalancer is not None} | {p.container for spec in site.services.values()
+                                                 for p in spec.provides.values()}
+
+
+def rolling_hosts(plan: Plan, desired: DesiredState, serving: set[str], services: list[str],
+                  hosts: list[str]) -> list[str]:
+    """Hosts where a running container that serves others from several hosts is recreated or
+    restarted: those go one at a time. A first start, or a container on one host only, need no order."""
+    rolling = {a.host for a in plan.actions
+               if a.service in services and a.kind in ("recreate", "restart") and a.target in serving
+               and len(desired.hosts_of_container(a.target)) > 1}
+    return [h for h in hosts if h in rolling]
 
 
 def _forget(done: set[str]) -> Callable[[dict], None]:

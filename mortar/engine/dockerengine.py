@@ -379,10 +379,10 @@ class DockerEngine:
             return None
         return VolumeInfo(v["Name"], dict(v.get("Labels") or {}), v.get("CreatedAt", ""))
 
-    def create_volume(self, name: str, labels: dict[str, str]) -> VolumeInfo:
+    def create_volume(self, name: str, labels: dict[str, str], options: dict[str, str] | None = None) -> VolumeInfo:
         try:
             with _translated(f"create volume {name}"):
-                self.api.create_volume(name=name, labels=labels)
+                self.api.create_volume(name=name, labels=labels, driver="local", driver_opts=options or None)
         except _Missing as exc:
             raise EngineError(f"create volume {name}: {exc}") from None
         found = self.volume(name)

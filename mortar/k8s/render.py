@@ -158,38 +158,16 @@ class Renderer:
                 "data": {k: base64.b64encode(v.encode()).decode() for k, v in sorted(files.items())}}
 
     def pod_files(self, container: Container) -> tuple[dict[str, str], str]:
-        """The files a pod of CONTAINER starts from, and the short hash that names them: its
-        rendered files, plus the files of its secret volumes (passwords.yml's values, copied by
-        mortar-start into the volume's folder, owned as the catalogue's directory entry says)."""
-        files = container.rendered_files()
-        secret = self.site.services[container.service].secret_volumes
-        entries = [(e.split(":")[0], e.split(":")[1]) for e in container.volumes if e.split(":")[0] in secret]
-        if not entries:
-            return files, container.config_hash[:10]
-        spec = json.loads(files["spec.json"])
-        owners = {d.path: d.owner for d in container.directories if d.owner}
-        for volume, target in entries:
-            owner = owners.get(target) or container.user or "root"
-            for name, password in sorted(secret[volume].items()):
-                key = f"{volume}.{name}"
-                files[key] = self.site.passwords[password]
-                spec["files"].append({"source": key, "dest": f"{target}/{name}", "owner": owner, "mode": "0600"})
-        files["spec.json"] = json.dumps(spec, indent=1, sort_keys=True) + "\n"
-        return files, short_hash(container.config_hash, {k: hashlib.sha256(v.encode()).hexdigest()
-                                                         for k, v in files.items()})
+        """The files a pod of CONTAINER starts from (its secret volumes' files among them: see
+        mortar.deploy.desired.with_secret_files), and the short hash that names them."""
+        return container.rendered_files(), container.config_hash[:10]
 
     def container_spec(self, workload: Workload, container: Container, per_node: bool) -> tuple[dict, list[dict]]:
         """The pod's container for CONTAINER and the pod volumes it needs (its config volume aside)."""
         mounts: list[dict[str, Any]] = [{"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True}]
         volumes: list[dict[str, Any]] = []
-        secret = self.site.services[container.service].secret_volumes
         for entry in container.volumes:
             source, target, *mode = entry.split(":")
-            if source in secret:
-                # An empty folder of the pod's own that mortar-start fills from the pod's configuration.
-                mounts.append({"name": dns_name(source), "mountPath": target})
-                volumes.append({"name": dns_name(source), "emptyDir": {"medium": "Memory"}})
-                continue
             mounts.append({"name": dns_name(source), "mountPath": target, "readOnly": bool(mode and mode[0] == "ro")})
             if per_node:
                 volumes.append(self.node_folder(dns_name(source), source))

@@ -77,6 +77,8 @@ class ClusterTopology(Topology):
                       if name not in self.per_node and decl.ports]
         self.services = service_addresses(with_ports, str(site.globals["k8s_service_cidr"]))
 
+    spreads_clients = True  # a Service spreads them over its pods
+
     def reach(self, host: str, container: str) -> str:
         if container in self.per_node or not container:
             return self.host_address(host)

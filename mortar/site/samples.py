@@ -70,7 +70,7 @@ def globals_sample() -> str:
         if decl.get("help"):
             lines.append(f"# {decl['help']}" + (f" (one of: {', '.join(map(str, decl['choices']))})"
                                                  if "choices" in decl else ""))
-        lines.append("#" + yaml.safe_dump({key: decl["default"]}, default_flow_style=True).strip().strip("{}"))
+        lines.append("#" + yaml.safe_dump({key: decl["default"]}, default_flow_style=True).strip()[1:-1])
     return "\n".join(lines) + "\n" + AIO_PROVIDER_NETWORK
 
 

@@ -45,6 +45,11 @@ LABEL = "org.mortar.testbed"
 NODE_LABEL = "org.mortar.testbed.node"
 STATE_ROOT = Path("/var/lib/mortar-testbed")
 HOSTS_MARK = "# mortar-testbed"
+# Every node of a bed mounts the bed's `shared` folder here: it stands for a shared filesystem
+# (an NFS export or CephFS) that every host of a site mounts, e.g. for glance's images.
+SHARED_MOUNT = "/srv/shared"
+# Addresses no node gets, for a site's virtual addresses (internal_vip_address).
+VIRTUAL_ADDRESSES = "10.213.77.64/28"
 STANDARD_GROUPS = ("control", "network", "compute", "storage", "monitoring")
 SSH_OPTIONS = ("-o", "StrictHostKeyChecking=yes", "-o", "LogLevel=ERROR")
 HOST_KEY = "/etc/ssh/ssh_host_ed25519_key.pub"
@@ -261,6 +266,11 @@ class Testbed:
     def known_hosts_path(self) -> Path:
         return self.state_dir / "known_hosts"
 
+    @property
+    def shared_dir(self) -> Path:
+        """This host's side of the folder every node mounts at SHARED_MOUNT."""
+        return self.state_dir / "shared"
+
     def up(self, layout: Layout, log: Log = print) -> list[Node]:
         """Make the bed match the layout: node containers running and reachable, inventory and
         known_hosts (each node's own host key, read through the engine) written."""
@@ -449,6 +459,7 @@ class Testbed:
 
     def _create_node(self, node: Node, image: str) -> None:
         volume = volume_name(self.name, node.name)
+        self.shared_dir.mkdir(parents=True, exist_ok=True)
         if self.engine.volume(volume) is None:
             self.engine.create_volume(volume, {LABEL: self.name, NODE_LABEL: node.name})
         # What a host needs that a container lacks, without --privileged (see FIELD-NOTES: this VM
@@ -461,7 +472,7 @@ class Testbed:
             device_cgroup_rules=["a *:* rwm"], cgroupns="private", unmasked_paths=True,
             # A network node routes between this subnet and the provider network behind its br-ex.
             sysctls={"net.ipv4.ip_forward": "1"},
-            mounts=[Mount("/var/lib/docker", volume, "volume")]))
+            mounts=[Mount("/var/lib/docker", volume, "volume"), Mount(SHARED_MOUNT, str(self.shared_dir), "bind")]))
 
     def _wait_for_ssh(self, node: Node, timeout: float = SSH_READY_TIMEOUT) -> None:
         deadline = time.monotonic() + timeout

@@ -43,6 +43,7 @@ class FakeEngine:
     images_by_ref: dict[str, ImageInfo] = field(default_factory=dict)
     registry: dict[str, ImageInfo] = field(default_factory=dict)  # what pull can fetch, by ref or repo@digest
     volumes_by_name: dict[str, VolumeInfo] = field(default_factory=dict)
+    volume_options: dict[str, dict[str, str]] = field(default_factory=dict)
     networks_by_name: dict[str, NetworkInfo] = field(default_factory=dict)
     # job container name -> (exit code, output); a missing one exits 0 printing nothing
     job_results: dict[str, tuple[int, str]] = field(default_factory=dict)
@@ -274,8 +275,10 @@ class FakeEngine:
         self._call("volume", name)
         return self.volumes_by_name.get(name)
 
-    def create_volume(self, name: str, labels: dict[str, str]) -> VolumeInfo:
+    def create_volume(self, name: str, labels: dict[str, str], options: dict[str, str] | None = None) -> VolumeInfo:
         self._call("create_volume", name)
+        if options:
+            self.volume_options[name] = dict(options)
         if name not in self.volumes_by_name:
             self.volumes_by_name[name] = VolumeInfo(name, dict(labels), _now())
         return self.volumes_by_name[name]

@@ -31,7 +31,7 @@ IMAGES = {"svc-image", "db-image"}
 # What every template sees besides globals, its own passwords and its consumed capabilities
 # (desired.Planner.base_variables).
 CONTEXT = {"host", "api_address", "bind_address", "service", "host_groups", "hosts_of_container",
-           "oldest_release_of"}
+           "oldest_release_of", "host_address", "addresses_of", "loadbalanced"}
 
 
 def files_of(spec: ServiceSpec):
@@ -281,6 +281,17 @@ CASES: list[tuple[str, Callable[[dict], None], str, list[str]]] = [
      "secret_volumes.data.../0", ["is not a file name"]),
     ("secret-volume-empty", _set("secret_volumes", value={"data": {}}), "secret_volumes.data",
      ["at least one file"]),
+    ("shared-volume-not-a-volume", _set("shared_volumes", value=["images"]), "shared_volumes[0]",
+     ["'images' is not one of the service's volumes", "`volumes:`"]),
+    ("rotation-unknown-password", _set("rotations", value={"keys": {"new": "svc_key", "moves": {}}}),
+     "rotations.keys.new", ["'svc_key' is not one of the service's passwords", "`passwords:`"]),
+    ("rotation-moves-unknown", _set("rotations", value={"keys": {"new": "svc_password",
+                                                                 "moves": {"svc_old": "svc_password"}}}),
+     "rotations.keys.moves.svc_old", ["'svc_old' is not one of the service's passwords"]),
+    ("frontend-port-not-bound", _set(*API, "loadbalancer", value={"port": 81}), "containers.api.loadbalancer.port",
+     ["port 81 is not one of the container's ports", "`ports:`"]),
+    ("frontend-mode-unknown", _set(*API, "loadbalancer", value={"mode": "udp"}), "containers.api.loadbalancer.mode",
+     ["mode must be http or tcp"]),
     ("volume-without-path", _set(*API, "volumes", value=["data"]), "containers.api.volumes[0]",
      ["is not VOLUME:/path"]),
     ("volume-relative-path", _set(*API, "volumes", value=["data:var/lib/svc"]), "containers.api.volumes[0]",

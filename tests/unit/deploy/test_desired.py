@@ -100,7 +100,7 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
         assert [(j.name, j.phase) for j in state.services[name].jobs] == [(p, "provision") for p in provision] + own
     # The schema expands and migrates before keystone is recreated and contracts after it runs.
     assert [(j.name, j.phase) for j in state.services["keystone"].jobs] == [
-        ("keystone.database", "provision"), ("keystone.keys", "before"), ("keystone.db_expand", "before"),
+        ("keystone.database", "provision"), ("keystone.db_expand", "before"),
         ("keystone.db_migrate", "before"), ("keystone.bootstrap", "before"), ("keystone.db_contract", "after"),
         ("keystone.upgrade_check", "check")]
     jobs = jobs_by_name(desired)
@@ -114,8 +114,8 @@ def test_aio_jobs_and_their_phases(desired: DesiredState, site: Site) -> None:
         "placement.online_data_migrations", "rabbitmq.feature_flags"]
     assert state.services["ovn"].jobs == []
     # A service's jobs depend on its own volumes and on the data of the providers it requires.
-    assert jobs["keystone.db_migrate"].data == ["localhost/keystone_credential_keys", "localhost/keystone_fernet_keys",
-                                             "localhost/mariadb"]
+    assert jobs["keystone.db_migrate"].data == ["localhost/mariadb"]
+    assert jobs["glance.db_migrate"].data == ["localhost/glance_images", "localhost/mariadb"]
     assert jobs["keystone.database"].data == ["localhost/mariadb"]
 
 
@@ -286,17 +286,38 @@ def test_ovn_northd_in_its_own_group_and_a_controller_on_every_compute_and_netwo
 def test_jobs_run_on_the_first_host_of_their_container_and_endpoints_where_it_runs(site: Site) -> None:
     inventory = parse_inventory(MULTI + "[nova-api]\napi1 api_address=10.0.0.41\napi2 api_address=10.0.0.42\n",
                                 "inv")
+    site.globals.update(internal_vip_address="10.0.0.40", enable_haproxy=True)
+    site.enabled.add("haproxy")
     desired = compute_desired(site, inventory)
     assert desired.hosts_of_container("nova_api") == ["api1", "api2"]
     assert desired.hosts_of_container("nova_conductor") == ["control1"]
     for job in site.services["nova"].jobs:
         assert hosts_of_job(desired, f"nova.{job.name}") == ["api1"], job.name
-    assert set(desired.registrations["nova"].endpoints.values()) == {"http://10.0.0.41:8774/v2.1"}
-    assert set(desired.registrations["glance"].endpoints.values()) == {"http://10.0.0.11:9292"}
-    assert desired.identity["auth_url"] == "http://10.0.0.11:5000/v3"
+    # Both nova_api hosts serve behind the virtual address; glance runs on one host, also behind it.
+    assert set(desired.registrations["nova"].endpoints.values()) == {"http://10.0.0.40:8774/v2.1"}
+    assert set(desired.registrations["glance"].endpoints.values()) == {"http://10.0.0.40:9292"}
+    assert desired.identity["auth_url"] == "http://10.0.0.40:5000/v3"
     # The compute capability is served where nova_api runs.
     neutron = ini(file_of(containers_by_name(desired)["neutron_server"], "neutron.conf").content)
     assert neutron.has_section("nova")
+
+
+def test_a_served_container_on_two_hosts_needs_a_virtual_address(site: Site) -> None:
+    inventory = parse_inventory(MULTI + "[nova-api]\napi1 api_address=10.0.0.41\napi2 api_address=10.0.0.42\n",
+                                "inv")
+    with pytest.raises(MortarError) as info:
+        compute_desired(site, inventory)
+    assert info.value.key == "internal_vip_address"
+    assert "nova_api runs on 2 hosts (api1, api2)" in info.value.message
+    assert "enable_haproxy: true" in str(info.value)
+
+
+def test_without_a_virtual_address_each_container_is_reached_on_its_host(site: Site) -> None:
+    inventory = parse_inventory(MULTI + "[nova-api]\napi1 api_address=10.0.0.41\n", "inv")
+    desired = compute_desired(site, inventory)
+    assert set(desired.registrations["nova"].endpoints.values()) == {"http://10.0.0.41:8774/v2.1"}
+    assert set(desired.registrations["glance"].endpoints.values()) == {"http://10.0.0.11:9292"}
+    assert desired.identity["auth_url"] == "http://10.0.0.11:5000/v3"
 
 
 def test_registrations_carry_their_users_passwords(desired: DesiredState, site: Site) -> None:
@@ -551,7 +572,7 @@ def test_an_override_changes_only_keystone(site_dir: Path, site: Site, aio: Inve
     old_j, new_j = jobs_by_name(before), jobs_by_name(after)
     changed_jobs = {n for n in new_j if new_j[n].inputs != old_j[n].inputs}
     # Every keystone job that mounts keystone.conf; the provision job runs beside the database.
-    assert changed_jobs == {"keystone.keys", "keystone.db_expand", "keystone.db_migrate", "keystone.bootstrap",
+    assert changed_jobs == {"keystone.db_expand", "keystone.db_migrate", "keystone.bootstrap",
                             "keystone.db_contract", "keystone.upgrade_check"}
     conf = ini(file_of(new_c["keystone"], "keystone.conf").content)
     assert conf["token"]["expiration"] == "7200"
@@ -585,7 +606,7 @@ def test_global_conf_reaches_every_main_ini_file(site_dir: Path, site: Site, aio
         decls = {d.dest: d for d in site.services[container.service].containers[container.name].files}
         for f in container.files:
             if f.dest not in decls:
-                assert f.dest == SCRIPT_DEST
+                assert f.dest == SCRIPT_DEST or f.source, f.dest  # the script, or a secret volume's file
                 continue
             decl = decls[f.dest]
             if decl.main and decl.merge == "ini":
@@ -614,7 +635,12 @@ def test_a_host_gets_only_the_volumes_it_mounts(multi: DesiredState) -> None:
     assert multi.hosts["compute1"].services["ovn"].volumes == []
     assert multi.hosts["control1"].services["nova"].volumes == []
     assert "openvswitch" not in multi.hosts["control1"].services
-    assert multi.hosts["control1"].services["keystone"].volumes == ["keystone_fernet_keys", "keystone_credential_keys"]
+    # keystone's keys are files of passwords.yml's secrets, the same on every host: no volume holds them.
+    assert multi.hosts["control1"].services["keystone"].volumes == []
+    keystone = next(c for c in multi.hosts["control1"].containers() if c.name == "keystone")
+    assert keystone.volumes == []
+    assert {f.dest for f in keystone.files} >= {"/etc/keystone/fernet-keys/0", "/etc/keystone/fernet-keys/2",
+                                                "/etc/keystone/credential-keys/1"}
 
 
 def test_rendered_files_include_the_start_spec(desired: DesiredState) -> None:

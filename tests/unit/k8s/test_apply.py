@@ -110,7 +110,7 @@ def test_a_first_apply_creates_runs_and_waits_then_a_second_changes_nothing(site
     assert len(jobs) == len(r.jobs)
     # Within a service, its jobs ran in the catalogue's order, around its workload.
     keystone = [name.rsplit("-", 1)[0] for name in jobs if name.startswith("keystone-")]
-    assert keystone == ["keystone-database", "keystone-keys", "keystone-db-expand", "keystone-db-migrate",
+    assert keystone == ["keystone-database", "keystone-db-expand", "keystone-db-migrate",
                         "keystone-bootstrap", "keystone-db-contract"]
     order = api.applied
 

@@ -314,9 +314,7 @@ def test_keys_come_from_passwords_yml_the_same_on_every_replica(site_dir: Path, 
     assert keystone["kind"] == "Deployment" and keystone["spec"]["replicas"] == 2
     assert not [o for o in rendered.objects if o["kind"] == "PersistentVolumeClaim" and "keys" in o["metadata"]["name"]]
     pod = keystone["spec"]["template"]["spec"]
-    assert {"name": "keystone-fernet-keys", "emptyDir": {"medium": "Memory"}} in pod["volumes"]
-    mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "keystone-fernet-keys")
-    assert mount == {"name": "keystone-fernet-keys", "mountPath": "/etc/keystone/fernet-keys"}
+    assert not [v for v in pod["volumes"] if v["name"] != "config"]
     config = next(v for v in pod["volumes"] if v["name"] == "config")["secret"]["secretName"]
     data = {k: base64.b64decode(v).decode() for k, v in by_key(rendered)[("Secret", config)]["data"].items()}
     assert data["keystone_fernet_keys.1"] == site.passwords["keystone_fernet_key_1"]
@@ -325,7 +323,7 @@ def test_keys_come_from_passwords_yml_the_same_on_every_replica(site_dir: Path, 
     assert {"source": "keystone_fernet_keys.0", "dest": "/etc/keystone/fernet-keys/0", "owner": "keystone:keystone",
             "mode": "0600"} in spec["files"]
     # The Jobs beside keystone start from the same keys and need no claim either.
-    job = next(o for o in rendered.objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("keystone-keys-"))
+    job = next(o for o in rendered.objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("keystone-bootstrap-"))
     assert not [v for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
 
 
@@ -345,5 +343,5 @@ def test_a_changed_key_rolls_keystone_and_nothing_else(site_dir: Path, services)
                if workload(before, n) != workload(after, n)}
     assert changed == {"keystone"}
     assert {n.rsplit("-", 1)[0] for n in names(after, "Secret") - names(before, "Secret")} <= {
-        "keystone", "keystone-keys", "keystone-db-expand", "keystone-db-migrate", "keystone-bootstrap",
+        "keystone", "keystone-db-expand", "keystone-db-migrate", "keystone-bootstrap",
         "keystone-db-contract"}

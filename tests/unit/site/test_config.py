@@ -225,7 +225,7 @@ def test_every_choice_option_accepts_its_choices_and_default(services: dict[str,
     keys = schema(services)
     path = tmp_path / "globals.yml"
     for key, decl in keys.items():
-        assert "default" in decl and decl["type"] in ("int", "str", "bool", "list"), key
+        assert "default" in decl and decl["type"] in ("int", "str", "bool", "list", "dict"), key
         for value in decl.get("choices", []):
             path.write_text(yaml.safe_dump({key: value}))
             assert load_globals(path, services)[key] == value
@@ -626,3 +626,38 @@ def test_a_bad_per_host_value_names_the_inventory_host_and_key(services: dict[st
     err = info.value
     assert err.file == "/etc/mortar/inventory" and err.key == "compute1 neutron_tunnel_address"
     assert needle in err.message and err.fix is not None and fix in err.fix
+
+
+def test_fernet_rotation_moves_every_key_along_and_makes_a_new_staged_one(site_dir: Path) -> None:
+    """The staged key (0) becomes the primary (2), the primary a secondary (1), the oldest goes."""
+    from mortar.catalogue.loader import load_catalogue
+    from mortar.files import load_yaml
+    from mortar.site.config import rotate
+
+    path = site_dir / "passwords.yml"
+    before = load_yaml(path, what="passwords.yml")
+    changed = rotate(path, load_catalogue(), "fernet")
+    after = load_yaml(path, what="passwords.yml")
+    assert changed == ["keystone_fernet_key_0", "keystone_fernet_key_1", "keystone_fernet_key_2"]
+    assert after["keystone_fernet_key_2"] == before["keystone_fernet_key_0"]
+    assert after["keystone_fernet_key_1"] == before["keystone_fernet_key_2"]
+    assert after["keystone_fernet_key_0"] not in before.values() and len(after["keystone_fernet_key_0"]) == 44
+    assert {k: v for k, v in after.items() if "fernet_key" not in k} == \
+        {k: v for k, v in before.items() if "fernet_key" not in k}
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_rotation_refuses_a_missing_key_and_changes_nothing(site_dir: Path) -> None:
+    from mortar.catalogue.loader import load_catalogue
+    from mortar.site.config import rotate
+
+    path = site_dir / "passwords.yml"
+    path.write_text("\n".join(line for line in path.read_text().splitlines()
+                              if not line.startswith("keystone_fernet_key_2")) + "\n")
+    text = path.read_text()
+    with pytest.raises(MortarError) as info:
+        rotate(path, load_catalogue(), "fernet")
+    assert info.value.key == "keystone_fernet_key_2" and "mortar genpwd" in str(info.value)
+    assert path.read_text() == text
+    with pytest.raises(MortarError):
+        rotate(path, load_catalogue(), "nothing-by-that-name")

@@ -256,7 +256,10 @@ def test_up_creates_labelled_nodes_on_the_bed_network(engine: FakeEngine, ssh: F
     assert node.spec.labels == {LABEL: "t", NODE_LABEL: "compute1"}
     assert node.spec.network == NETWORK and node.spec.address == "10.213.77.12"
     assert node.spec.hostname == "compute1" and node.spec.image == node_image.image_ref()
-    assert [m.source for m in node.spec.mounts] == [volume_name("t", "compute1")]
+    # Its own /var/lib/docker, and the bed's shared folder (a shared filesystem every node mounts).
+    assert [(m.source, m.target) for m in node.spec.mounts] == [
+        (volume_name("t", "compute1"), "/var/lib/docker"),
+        (str(tmp_path / "beds" / "t" / "shared"), nodes.SHARED_MOUNT)]
     assert engine.volumes_by_name[volume_name("t", "compute1")].labels == {LABEL: "t", NODE_LABEL: "compute1"}
     assert ("put_archive", container_name("t", "compute1")) in engine.calls
 
