@@ -206,6 +206,8 @@ class Job:
     before_upgrade: bool = declared(False, render=False, help="also run by upgrade's preflight from the running "
                                                               "series' image, which must finish it first (its "
                                                               "online data migrations)")
+    every_host: bool = declared(False, render=False, help="run beside the container on every host that runs it "
+                                                          "(it fills that host's own volume), not on the first only")
     service: str = computed("")
     spec: Container | None = computed(None)
     data: list[str] = computed(factory=list)  # "host/volume" of the data it initialises or depends on

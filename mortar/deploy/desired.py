@@ -516,13 +516,14 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
             if owner == name:
                 container.data = list(data)
         for job_decl in spec.jobs:
-            host = planner.hosts_of(spec, job_decl.container)[0]
-            base = rendered[(name, job_decl.container, host)]
-            job = planner.job(spec, job_decl, base, planner.variables(spec, host, job_decl.container), host, spec,
-                              job_decl.name, name)
-            mounts = [f"{host}/{entry.split(':', 1)[0]}" for entry in base.volumes]
-            job.data = sorted(set(mounts) | set(data))
-            service_state(host, spec).jobs.append(job)
+            container_hosts = planner.hosts_of(spec, job_decl.container)
+            for host in container_hosts if job_decl.every_host else container_hosts[:1]:
+                base = rendered[(name, job_decl.container, host)]
+                job = planner.job(spec, job_decl, base, planner.variables(spec, host, job_decl.container), host,
+                                  spec, job_decl.name, name)
+                mounts = [f"{host}/{entry.split(':', 1)[0]}" for entry in base.volumes]
+                job.data = sorted(set(mounts) | set(data))
+                service_state(host, spec).jobs.append(job)
         if spec.registration is not None:
             reg = spec.registration
             host = planner.hosts_of(spec, reg.container)[0]

@@ -44,6 +44,18 @@ def leftovers() -> int:
         _remove_provider_veth()
     for bed in (test_testbed.BED, test_multihost.BED, test_ha.BED):
         Testbed(bed).down(log=lambda _: None)
+    # The test beds' registries (their sites' CA and password went with the run).
+    from mortar.registry.server import name_for
+
+    for address in (test_multihost.REGISTRY, test_ha.REGISTRY):
+        name = name_for(address)
+        for container in client.containers.list(all=True, filters={"name": name}):
+            if container.name == name:
+                container.remove(force=True)
+                print(f"removed a test registry left running: {name}")
+        for volume in client.volumes.list(filters={"name": name}):
+            if volume.name == name:
+                volume.remove(force=True)
     Cluster(test_k8s.CLUSTER).down(lambda _: None)
     return 0
 

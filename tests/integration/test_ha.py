@@ -58,7 +58,7 @@ def node_container(docker, node: str):
 
 
 def galera_size(bed: Testbed, node: str) -> int:
-    out = on(bed, node, "docker exec mariadb mariadb -N -e \"SHOW STATUS LIKE 'wsrep_cluster_size'\"")
+    out = on(bed, node, "docker exec -u mysql mariadb mariadb -N -e \"SHOW STATUS LIKE 'wsrep_cluster_size'\"")
     return int(out.split()[-1])
 
 

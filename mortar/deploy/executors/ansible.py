@@ -227,7 +227,8 @@ class AnsibleExecutor:
 
     @property
     def known_hosts(self) -> Path:
-        return self.deployment.site.config_dir / "known_hosts"
+        # Absolute: Ansible's ssh runs in another directory than a relative --config-dir names.
+        return self.deployment.site.config_dir.absolute() / "known_hosts"
 
     def _write_states(self, hosts: list[str]) -> None:
         private_directory(self.states_dir)

@@ -323,7 +323,8 @@ def test_keys_come_from_passwords_yml_the_same_on_every_replica(site_dir: Path, 
     assert {"source": "keystone_fernet_keys.0", "dest": "/etc/keystone/fernet-keys/0", "owner": "keystone:keystone",
             "mode": "0600"} in spec["files"]
     # The Jobs beside keystone start from the same keys and need no claim either.
-    job = next(o for o in rendered.objects if o["kind"] == "Job" and o["metadata"]["name"].startswith("keystone-bootstrap-"))
+    job = next(o for o in rendered.objects
+               if o["kind"] == "Job" and o["metadata"]["name"].startswith("keystone-bootstrap-"))
     assert not [v for v in job["spec"]["template"]["spec"]["volumes"] if "persistentVolumeClaim" in v]
 
 
