@@ -18,7 +18,9 @@ import time
 
 import pytest
 import yaml
+from keystoneauth1 import exceptions as ksa_exceptions
 
+from mortar.retry import retry
 from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, engine_shared, mortar
 from tests.integration.test_deploy import CORE
 
@@ -184,6 +186,9 @@ def identity(site):
                              region_name=config["region_name"], identity_api_version="3")
 
 
+UNREACHABLE = (ksa_exceptions.ConnectionError, ksa_exceptions.DiscoveryFailure)
+
+
 def test_one_keystone_override_rolls_only_keystone(applied):
     """The roll replaces keystone's pod; its keys come from passwords.yml, so a token the old pod
     issued is still valid on the new one."""
@@ -200,11 +205,15 @@ def test_one_keystone_override_rolls_only_keystone(applied):
     assert {n for n in after if after[n] != before.get(n)} == {"keystone"}, out
     ran = jobs(applied) - jobs_before
     assert ran and all(j.startswith("keystone-") for j in ran), ran
-    assert "Nothing to do" in k8s(applied, "apply", "--no-verify").stdout
     auth_url = yaml.safe_load((applied["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]["auth"]["auth_url"]
-    answer = identity(applied).session.get(auth_url.rstrip("/") + "/auth/tokens",
-                                           headers={"X-Subject-Token": issued}, raise_exc=False)
+    # The Service reaches the new pod once kube-proxy has its endpoint (a second or so after the roll).
+    answer = retry(lambda: identity(applied).session.get(auth_url.rstrip("/") + "/auth/tokens",
+                                                         headers={"X-Subject-Token": issued}, raise_exc=False),
+                   timeout=60, delay=2, temporary=lambda exc: isinstance(exc, UNREACHABLE),
+                   what="the identity service after the roll")
     assert answer.status_code == 200, f"a token issued before the roll: {answer.status_code} {answer.text[:200]}"
+    # With the identity service answering, nothing is left to do.
+    assert "Nothing to do" in k8s(applied, "apply", "--no-verify").stdout
 
 
 def test_a_new_image_identity_reruns_exactly_its_jobs(applied, docker, engine):
