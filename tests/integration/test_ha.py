@@ -169,6 +169,8 @@ def site(engine, bed, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump({
         "image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
         "internal_vip_address": VIP, "enable_haproxy": True,
+        # Three control planes on this machine's two cores start slowly beside other sessions.
+        "healthcheck_timeout": 600,
         "volume_options": {"glance_images": {"type": "none", "o": "bind", "device": "/srv/shared/glance"}},
         "neutron_external_interface": "mortar-ext",
         "neutron_external_veth_address": "10.213.77.225/27"}))
