@@ -18,19 +18,10 @@ from mortar.k8s.render import render
 from mortar.site.config import Site
 from mortar.site.inventory import parse_inventory
 from mortar.site.samples import INVENTORY_AIO
+from tests.unit.inventories import THREE_CONTROL_HOSTS
 
 PASSWORD = "r00t'pass\\word"  # a quote and a backslash: SQL escaping
 VIP = "10.0.0.10"
-THREE = """\
-[control]
-control1 api_address=10.0.0.11
-control2 api_address=10.0.0.12
-control3 api_address=10.0.0.13
-[network]
-control1
-[compute]
-compute1 api_address=10.0.0.21
-"""
 MEMBERS = ["10.0.0.11", "10.0.0.12", "10.0.0.13"]
 HA_GLOBALS = {"internal_vip_address": VIP, "enable_haproxy": True,
               "volume_options": {"glance_images": {"type": "none", "o": "bind", "device": "/srv/shared/glance"}}}
@@ -145,7 +136,7 @@ def test_kubernetes_runs_one_server_whatever_the_hosts(make_site: Callable[..., 
 
 @pytest.fixture
 def three(make_site: Callable[..., Site]) -> dict[str, Container]:
-    return servers(compute_desired(make_site(**HA_GLOBALS), parse_inventory(THREE, "inventory")))
+    return servers(compute_desired(make_site(**HA_GLOBALS), parse_inventory(THREE_CONTROL_HOSTS, "inventory")))
 
 
 def test_every_control_host_is_a_member_bound_to_its_own_address(three: dict[str, Container]) -> None:

@@ -16,21 +16,12 @@ from mortar.k8s.render import render
 from mortar.site.config import Site
 from mortar.site.inventory import parse_inventory
 from mortar.site.samples import INVENTORY_AIO
+from tests.unit.inventories import THREE_CONTROL_HOSTS
 
 PASSWORD = "p@ss/w:rd%"  # every character that must be quoted in a URL
 QUOTED = urllib.parse.quote(PASSWORD, safe="")
 # Three control hosts; the rest of the control plane stays on control1 (groups named after the
 # containers), so that only the broker is spread.
-THREE_BROKERS = """\
-[control]
-control1 api_address=10.0.0.11
-control2 api_address=10.0.0.12
-control3 api_address=10.0.0.13
-[network]
-control1
-[compute]
-compute1 api_address=10.0.0.21
-"""
 ONE_HOST_GROUPS = "".join(f"[{group}]\ncontrol1\n" for group in (
     "mariadb", "memcached", "keystone", "glance", "placement", "horizon", "nova-api", "nova-conductor",
     "nova-scheduler", "nova-metadata", "neutron-server", "ovn-nb-db", "ovn-sb-db", "ovn-northd"))
@@ -115,7 +106,7 @@ def test_kubernetes_has_one_broker_address_whatever_the_hosts(site: Site) -> Non
 
 @pytest.fixture
 def three(site: Site) -> DesiredState:
-    return compute_desired(site, parse_inventory(THREE_BROKERS + ONE_HOST_GROUPS, "inventory"))
+    return compute_desired(site, parse_inventory(THREE_CONTROL_HOSTS + ONE_HOST_GROUPS, "inventory"))
 
 
 def test_every_client_lists_every_broker(three: DesiredState) -> None:

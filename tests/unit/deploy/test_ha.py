@@ -16,20 +16,9 @@ from mortar.deploy.desired import DesiredState, compute_desired
 from mortar.errors import MortarError
 from mortar.site.config import Site, load_site
 from mortar.site.inventory import Inventory, parse_inventory
+from tests.unit.inventories import THREE_CONTROL_HOSTS
 
 VIP = "10.0.0.10"
-HA = """\
-[control]
-control1 api_address=10.0.0.11
-control2 api_address=10.0.0.12
-control3 api_address=10.0.0.13
-
-[network]
-control1
-
-[compute]
-compute1 api_address=10.0.0.21
-"""
 SHARED = {"glance_images": {"type": "none", "o": "bind", "device": "/srv/shared/glance"}}
 
 
@@ -43,7 +32,7 @@ def ha_site(site_dir: Path, services: dict[str, ServiceSpec], **settings) -> Sit
 
 @pytest.fixture
 def inventory() -> Inventory:
-    return parse_inventory(HA, "inventory")
+    return parse_inventory(THREE_CONTROL_HOSTS, "inventory")
 
 
 @pytest.fixture
