@@ -132,7 +132,7 @@ def untag(docker, *images: str) -> None:
 FRESH = [
     ("pulling \\d+ image", 0.0),
     ("provision  keystone: job database", 0.1),
-    ("before     keystone: job keys", 2.0),
+    ("before     keystone: job db_expand", 2.0),
     ("before     keystone: job db_migrate", 1.0),
     ("before     keystone: job bootstrap", 1.0),
     ("containers keystone: create keystone", 0.5),
