@@ -275,10 +275,14 @@ def pull(ctx: StepContext) -> None:
                             f"{time.monotonic() - started:.1f}s")
 
 
-@step("stop", mutating=True, help="stop the host's containers, dependents first; volumes and data stay")
+@step("stop", mutating=True, help="stop the host's containers (or the asked services' only), dependents first; "
+                                  "volumes and data stay")
 def stop(ctx: StepContext) -> None:
     host = ctx.host
+    only = set(ctx.request.services)
     for name in reversed(host.order):
+        if only and name not in only:
+            continue
         for container in host.services[name].containers if name in host.services else []:
             info = ctx.engine.container(container.name)
             if info is not None and info.status in ("running", "restarting"):

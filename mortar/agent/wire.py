@@ -110,6 +110,8 @@ class Frontend:
                                                  "tcp: empty (a connection) or mysql (a MySQL greeting)")
     backup: bool = declared(False, render=False, help="one host serves at a time and the others stand by (a "
                                                       "database with one writer)")
+    tls_port: int = declared(0, render=False, help="http: the port on the virtual address with enable_tls_internal "
+                                                   "(default: port), e.g. 443 for a dashboard on 80")
 
 
 @dataclass(kw_only=True)

@@ -18,6 +18,7 @@ from mortar.agent.wire import Container, File, Job
 from mortar.catalogue.schema import Where, is_template, load, unknown_keys
 from mortar.errors import MortarError
 from mortar.files import load_yaml
+from mortar.site.certificates import SITE_CERTIFICATES
 
 CATALOGUE_DIR = Path(__file__).resolve().parent
 IMAGES_DIR = CATALOGUE_DIR.parent / "images"
@@ -113,7 +114,8 @@ class ServiceSpec:
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     passwords: dict[str, str] = field(default_factory=dict)
     volumes: list[str] = field(default_factory=list)
-    # volume -> {file name: password}: volumes that hold nothing but secrets of passwords.yml
+    # volume -> {file name: password}: volumes that hold nothing but secrets of passwords.yml (or site
+    # certificates: mortar.site.certificates)
     secret_volumes: dict[str, dict[str, str]] = field(default_factory=dict)
     # Volumes whose data every host of the service must see alike (several hosts: globals.yml's
     # volume_options must put it on a shared filesystem)
@@ -244,6 +246,8 @@ def _check_frontend(c: Container, where: Where) -> None:
         raise where.at("mode").error(f"mode must be http or tcp, not '{front.mode}'")
     if front.mode == "http" and front.check and not front.check.startswith("/"):
         raise where.at("check").error(f"an http check is a path starting with '/', not '{front.check}'")
+    if front.tls_port and front.mode != "http":
+        raise where.at("tls_port").error("only an http frontend is served over TLS", fix="remove tls_port")
     if front.mode == "tcp" and front.check not in ("", "mysql"):
         raise where.at("check").error(f"a tcp check is empty (a connection) or mysql, not '{front.check}'")
 
@@ -380,8 +384,9 @@ def _load_secret_volumes(spec: ServiceSpec, raw: Any, where: Where) -> None:
         for name, password in files.items():
             if not FILE_NAME.fullmatch(str(name)):
                 raise at.at(str(name)).error(f"'{name}' is not a file name (letters, digits, '.', '_', '-')")
-            if password not in spec.passwords:
-                raise at.at(str(name)).error(f"'{password}' is not one of the service's passwords",
+            if password not in spec.passwords and password not in SITE_CERTIFICATES:
+                raise at.at(str(name)).error(f"'{password}' is not one of the service's passwords nor a site "
+                                             f"certificate ({', '.join(SITE_CERTIFICATES)})",
                                              fix="list it under the service's `passwords:`")
         spec.secret_volumes[str(volume)] = {str(k): str(v) for k, v in files.items()}
 

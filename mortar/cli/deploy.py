@@ -1,5 +1,5 @@
-"""`mortar init | genpwd | bootstrap-servers | prechecks | plan | pull | deploy | post-deploy | verify | reconfigure
-| upgrade | stop | destroy`."""
+"""`mortar init | genpwd | certificates | bootstrap-servers | prechecks | plan | pull | deploy | post-deploy
+| verify | reconfigure | upgrade | stop | mariadb-recovery | destroy`."""
 
 from __future__ import annotations
 
@@ -93,6 +93,39 @@ def genpwd_command(config_dir: Path) -> None:
     click.echo(merge_passwords(config_dir, load_catalogue())[1])
 
 
+@cli.command("certificates")
+@config_dir_option
+@inventory_option
+@click.option("--name", "names", metavar="NAME", multiple=True,
+              help="Another name (DNS name or address) clients reach the virtual address by; repeatable.")
+def certificates_command(config_dir: Path, inventory: Path | None, names: tuple[str, ...]) -> None:
+    """Make the site CA and the certificates of the virtual address and every host (for enable_tls_internal).
+
+    Writes CONFIG_DIR/certificates/ca.crt and ca.key (the site CA, made once; the registry uses
+    the same); internal.pem: a certificate for internal_vip_address (and every --name), the
+    CA's certificate and the key, HAProxy's format, 0600; and hosts/HOST.crt and HOST.key for
+    every inventory host (its address, its name and the virtual address), which the broker and
+    the database serve TLS with. A certificate that still names what it must and does not end
+    within 30 days is kept; run it again after changing an address or adding a host.
+
+    To use your own certificate instead, put it (with any intermediate certificates and its
+    key) into internal.pem and the CA that signed it into ca.crt; deploy checks they match.
+    Then `mortar reconfigure` (or deploy) gives HAProxy the certificate and every container,
+    clouds.yaml and admin-openrc.sh the CA.
+    """
+    from mortar.catalogue.loader import load_catalogue
+    from mortar.site.certificates import make
+    from mortar.site.config import load_globals, site_id
+    from mortar.site.inventory import load_inventory
+
+    settings = load_globals(config_dir / "globals.yml", load_catalogue())
+    hosts = load_inventory(inventory or config_dir / "inventory").hosts
+    addresses = {name: h.vars.get("api_address") or str(settings["api_address"]) for name, h in hosts.items()}
+    for line in make(config_dir, site_id(config_dir), str(settings.get("internal_vip_address") or ""), list(names),
+                     addresses):
+        click.echo(line)
+
+
 def merge_passwords(config_dir: Path, services) -> tuple[list[str], str]:
     """Fill what passwords.yml lacks for every service of the catalogue: the keys added, and a
     line that says so."""
@@ -121,7 +154,7 @@ def bootstrap_servers_command(config_dir: Path, inventory: Path | None, limit: s
     """
     from mortar.agent.wire import StepRequest
     from mortar.deploy.executors.ansible import AnsibleExecutor
-    from mortar.registry.tls import site_ca_pem
+    from mortar.site.certificates import site_ca_pem
 
     deployment = _load(config_dir, inventory, limit)
     started = time.monotonic()
@@ -383,12 +416,41 @@ def verify_command(config_dir: Path, inventory: Path | None, tempest: bool, temp
 
 @cli.command("stop")
 @site_options
-def stop_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+@click.option("--service", "services", metavar="NAME", multiple=True,
+              help="Stop only this service's containers (repeatable), e.g. --service mariadb.")
+def stop_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str,
+                 services: tuple[str, ...]) -> None:
     """Stop every container (dependents first). Volumes and data are kept; deploy starts them again."""
     from mortar.deploy.orchestrator import stop
 
     deployment = _load(config_dir, inventory, limit)
-    stop(deployment, _executor(deployment, executor), click.echo)
+    stop(deployment, _executor(deployment, executor), click.echo, list(services))
+
+
+@cli.command("mariadb-recovery")
+@site_options
+def mariadb_recovery_command(config_dir: Path, inventory: Path | None, limit: str | None, executor: str) -> None:
+    """Bring the Galera cluster back after its members stopped: every row kept.
+
+    Stops the database on every host that runs it, then deploys, so every member starts at
+    once. Starting members tell each other what they hold; the one that stopped last cleanly
+    (safe_to_bootstrap), else the one holding the furthest position (mariadbd --wsrep-recover),
+    starts the cluster and the others join it, copying from it what they lack. A `deploy`
+    after all control hosts were down does the same; this command is for the case where some
+    members still run but no longer form a cluster (each alone, non-primary), after a network
+    split or a partial restart. Other services reconnect on their own.
+    """
+    from mortar.deploy.orchestrator import deploy, stop
+
+    started = time.monotonic()
+    deployment = _load(config_dir, inventory, limit)
+    if "mariadb" not in deployment.desired.order:
+        raise MortarError("the site runs no database (enable_mariadb is false)", file=str(config_dir / "globals.yml"),
+                          key="enable_mariadb", fix="nothing to recover")
+    runner = _executor(deployment, executor)
+    stop(deployment, runner, click.echo, ["mariadb"])
+    deploy(deployment, runner, click.echo, "deploy")
+    click.echo(f"mariadb-recovery finished in {time.monotonic() - started:.1f}s{_tasks_line(runner)}")
 
 
 @cli.command("destroy")

@@ -117,7 +117,7 @@ def registry_status(config_dir: Path, address: str | None) -> None:
     """Whether the registry runs, where, and which repositories it holds; exit 1 when not running."""
     from mortar.engine import connect
     from mortar.registry import server
-    from mortar.registry.tls import site_ca_pem
+    from mortar.site.certificates import site_ca_pem
 
     site = _site(config_dir)
     insecure = bool(site.globals["docker_registry_insecure"])

@@ -13,7 +13,7 @@ import dataclasses
 import difflib
 import json
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +25,9 @@ from mortar.catalogue.loader import Provides, ServiceSpec
 from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependencies, levels, service_order
 from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
+from mortar.files import read_text
 from mortar.releases import Series, releases
+from mortar.site.certificates import CA_DEST, HOST_CERTIFICATE, HOST_KEY, host_certificate
 from mortar.site.config import Site, host_settings
 from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
@@ -84,6 +86,8 @@ class Topology:
     def __init__(self, site: Site, inventory: Inventory) -> None:
         self.site, self.inventory = site, inventory
         self.vip = str(site.globals.get("internal_vip_address") or "")
+        # With certificates, the load balancer serves what it serves over TLS.
+        self.tls = bool(site.certificates)
         self.balanced = {name for spec in site.services.values() if spec.name in site.enabled
                          for name, decl in spec.containers.items() if decl.loadbalancer is not None}
 
@@ -98,6 +102,10 @@ class Topology:
         if self.vip and container in self.balanced:
             return self.vip
         return self.host_address(host)
+
+    def scheme(self, host: str, container: str) -> str:
+        """How others speak HTTP to CONTAINER on HOST: templates see it as api_scheme."""
+        return "https" if self.tls and self.reach(host, container) == self.vip else "http"
 
     def bind(self, host: str, container: str) -> str:
         """The address CONTAINER on HOST listens on: templates see it as bind_address."""
@@ -132,6 +140,7 @@ class Planner:
         self.order = service_order(self.depends)
         self._envs: dict[tuple[str, bool], jinja2.Environment] = {}
         self._values: dict[tuple[str, str, str], dict[str, Any]] = {}
+        self.host_secrets: dict[str, dict[str, str]] = {}  # host -> its certificate and key, as read
         self.host_settings = host_settings(site.services, {name: h.vars for name, h in inventory.hosts.items()},
                                            inventory.path)
 
@@ -248,6 +257,7 @@ class Planner:
         values.update({k: self.site.passwords[k] for k in spec.passwords})
         values.update(self.host_settings.get(host, {}))
         values.update(host=self.topology.hostname(host, container), api_address=self.topology.reach(host, container),
+                      api_scheme=self.topology.scheme(host, container),
                       bind_address=self.topology.bind(host, container), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
                       host_address=self.topology.host_address(host),
@@ -266,6 +276,18 @@ class Planner:
                                   fix="rename the capability (its provider and every consumer)")
             values[capability] = self.view(spec, host, container, capability, providers)
         return values
+
+    def secret(self, host: str, name: str) -> str | None:
+        """A secret a container's secret files hold on HOST: a password, the virtual address's
+        certificate, or HOST's own certificate and key (None: the site does not use it)."""
+        if name in (HOST_CERTIFICATE, HOST_KEY):
+            if not self.site.certificates:
+                return None
+            if host not in self.host_secrets:
+                self.host_secrets[host] = host_certificate(self.site.config_dir, host, self.topology.host_address(host),
+                                                           self.topology.vip)
+            return self.host_secrets[host][name]
+        return self.site.secrets.get(name)
 
     def render(self, spec: ServiceSpec, text: Any, variables: dict[str, Any], where: str,
                script: bool = False) -> Any:
@@ -317,8 +339,8 @@ class Planner:
         except ValueError as exc:
             raise MortarError(f"a port did not render to a number ({exc})", file=str(spec.file),
                               key=f"{where}.ports") from None
-        container = with_secret_files(Container(**rendered), spec, self.site.passwords)
-        return with_script(container)
+        container = with_secret_files(Container(**rendered), spec, lambda name: self.secret(host, name))
+        return with_script(with_site_ca(container, self.site))
 
     # ---- capabilities --------------------------------------------------------------------
     def instance_values(self, provider: ServiceSpec, provides: Provides, host: str) -> dict[str, Any]:
@@ -420,7 +442,7 @@ def _rebuild(declared_value: Any, rendered: Any) -> Any:
     return rendered
 
 
-def with_secret_files(container: Container, spec: ServiceSpec, passwords: Mapping[str, str]) -> Container:
+def with_secret_files(container: Container, spec: ServiceSpec, secret: Callable[[str], str | None]) -> Container:
     """A secret volume (files that are secrets of passwords.yml) is no volume where it runs: its
     files are among the container's rendered files, copied by mortar-start into the folder at
     each start (owner as the catalogue's directory entry says, mode 0600). So every host and
@@ -434,9 +456,23 @@ def with_secret_files(container: Container, spec: ServiceSpec, passwords: Mappin
         volume, target = entry.split(":")[:2]
         owner = owners.get(target) or container.user or "root"
         for name, password in sorted(spec.secret_volumes[volume].items()):
+            value = secret(password)
+            if value is None:  # a site certificate the site does not use (no TLS)
+                continue
             files.append(File(dest=f"{target}/{name}", template="", owner=owner, mode="0600", merge="replace",
-                              content=passwords[password], source=f"{volume}.{name}"))
+                              content=value, source=f"{volume}.{name}"))
     return dataclasses.replace(container, files=files, volumes=[v for v in container.volumes if v not in entries])
+
+
+def with_site_ca(container: Container, site: Site) -> Container:
+    """On a site that speaks TLS, every container holds the site CA and its HTTP clients
+    (python-requests: keystoneauth, so every OpenStack client) check certificates against it."""
+    if site.ca_file is None:
+        return container
+    ca = File(dest=CA_DEST, template="", owner="root", mode="0644", merge="replace",
+              content=read_text(site.ca_file, what="site CA certificate"), source="site-ca.crt")
+    return dataclasses.replace(container, files=[*container.files, ca],
+                               environment={"REQUESTS_CA_BUNDLE": CA_DEST, **container.environment})
 
 
 def with_script(container: Container) -> Container:
@@ -450,11 +486,12 @@ def with_script(container: Container) -> Container:
 
 
 def secrets_in(text: str, secrets: list[str]) -> list[str]:
-    return [s for s in secrets if s in text or urllib.parse.quote(s, safe="") in text]
+    # As written, URL-quoted (in a URL) or JSON-escaped (a multi-line key in a host's state).
+    return [s for s in secrets if s in text or urllib.parse.quote(s, safe="") in text or json.dumps(s)[1:-1] in text]
 
 
-def site_secrets(site: Site) -> list[str]:
-    values = {v for v in site.passwords.values() if len(v) >= 6}
+def site_secrets(site: Site, more: list[str] | None = None) -> list[str]:
+    values = {v for v in [*site.secrets.values(), *(more or [])] if len(v) >= 6}
     return sorted(values, key=len, reverse=True)
 
 
@@ -558,7 +595,7 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
                        for entry in c.volumes}
             svc.volumes = [v for v in site.services[name].volumes if v in mounted]
     _volume_options(site, hosts, planner.topology.spreads_clients)
-    secrets = site_secrets(site)
+    secrets = site_secrets(site, [k for each in planner.host_secrets.values() for k in each.values()])
     candidates = secrets + ([site.registry_auth()["password"]] if site.registry_auth() else [])
     for host_state in hosts.values():
         host_state.secrets = secrets_in(json.dumps(dataclasses.asdict(host_state)), candidates)
@@ -570,6 +607,8 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
                     for v in [planner.view(site.services[s], "", "", "identity", [s])] if v)
         identity = {k: str(view[k]) for k in ("auth_url", "admin_username", "admin_password", "admin_project",
                                                "region")}
+        if site.ca_file is not None:
+            identity["cacert"] = str(site.ca_file)
     return DesiredState(site.site_id, planner.order, planner.depends, hosts, registrations, identity, secrets,
                         checks, provided)
 

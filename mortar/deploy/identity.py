@@ -43,7 +43,8 @@ def connect(identity: dict[str, str], state: Path | None = None) -> Any:
             auth.set_auth_state(cached)
         except (ValueError, KeyError):
             cached = ""
-    conn = openstack.connection.Connection(session=session.Session(auth=auth, timeout=TIMEOUT),
+    verify = identity.get("cacert") or True  # the site CA when the site speaks TLS
+    conn = openstack.connection.Connection(session=session.Session(auth=auth, timeout=TIMEOUT, verify=verify),
                                            region_name=identity["region"], identity_api_version="3")
     conn.mortar_cached = bool(cached)  # type: ignore[attr-defined]
     if cache is not None:
@@ -89,7 +90,7 @@ def _password_works(identity: dict[str, str], user: str, password: str) -> bool:
     auth = v3.Password(auth_url=identity["auth_url"], username=user, password=password,
                        project_name=SERVICE_PROJECT, user_domain_name="Default", project_domain_name="Default")
     try:
-        session.Session(auth=auth, timeout=TIMEOUT).get_token()
+        session.Session(auth=auth, timeout=TIMEOUT, verify=identity.get("cacert") or True).get_token()
         return True
     except exceptions.Unauthorized:
         return False

@@ -441,11 +441,17 @@ def pull(deployment: Deployment, executor: Executor, echo: Echo) -> None:
     result.raise_for_failures()
 
 
-def stop(deployment: Deployment, executor: Executor, echo: Echo) -> None:
-    """Stop every container, dependents first; data volumes stay."""
+def stop(deployment: Deployment, executor: Executor, echo: Echo, services: list[str] | None = None) -> None:
+    """Stop every container (SERVICES': those services' only), dependents first; data volumes stay."""
+    unknown = sorted(set(services or []) - set(deployment.desired.order))
+    if unknown:
+        raise MortarError(f"no enabled service is called {', '.join(unknown)}", key="--service",
+                          fix=f"one of {', '.join(sorted(deployment.desired.order))}")
+    hosts = [h for h in deployment.targets
+             if not services or set(services) & set(deployment.desired.hosts[h].services)]
     with site_lock(deployment.controller_dir, "stop"):
-        _echo_lines(executor.run(["stop"], {h: StepRequest() for h in deployment.targets}, stop_on_failure=False),
-                    echo)
+        _echo_lines(executor.run(["stop"], {h: StepRequest(services=list(services or [])) for h in hosts},
+                                 stop_on_failure=False), echo)
 
 
 def destroy(deployment: Deployment, executor: Executor, echo: Echo) -> None:

@@ -70,6 +70,11 @@ class ClusterTopology(Topology):
     (reached) and every address (bound) for the pod network."""
 
     def __init__(self, site: Site, inventory: Inventory) -> None:
+        if site.certificates:
+            raise MortarError("mortar k8s does not serve the APIs over TLS yet (enable_tls_internal is the load "
+                              "balancer's, on hosts)", file=str(site.config_dir / "globals.yml"),
+                              key="enable_tls_internal",
+                              fix="set enable_tls_internal: false for a Kubernetes site")
         super().__init__(site, inventory)
         self.per_node = per_node_containers(site.services, site.enabled)
         self.stateful = stateful_containers(site.services, site.enabled, self.per_node)
@@ -83,6 +88,9 @@ class ClusterTopology(Topology):
         if container in self.per_node or not container:
             return self.host_address(host)
         return self.services.get(container, "0.0.0.0")
+
+    def scheme(self, host: str, container: str) -> str:
+        return "http"
 
     def bind(self, host: str, container: str) -> str:
         return self.host_address(host) if container in self.per_node or not container else "0.0.0.0"

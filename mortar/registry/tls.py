@@ -1,4 +1,4 @@
-"""The site CA and the registry's certificate and password file.
+"""The registry's certificate and password file.
 
 The registry carries root-run images, so it speaks TLS with a certificate signed by a CA
 that mortar makes for the site (kept in CONFIG_DIR/certificates, keys 0600) and asks for a
@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mortar.errors import MortarError
-from mortar.files import private_directory, read_text, write_private
+from mortar.files import read_text, write_private
+from mortar.site.certificates import certificates_dir, covers, ensure_ca
+from mortar.site.certificates import name as _name
 
-CA_DAYS = 3650
 CERT_DAYS = 825
 RENEW_DAYS = 30  # a registry certificate closer than this to its end is made anew
 
@@ -26,67 +27,6 @@ class RegistryTLS:
     certificate: str  # PEM, the chain hosts are shown
     key: str  # PEM
     ca: str  # PEM of the CA hosts must trust ("" when the operator's certificate needs none)
-
-
-def certificates_dir(config_dir: Path) -> Path:
-    return config_dir / "certificates"
-
-
-def site_ca_pem(config_dir: Path) -> str:
-    """The site CA's certificate ("" when mortar has made none: an operator's certificate)."""
-    path = certificates_dir(config_dir) / "ca.crt"
-    return read_text(path, what="site CA certificate") if path.exists() else ""
-
-
-def _name(common: str):
-    from cryptography import x509
-    from cryptography.x509.oid import NameOID
-
-    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "mortar"),
-                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
-
-
-def ensure_ca(config_dir: Path, site_id: str) -> tuple[str, str]:
-    """(certificate, key) of the site CA, made once."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    directory = private_directory(certificates_dir(config_dir))
-    cert_path, key_path = directory / "ca.crt", directory / "ca.key"
-    if cert_path.exists() and key_path.exists():
-        return read_text(cert_path), read_text(key_path)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    name = _name(f"mortar site CA {site_id}")
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
-            .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                         content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                         key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-            .sign(key, hashes.SHA256()))
-    key_pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                                serialization.NoEncryption()).decode()
-    cert_pem = cert.public_bytes(serialization.Encoding.PEM).decode()
-    write_private(key_path, key_pem)
-    write_private(cert_path, cert_pem, mode=0o644)
-    return cert_pem, key_pem
-
-
-def _covers(cert_pem: str, host: str) -> bool:
-    from cryptography import x509
-
-    cert = x509.load_pem_x509_certificate(cert_pem.encode())
-    try:
-        names = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-    except x509.ExtensionNotFound:
-        return False
-    try:
-        return ipaddress.ip_address(host) in names.get_values_for_type(x509.IPAddress)
-    except ValueError:
-        return host in names.get_values_for_type(x509.DNSName)
 
 
 def _reusable(cert_pem: str, ca_pem: str, host: str) -> bool:
@@ -102,7 +42,7 @@ def _reusable(cert_pem: str, ca_pem: str, host: str) -> bool:
         return False
     ends = getattr(cert, "not_valid_after_utc", None) or cert.not_valid_after.replace(tzinfo=datetime.UTC)
     left = ends - datetime.datetime.now(datetime.UTC)
-    return left > datetime.timedelta(days=RENEW_DAYS) and _covers(cert_pem, host)
+    return left > datetime.timedelta(days=RENEW_DAYS) and covers(cert_pem, host)
 
 
 def registry_tls(config_dir: Path, site_id: str, host: str, certificate: Path | None = None,
@@ -116,7 +56,7 @@ def registry_tls(config_dir: Path, site_id: str, host: str, certificate: Path | 
         if certificate is None or key is None:
             raise MortarError("give both --certificate and --key", key="--certificate")
         cert_pem, key_pem = read_text(certificate, what="certificate"), read_text(key, what="key")
-        if not _covers(cert_pem, host):
+        if not covers(cert_pem, host):
             raise MortarError(f"the certificate does not name {host} in its subject alternative names",
                               file=str(certificate), fix=f"issue one for {host}, or let mortar make one")
         return RegistryTLS(cert_pem, key_pem, "")

@@ -24,6 +24,7 @@ from mortar.errors import MortarError
 from mortar.files import load_yaml, read_text, write_private
 from mortar.paths import config_root
 from mortar.releases import releases
+from mortar.site.certificates import ca_path, site_certificates
 
 DEFAULT_CONFIG_DIR = config_root()
 SITE_ID_FILE = "site-id"
@@ -188,6 +189,11 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
                                      "serves every API, the database and the dashboard there, and keepalived moves it "
                                      "to another control host when its holder dies. An unused address in the control "
                                      "hosts' subnet; needed when [control] has more than one host"},
+    "enable_tls_internal": {"type": "bool", "default": False,
+                            "help": "HAProxy serves every API and the dashboard on internal_vip_address over HTTPS, "
+                                    "with the certificate of certificates/internal.pem (`mortar certificates` "
+                                    "issues it with the site CA); every container, clouds.yaml, admin-openrc.sh, "
+                                    "verify and Tempest check it against certificates/ca.crt"},
     "volume_options": {"type": "dict", "default": {}, "check": check_volume_options,
                        "help": "volume name -> the options the engine's local volume driver makes it with (type, o, "
                                "device), on every host: e.g. a bind of a folder of a shared filesystem "
@@ -244,6 +250,18 @@ class Site:
     services: dict[str, ServiceSpec]
     enabled: set[str] = field(default_factory=set)
     site_id: str = ""
+    # Secrets of CONFIG_DIR/certificates the containers may use (mortar.site.certificates).
+    certificates: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def secrets(self) -> dict[str, str]:
+        """Every secret a container's secret files may hold: passwords.yml's and the certificates'."""
+        return {**self.passwords, **self.certificates}
+
+    @property
+    def ca_file(self) -> Path | None:
+        """The CA that clients check the site's endpoints with (None: the site speaks plain HTTP)."""
+        return ca_path(self.config_dir) if self.certificates else None
 
     @property
     def release(self) -> str:
@@ -470,4 +488,4 @@ def load_site(config_dir: Path, services: dict[str, ServiceSpec], release: str |
     enabled = {name for name in services if values[f"enable_{name}"]}
     passwords = load_passwords(config_dir / "passwords.yml", required_passwords(services, enabled))
     return Site(config_dir=config_dir, globals=values, passwords=passwords, services=services, enabled=enabled,
-                site_id=site_id(config_dir, create=False))
+                site_id=site_id(config_dir, create=False), certificates=site_certificates(config_dir, values))

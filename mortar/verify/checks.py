@@ -12,6 +12,7 @@ import http.cookiejar
 import json
 import os
 import re
+import ssl
 import subprocess
 import tempfile
 import time
@@ -43,6 +44,10 @@ class Context:
         self._image: Any = None
         self._network: Any = None
         self._flavor: Any = None
+
+    def tls(self) -> ssl.SSLContext:
+        """What an HTTPS check trusts: the site CA when the site has one, else the system's."""
+        return ssl.create_default_context(cafile=self.identity.get("cacert") or None)
 
     def image(self) -> Any:
         """A 1 MiB raw image, uploaded once; its bytes are kept to compare."""
@@ -192,7 +197,8 @@ def form_login(ctx: Context, params: dict[str, Any]) -> str:
     """A Django login form (CSRF token, then POST) logs the admin in."""
     url = str(params["url"])
     jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar),
+                                         urllib.request.HTTPSHandler(context=ctx.tls()))
     page = opener.open(url, timeout=30)
     if page.status != 200:
         raise AssertionError(f"login page answered {page.status}")
@@ -214,7 +220,7 @@ def scrape_targets(ctx: Context, params: dict[str, Any]) -> str:
     expected = int(params["expect"])
     deadline = time.monotonic() + float(params.get("wait", 90))
     while True:
-        with urllib.request.urlopen(url, timeout=15) as answer:
+        with urllib.request.urlopen(url, timeout=15, context=ctx.tls()) as answer:
             targets = json.load(answer)["data"]["activeTargets"]
         up = [t for t in targets if t.get("health") == "up"]
         if len(targets) >= expected and len(up) == len(targets):

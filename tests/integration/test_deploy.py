@@ -110,8 +110,9 @@ def connect(site):
     import openstack
 
     config = yaml.safe_load((site["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]
+    tls = {"cacert": config["cacert"]} if "cacert" in config else {}  # a site on TLS: its CA, never insecure
     return openstack.connect(load_yaml_config=False, load_envvars=False, **config["auth"],
-                             region_name=config["region_name"], identity_api_version="3")
+                             region_name=config["region_name"], identity_api_version="3", **tls)
 
 
 def test_verify_passes(deployed):

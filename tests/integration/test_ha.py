@@ -1,15 +1,17 @@
 """High availability on the test bed: three control hosts behind a virtual address, one compute host.
 
 One site of the default series over Ansible: HAProxy and keepalived on every control host
-(internal_vip_address), MariaDB Galera, a RabbitMQ cluster with quorum queues, memcached on
-every control host, the OVN databases as RAFT clusters, glance's images on the bed's shared
-folder (a shared filesystem every node mounts). In order: deploy; every API registered on the
-virtual address; verify (a real guest on the compute host, SSH on a floating IP) through it; the
-clusters formed; the control host holding the virtual address killed while a client asks for a
-token, the images and the servers once a second (the address moves, the APIs answer again and
-nothing fails after; a server and an image made before are intact); the host back, rejoining
-every cluster; a reconfigure that restarts keystone one control host at a time while the client
-loop sees no failure; all three control hosts stopped, then `deploy`: every row back; destroy.
+(internal_vip_address) serving the APIs over TLS (enable_tls_internal, `mortar certificates`:
+every client checks the certificate against the site CA, none is told to skip it), MariaDB
+Galera, a RabbitMQ cluster with quorum queues, memcached on every control host, the OVN
+databases as RAFT clusters, glance's images on the bed's shared folder (a shared filesystem
+every node mounts). In order: deploy; every API registered on the virtual address; verify (a
+real guest on the compute host, SSH on a floating IP) through it; the clusters formed; the
+control host holding the virtual address killed while a client asks for a token, the images
+and the servers once a second (the address moves, the APIs answer again and nothing fails
+after; a server and an image made before are intact); the host back, rejoining every cluster;
+a reconfigure that restarts keystone one control host at a time while the client loop sees no
+failure; all three control hosts stopped, then `deploy`: every row back; destroy.
 """
 
 from __future__ import annotations
@@ -92,8 +94,8 @@ class ClientLoop:
     the servers. Records each round's time and what failed."""
 
     def __init__(self, site: dict) -> None:
-        auth = yaml.safe_load((site["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]["auth"]
-        self.auth = auth
+        cloud = yaml.safe_load((site["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]
+        self.auth, self.cacert = cloud["auth"], cloud["cacert"]
         self.rounds: list[tuple[float, str]] = []  # (monotonic time, "" or what failed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -106,13 +108,13 @@ class ClientLoop:
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}},
                          "scope": {"project": project}}}
         try:
-            token = requests.post(f"{self.auth['auth_url']}/auth/tokens", json=body, timeout=10)
+            token = requests.post(f"{self.auth['auth_url']}/auth/tokens", json=body, timeout=10, verify=self.cacert)
             if token.status_code != 201:
                 return f"token: HTTP {token.status_code}"
             headers = {"X-Auth-Token": token.headers["X-Subject-Token"]}
-            for name, url in ((" images", f"http://{VIP}:9292/v2/images"),
-                              (" servers", f"http://{VIP}:8774/v2.1/servers")):
-                answer = requests.get(url, headers=headers, timeout=10)
+            for name, url in ((" images", f"https://{VIP}:9292/v2/images"),
+                              (" servers", f"https://{VIP}:8774/v2.1/servers")):
+                answer = requests.get(url, headers=headers, timeout=10, verify=self.cacert)
                 if answer.status_code != 200:
                     return f"{name.strip()}: HTTP {answer.status_code}"
         except requests.RequestException as exc:
@@ -168,7 +170,7 @@ def site(engine, bed, tmp_path_factory):
     (bed.shared_dir / "glance").mkdir(parents=True, exist_ok=True)
     (data["config"] / "globals.yml").write_text(yaml.safe_dump({
         "image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
-        "internal_vip_address": VIP, "enable_haproxy": True,
+        "internal_vip_address": VIP, "enable_haproxy": True, "enable_tls_internal": True,
         # Three control planes on this machine's two cores start slowly beside other sessions.
         "healthcheck_timeout": 600,
         "volume_options": {"glance_images": {"type": "none", "o": "bind", "device": "/srv/shared/glance"}},
@@ -176,6 +178,7 @@ def site(engine, bed, tmp_path_factory):
         "neutron_external_veth_address": "10.213.77.225/27"}))
     (data["config"] / "inventory").write_text(bed.inventory_path.read_text())
     mortar(data, "genpwd")
+    mortar(data, "certificates")
     try:
         mortar(data, "registry", "start")
         yield data
@@ -206,10 +209,19 @@ def test_every_endpoint_and_client_goes_through_the_virtual_address(deployed):
     from tests.integration.test_deploy import connect
 
     clouds = yaml.safe_load((deployed["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]
-    assert clouds["auth"]["auth_url"] == f"http://{VIP}:5000/v3"
+    assert clouds["auth"]["auth_url"] == f"https://{VIP}:5000/v3"
+    assert clouds["cacert"] == str(deployed["config"] / "certificates" / "ca.crt")
     conn = connect(deployed)
     urls = [e.url for e in conn.identity.endpoints()]
-    assert urls and all(url.startswith(f"http://{VIP}:") for url in urls), urls
+    assert urls and all(url.startswith(f"https://{VIP}:") for url in urls), urls
+    # The certificate is checked: against the site CA it passes, against the system's CAs it
+    # does not, and plain HTTP is not served on the virtual address.
+    assert requests.get(f"https://{VIP}:5000/v3", timeout=10, verify=clouds["cacert"]).status_code == 200
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(f"https://{VIP}:5000/v3", timeout=10)
+    with pytest.raises(requests.exceptions.ConnectionError):
+        requests.get(f"http://{VIP}:5000/v3", timeout=10)
+    assert requests.get(f"https://{VIP}/auth/login/", timeout=10, verify=clouds["cacert"]).status_code == 200
     # Each control host runs the whole control plane; HAProxy and keepalived on each.
     bed = deployed["bed"]
     for node in CONTROLS:

@@ -18,10 +18,10 @@ from mortar.errors import EngineError
 from mortar.site.config import site_id
 from tests.unit.fakeengine import FakeEngine
 
-COMMANDS = ["init", "genpwd", "bootstrap-servers", "prechecks", "plan", "pull", "deploy", "reconfigure", "upgrade",
-            "post-deploy", "verify", "stop", "destroy"]
+COMMANDS = ["init", "genpwd", "certificates", "bootstrap-servers", "prechecks", "plan", "pull", "deploy",
+            "reconfigure", "upgrade", "post-deploy", "verify", "stop", "mariadb-recovery", "destroy"]
 SITE_COMMANDS = [["bootstrap-servers"], ["prechecks"], ["plan"], ["pull"], ["deploy"], ["reconfigure"],
-                 ["upgrade", "--release", "2026.2"], ["post-deploy"], ["verify"], ["stop"],
+                 ["upgrade", "--release", "2026.2"], ["post-deploy"], ["verify"], ["stop"], ["mariadb-recovery"],
                  ["destroy", "--yes-i-really-really-mean-it"]]
 
 
@@ -145,6 +145,18 @@ def test_deploy_plan_stop_and_destroy_through_the_cli(site_dir: Path, env, tmp_p
     replan = run(env, "plan", *config)
     assert replan.output.splitlines()[-1] == "No changes: every container, job and registration is as desired.", \
         replan.output
+    # One service only: the database stops, keystone runs on; mariadb-recovery starts it again.
+    only = run(env, "stop", "--service", "mariadb", *config)
+    assert only.exit_code == 0 and "[localhost] stopped mariadb" in only.output, only.output
+    assert "stopped keystone" not in only.output
+    assert engine.containers_by_name["keystone"].info.status == "running"
+    assert_one_error(run(env, "stop", "--service", "mariadbb", *config), "no enabled service is called mariadbb",
+                     "--service")
+    recovered = run(env, "mariadb-recovery", *config)
+    assert recovered.exit_code == 0, recovered.output
+    assert "[localhost] stopped mariadb" not in recovered.output  # already stopped
+    assert engine.containers_by_name["mariadb"].info.status == "running"
+    assert lines(recovered)[-1].startswith("mariadb-recovery finished in ")
     stopped = run(env, "stop", *config)
     assert stopped.exit_code == 0 and "[localhost] stopped keystone" in stopped.output
     assert engine.containers_by_name["keystone"].info.status == "exited"
@@ -191,3 +203,23 @@ def test_top_level_help_lists_the_deploy_commands(env) -> None:
         assert f"  {command} " in result.output, command
     assert "--yes-i-really-really-mean-it" in run(env, "destroy", "--help").output
     assert "--accept-new-host-keys" in run(env, "bootstrap-servers", "--help").output
+
+
+def test_certificates_through_the_cli(site_dir: Path, env) -> None:
+    config = ["--config-dir", str(site_dir)]
+    assert_one_error(run(env, "certificates", *config), "internal_vip_address", str(site_dir / "globals.yml"))
+    assert not (site_dir / "certificates" / "internal.pem").exists()
+    globals_file = site_dir / "globals.yml"
+    globals_file.write_text(globals_file.read_text() + "\ninternal_vip_address: 10.0.0.10\n")
+    made = run(env, "certificates", "--name", "cloud.example.org", *config)
+    assert made.exit_code == 0, made.output
+    assert lines(made) == [f"made the site CA: {site_dir / 'certificates' / 'ca.crt'}",
+                           "issued the certificate of 10.0.0.10, cloud.example.org: "
+                           f"{site_dir / 'certificates' / 'internal.pem'}",
+                           "issued the certificate of host localhost (127.0.0.1): "
+                           f"{site_dir / 'certificates' / 'hosts' / 'localhost.crt'}"]
+    again = run(env, "certificates", "--name", "cloud.example.org", *config)
+    assert lines(again)[1:] == [f"kept the certificate of 10.0.0.10, cloud.example.org: "
+                                f"{site_dir / 'certificates' / 'internal.pem'}",
+                                "kept the certificates of 1 host(s): localhost"]
+    assert "PRIVATE" not in made.output

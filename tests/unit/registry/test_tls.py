@@ -18,7 +18,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from mortar.errors import MortarError
-from mortar.registry.tls import ensure_ca, htpasswd_line, registry_tls, site_ca_pem
+from mortar.registry.tls import htpasswd_line, registry_tls
+from mortar.site.certificates import ensure_ca, site_ca_pem
 
 SITE = "site-1234"
 

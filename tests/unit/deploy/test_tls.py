@@ -1,0 +1,210 @@
+"""TLS on the virtual address: the site's certificates (mortar/site/certificates.py), HAProxy
+terminating TLS, every client trusting the site CA (mortar/deploy/desired.py, credentials)."""
+
+from __future__ import annotations
+
+import os
+import ssl
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mortar import pki
+from mortar.catalogue.loader import ServiceSpec
+from mortar.deploy.credentials import write_credentials
+from mortar.deploy.desired import DesiredState, compute_desired
+from mortar.errors import MortarError
+from mortar.site.certificates import CA_DEST, ca_path, host_paths, internal_path, make
+from mortar.site.config import load_site
+from mortar.site.inventory import Inventory, parse_inventory
+from tests.unit.deploy.test_ha import VIP, container, content, ha_site, listen_sections
+from tests.unit.inventories import THREE_CONTROL_HOSTS
+
+
+@pytest.fixture
+def inventory() -> Inventory:
+    return parse_inventory(THREE_CONTROL_HOSTS, "inventory")
+
+
+ADDRESSES = {"control1": "10.0.0.11", "control2": "10.0.0.12", "control3": "10.0.0.13", "compute1": "10.0.0.21"}
+
+
+@pytest.fixture
+def tls_desired(site_dir: Path, services: dict[str, ServiceSpec], inventory: Inventory) -> DesiredState:
+    make(site_dir, "site1", VIP, hosts=ADDRESSES)
+    return compute_desired(ha_site(site_dir, services, enable_tls_internal=True), inventory)
+
+
+def test_certificates_makes_a_ca_and_a_private_certificate_of_the_virtual_address(tmp_path: Path) -> None:
+    done = make(tmp_path, "site1", VIP, ["api.example.org"])
+    assert [line.split(":")[0] for line in done] == ["made the site CA", f"issued the certificate of {VIP}, "
+                                                                         "api.example.org"]
+    pem = internal_path(tmp_path).read_text()
+    assert oct(os.stat(internal_path(tmp_path)).st_mode & 0o777) == "0o600"
+    assert oct(os.stat(tmp_path / "certificates").st_mode & 0o777) == "0o700"
+    assert "PRIVATE KEY" in pem and "PRIVATE KEY" not in ca_path(tmp_path).read_text()
+    # A TLS client that trusts the site CA accepts it for the address (the standard library
+    # checks the chain and the name as any client would).
+    context = ssl.create_default_context(cafile=str(ca_path(tmp_path)))
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(internal_path(tmp_path))
+    assert context.verify_mode == ssl.CERT_REQUIRED
+    # Kept while it still names what is asked; issued again for another address, same CA.
+    assert make(tmp_path, "site1", VIP, ["api.example.org"])[1].startswith("kept")
+    ca = ca_path(tmp_path).read_text()
+    assert make(tmp_path, "site1", "10.0.0.99")[1].startswith("issued the certificate of 10.0.0.99")
+    assert ca_path(tmp_path).read_text() == ca
+
+
+def test_certificates_without_a_virtual_address_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(MortarError) as err:
+        make(tmp_path, "site1", "")
+    assert err.value.key == "internal_vip_address"
+    assert not (tmp_path / "certificates").exists()
+
+
+def test_haproxy_terminates_tls_and_only_haproxy_holds_the_key(tls_desired: DesiredState, site_dir: Path) -> None:
+    haproxy = container(tls_desired, "control2", "haproxy")
+    sections = listen_sections(content(haproxy, "haproxy.cfg"))
+    pem = "/etc/haproxy/certificates/internal.pem"
+    assert f"bind {VIP}:5000 transparent ssl crt {pem}" in sections["keystone"]
+    assert "http-request set-header X-Forwarded-Proto https" in sections["keystone"]
+    assert f"bind {VIP}:443 transparent ssl crt {pem}" in sections["horizon"]  # the dashboard on HTTPS's port
+    assert f"bind {VIP}:3306 transparent" in sections["mariadb"]  # TCP passes through
+    key_file = next(f for f in haproxy.files if f.dest == pem)
+    assert (key_file.mode, key_file.owner) == ("0600", "root:root")
+    assert key_file.content == internal_path(site_dir).read_text()
+    # No other container of any host has the key; the hosts' secrets list it for masking.
+    for host, state in tls_desired.hosts.items():
+        for c in state.containers():
+            assert (key_file.content in [f.content for f in c.files]) == (c.name == "haproxy"), (host, c.name)
+    assert key_file.content in tls_desired.hosts["control2"].secrets
+    assert key_file.content not in tls_desired.hosts["compute1"].secrets
+
+
+def test_every_client_reaches_the_apis_over_https_and_trusts_the_site_ca(tls_desired: DesiredState,
+                                                                        site_dir: Path) -> None:
+    ca = ca_path(site_dir).read_text()
+    assert tls_desired.identity["auth_url"] == f"https://{VIP}:5000/v3"
+    assert tls_desired.identity["cacert"] == str(ca_path(site_dir))
+    for registration in tls_desired.registrations.values():
+        assert all(url.startswith(f"https://{VIP}:") for url in registration.endpoints.values()), registration
+    for host, state in tls_desired.hosts.items():
+        for c in state.containers():
+            assert c.environment["REQUESTS_CA_BUNDLE"] == CA_DEST, (host, c.name)
+            assert next(f.content for f in c.files if f.dest == CA_DEST) == ca
+    keystone = content(container(tls_desired, "control1", "keystone"), "keystone.conf")
+    assert "[oslo_middleware]\nenable_proxy_headers_parsing = true" in keystone
+    nova = content(container(tls_desired, "control1", "nova_api"), "nova.conf")
+    assert f"www_authenticate_uri = https://{VIP}:5000" in nova
+    agent = content(container(tls_desired, "compute1", "neutron_ovn_metadata_agent"),
+                    "neutron_ovn_metadata_agent.ini")
+    assert "nova_metadata_protocol = https" in agent and f"nova_metadata_host = {VIP}" in agent
+    settings = content(container(tls_desired, "control3", "horizon"), "local_settings.py")
+    assert "SECURE_PROXY_SSL_HEADER" in settings and "CSRF_COOKIE_SECURE = True" in settings
+    login = next(c for c in tls_desired.checks if c.check == "form_login")
+    assert login.params["url"] == f"https://{VIP}:443/auth/login/"
+
+
+def test_the_operator_gets_the_ca_in_clouds_yaml_and_openrc(tls_desired: DesiredState, tmp_path: Path) -> None:
+    class Deployment:
+        desired = tls_desired
+
+    clouds, openrc = write_credentials(Deployment(), tmp_path)
+    cloud = yaml.safe_load(clouds.read_text())["clouds"]["mortar"]
+    assert cloud["cacert"] == tls_desired.identity["cacert"]
+    assert f"export OS_CACERT={tls_desired.identity['cacert']}" in openrc.read_text()
+
+
+def test_without_tls_nothing_speaks_https_and_no_container_gets_the_ca(site_dir: Path,
+                                                                      services: dict[str, ServiceSpec],
+                                                                      inventory: Inventory) -> None:
+    make(site_dir, "site1", VIP)  # certificates made but not switched on
+    desired = compute_desired(ha_site(site_dir, services), inventory)
+    assert desired.identity["auth_url"].startswith("http://") and "cacert" not in desired.identity
+    haproxy = container(desired, "control1", "haproxy")
+    assert "ssl crt" not in content(haproxy, "haproxy.cfg")
+    assert not any(f.dest.startswith("/etc/haproxy/certificates/") for f in haproxy.files)
+    assert not any("REQUESTS_CA_BUNDLE" in c.environment for s in desired.hosts.values() for c in s.containers())
+
+
+@pytest.mark.parametrize("problem, key, words", [
+    ("no certificate", None, "mortar certificates"),
+    ("no address", "enable_tls_internal", "internal_vip_address"),
+    ("another address", None, "does not name internal_vip_address"),
+    ("readable", None, "chmod 600"),
+    ("another CA", None, "not signed by the CA"),
+    ("no key", None, "private key"),
+])
+def test_a_tls_site_without_a_usable_certificate_is_refused(site_dir: Path, services: dict[str, ServiceSpec],
+                                                            problem: str, key: str | None, words: str) -> None:
+    if problem != "no certificate":
+        make(site_dir, "site1", "10.0.0.99" if problem == "another address" else VIP)
+    path = internal_path(site_dir)
+    if problem == "readable":
+        path.chmod(0o644)
+    if problem == "another CA":
+        other = pki.make_ca("someone else")
+        issued = pki.issue(other, VIP, names=(VIP,), server=True)
+        path.write_text(issued.certificate + issued.key)
+    if problem == "no key":
+        path.write_text(path.read_text().split("-----BEGIN PRIVATE KEY-----")[0])
+    with pytest.raises(MortarError) as err:
+        ha_site(site_dir, services, enable_tls_internal=True,
+                internal_vip_address=None if problem == "no address" else VIP,
+                enable_haproxy=problem != "no address")
+    assert words in f"{err.value}", f"{err.value}"
+    if key:
+        assert err.value.key == key
+    else:
+        assert str(path) in f"{err.value}" or str(ca_path(site_dir)) in f"{err.value}"
+
+
+def test_kubernetes_refuses_tls(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    from mortar.k8s.topology import ClusterTopology
+
+    make(site_dir, "site1", VIP)
+    site = ha_site(site_dir, services, enable_tls_internal=True)
+    with pytest.raises(MortarError) as err:
+        ClusterTopology(site, parse_inventory(THREE_CONTROL_HOSTS, "inventory"))
+    assert err.value.key == "enable_tls_internal"
+
+
+def test_load_site_without_tls_reads_no_certificate(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    (site_dir / "certificates").mkdir()
+    internal_path(site_dir).write_text("not a certificate")
+    assert load_site(site_dir, services).certificates == {}
+
+
+def test_the_broker_and_the_database_serve_tls_with_their_hosts_own_certificate(tls_desired: DesiredState,
+                                                                               site_dir: Path) -> None:
+    for host in ("control1", "control2", "control3"):
+        crt, key = host_paths(site_dir, host)
+        for name, folder in (("rabbitmq", "/etc/rabbitmq/certificates"), ("mariadb", "/etc/mysql/certificates")):
+            files = {f.dest: f for f in container(tls_desired, host, name).files}
+            assert files[f"{folder}/host.crt"].content == crt.read_text()
+            assert files[f"{folder}/host.key"].content == key.read_text()
+            assert files[f"{folder}/host.key"].mode == "0600"
+        assert key.read_text() in tls_desired.hosts[host].secrets
+        others = [c for h, state in tls_desired.hosts.items() if h != host for c in state.containers()]
+        assert not any(key.read_text() == f.content for c in others for f in c.files)
+    rabbit = container(tls_desired, "control1", "rabbitmq")
+    conf = content(rabbit, "rabbitmq.conf")
+    assert "listeners.tcp = none" in conf and "listeners.ssl.default = 10.0.0.11:5671" in conf
+    assert rabbit.ports[0] == 5671 and "healthcheck_port 5671" in rabbit.healthcheck.test
+    assert "ssl_cert = /etc/mysql/certificates/host.crt" in content(container(tls_desired, "control2", "mariadb"),
+                                                                   "99-mortar.cnf")
+    nova = content(container(tls_desired, "compute1", "nova_compute"), "nova.conf")
+    assert all(f"{a}:5671" in nova for a in ("10.0.0.11", "10.0.0.12", "10.0.0.13"))
+    assert "ssl = true\nssl_ca_file = /etc/mortar/ca.crt" in nova
+    keystone = content(container(tls_desired, "control1", "keystone"), "keystone.conf")
+    assert f"@{VIP}:3306/keystone?ssl_ca=/etc/mortar/ca.crt" in keystone
+
+
+def test_a_host_without_its_certificate_is_refused(site_dir: Path, services: dict[str, ServiceSpec],
+                                                   inventory: Inventory) -> None:
+    make(site_dir, "site1", VIP, hosts={h: a for h, a in ADDRESSES.items() if h != "control3"})
+    with pytest.raises(MortarError) as err:
+        compute_desired(ha_site(site_dir, services, enable_tls_internal=True), inventory)
+    assert str(host_paths(site_dir, "control3")[0]) in f"{err.value}" and "mortar certificates" in f"{err.value}"
