@@ -11,8 +11,8 @@ registry on the test bed gateway and pushes to it; removes every deployment, bed
 registry it made at the end. Compare ratios from one run: these machines are noisy.
 
 With --ha: on a bed of 3 control + 1 compute hosts, the deploy of 1 control + 1 compute hosts
-against the deploy of all four with a virtual address (HAProxy, keepalived, Galera, the
-RabbitMQ and OVN clusters, glance on the bed's shared folder), the memory each control host
+against the deploy of all four with a virtual address served over TLS (HAProxy, keepalived,
+Galera, the RabbitMQ and OVN clusters, glance on the bed's shared folder), the memory each control host
 uses, and how long the APIs do not answer (a client asking for a token, the images and the
 servers once a second) when the control host that holds the virtual address is killed.
 """
@@ -132,7 +132,8 @@ def failover(bed: Testbed, site: Path) -> tuple[str, float]:
 
     import requests
 
-    auth = yaml.safe_load((site / "clouds.yaml").read_text())["clouds"]["mortar"]["auth"]
+    cloud = yaml.safe_load((site / "clouds.yaml").read_text())["clouds"]["mortar"]
+    auth, cacert = cloud["auth"], cloud.get("cacert", True)
     body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
         "name": auth["username"], "password": auth["password"], "domain": {"name": "Default"}}}},
         "scope": {"project": {"name": auth["project_name"], "domain": {"name": "Default"}}}}}
@@ -143,11 +144,12 @@ def failover(bed: Testbed, site: Path) -> tuple[str, float]:
         while not stop.is_set():
             began = time.monotonic()
             try:
-                token = requests.post(f"{auth['auth_url']}/auth/tokens", json=body, timeout=10)
+                token = requests.post(f"{auth['auth_url']}/auth/tokens", json=body, timeout=10, verify=cacert)
                 headers = {"X-Auth-Token": token.headers.get("X-Subject-Token", "")}
+                scheme = auth["auth_url"].split(":")[0]
                 ok = token.status_code == 201 and all(
-                    requests.get(url, headers=headers, timeout=10).status_code == 200
-                    for url in (f"http://{VIP}:9292/v2/images", f"http://{VIP}:8774/v2.1/servers"))
+                    requests.get(url, headers=headers, timeout=10, verify=cacert).status_code == 200
+                    for url in (f"{scheme}://{VIP}:9292/v2/images", f"{scheme}://{VIP}:8774/v2.1/servers"))
             except requests.RequestException:
                 ok = False
             rounds.append((began, ok))
@@ -184,7 +186,7 @@ def high_availability(work: Path) -> None:
         for label, chosen, extra in (
                 ("1 control + 1 compute", [n for n in nodes if n.name in ("control3", "compute1")], {}),
                 ("3 control + 1 compute", nodes, {
-                    "internal_vip_address": VIP, "enable_haproxy": True,
+                    "internal_vip_address": VIP, "enable_haproxy": True, "enable_tls_internal": True,
                     "volume_options": {"glance_images": {"type": "none", "o": "bind",
                                                          "device": "/srv/shared/glance"}}})):
             state = work / f"{label.replace(' ', '')}-state"
@@ -192,6 +194,8 @@ def high_availability(work: Path) -> None:
             shutil.copy(work / "registry-state" / "images" / "pushed.json", state / "images" / "pushed.json")
             site = make_site(work / label.replace(" ", ""), state, inventory_text(BED, chosen, bed.key_path),
                              {"docker_registry": REGISTRY, **extra}, registry_site, bed.known_hosts_path)
+            if extra:
+                mortar(site, state, "certificates")
             mortar(site, state, "bootstrap-servers")
             mortar(site, state, "pull")
             rows[label], _, _ = mortar(site, state, "deploy")

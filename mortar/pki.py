@@ -56,8 +56,33 @@ def make_ca(common_name: str) -> Issued:
             .not_valid_after(now + datetime.timedelta(days=CA_DAYS))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_usage(ca=True), critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
             .sign(key, hashes.SHA256()))
     return Issued(cert.public_bytes(serialization.Encoding.PEM).decode(), _key_pem(key))
+
+
+def with_key_identifier(ca: Issued) -> Issued:
+    """CA's certificate again, with its subject key identifier (the same key, name and dates), when
+    it has none: strict verifiers (Python 3.13's default TLS context) want one on every CA. What
+    the CA signed stays valid under it."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    cert = x509.load_pem_x509_certificate(ca.certificate.encode())
+    try:
+        cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier)
+        return ca
+    except x509.ExtensionNotFound:
+        pass
+    key = serialization.load_pem_private_key(ca.key.encode(), password=None)
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+               .public_key(cert.public_key()).serial_number(x509.random_serial_number())
+               .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc))
+    for extension in cert.extensions:
+        builder = builder.add_extension(extension.value, critical=extension.critical)
+    builder = builder.add_extension(x509.SubjectKeyIdentifier.from_public_key(cert.public_key()), critical=False)
+    renewed = builder.sign(key, hashes.SHA256())  # type: ignore[arg-type]
+    return Issued(renewed.public_bytes(serialization.Encoding.PEM).decode(), ca.key)
 
 
 def issue(ca: Issued, common_name: str, *, organizations: tuple[str, ...] = (), names: tuple[str, ...] = (),
@@ -78,7 +103,11 @@ def issue(ca: Issued, common_name: str, *, organizations: tuple[str, ...] = (), 
                .not_valid_before(now - datetime.timedelta(minutes=5))
                .not_valid_after(now + datetime.timedelta(days=days))
                .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-               .add_extension(_usage(ca=False), critical=True))
+               .add_extension(_usage(ca=False), critical=True)
+               # Strict verifiers (Python 3.13's default TLS context) want both identifiers.
+               .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),  # type: ignore[arg-type]
+                              critical=False)
+               .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False))
     usages = [u for u, wanted in ((ExtendedKeyUsageOID.SERVER_AUTH, server), (ExtendedKeyUsageOID.CLIENT_AUTH, client))
               if wanted]
     if usages:

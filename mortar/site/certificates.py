@@ -75,7 +75,11 @@ def ensure_ca(config_dir: Path, site_id: str) -> tuple[str, str]:
     directory = private_directory(certificates_dir(config_dir))
     cert_path, key_path = directory / "ca.crt", directory / "ca.key"
     if cert_path.exists() and key_path.exists():
-        return read_text(cert_path), read_text(key_path)
+        # A CA an older mortar made has no key identifier: its certificate is made again.
+        ca = pki.with_key_identifier(pki.Issued(read_text(cert_path), read_text(key_path)))
+        if ca.certificate != read_text(cert_path):
+            write_private(cert_path, ca.certificate, mode=0o644)
+        return ca.certificate, ca.key
     if cert_path.exists():
         raise MortarError("the site CA's certificate is here but not its key, so mortar cannot issue certificates",
                           file=str(key_path), fix="put the CA's key there, or give your own certificates (see "
@@ -190,7 +194,8 @@ def _current(pem: str, ca_pem: str, names: list[str]) -> bool:
     try:
         cert = x509.load_pem_x509_certificates(pem.encode())[0]
         cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem.encode()))
-    except (ValueError, TypeError, InvalidSignature):
+        cert.extensions.get_extension_for_class(x509.AuthorityKeyIdentifier)  # strict verifiers want it
+    except (ValueError, TypeError, InvalidSignature, x509.ExtensionNotFound):
         return False
     left = _ends(cert) - datetime.datetime.now(datetime.UTC)
     return left > datetime.timedelta(days=RENEW_DAYS) and all(covers(pem, n) for n in names)

@@ -30,6 +30,39 @@ def inventory() -> Inventory:
 ADDRESSES = {"control1": "10.0.0.11", "control2": "10.0.0.12", "control3": "10.0.0.13", "compute1": "10.0.0.21"}
 
 
+def handshake(certificate: Path, key: Path | None, cafile: Path | None, name: str) -> str:
+    """A TLS handshake over a socket pair: the server with CERTIFICATE (and KEY), a strict client
+    trusting CAFILE (the system's when None) and asking for NAME. "" or the client's error."""
+    import socket
+    import threading
+
+    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    server.load_cert_chain(certificate, key)
+    client = ssl.create_default_context(cafile=str(cafile) if cafile else None)
+    client.verify_flags |= ssl.VERIFY_X509_STRICT
+    near, far = socket.socketpair()
+
+    def serve() -> None:
+        try:
+            with server.wrap_socket(far, server_side=True) as tls:
+                tls.recv(1)
+        except (ssl.SSLError, OSError):
+            pass
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        with client.wrap_socket(near, server_hostname=name) as tls:
+            tls.sendall(b"x")
+        return ""
+    except ssl.SSLError as exc:
+        return str(exc)
+    finally:
+        near.close()
+        thread.join(timeout=10)
+        far.close()
+
+
 @pytest.fixture
 def tls_desired(site_dir: Path, services: dict[str, ServiceSpec], inventory: Inventory) -> DesiredState:
     make(site_dir, "site1", VIP, hosts=ADDRESSES)
@@ -44,12 +77,12 @@ def test_certificates_makes_a_ca_and_a_private_certificate_of_the_virtual_addres
     assert oct(os.stat(internal_path(tmp_path)).st_mode & 0o777) == "0o600"
     assert oct(os.stat(tmp_path / "certificates").st_mode & 0o777) == "0o700"
     assert "PRIVATE KEY" in pem and "PRIVATE KEY" not in ca_path(tmp_path).read_text()
-    # A TLS client that trusts the site CA accepts it for the address (the standard library
-    # checks the chain and the name as any client would).
-    context = ssl.create_default_context(cafile=str(ca_path(tmp_path)))
-    server = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    server.load_cert_chain(internal_path(tmp_path))
-    assert context.verify_mode == ssl.CERT_REQUIRED
+    # A strict TLS client (as Python 3.13's default) that trusts the site CA accepts it for the
+    # address and for the other name, in a real handshake; one that does not trust it refuses.
+    assert handshake(internal_path(tmp_path), None, ca_path(tmp_path), VIP) == ""
+    assert handshake(internal_path(tmp_path), None, ca_path(tmp_path), "api.example.org") == ""
+    assert "CERTIFICATE_VERIFY_FAILED" in handshake(internal_path(tmp_path), None, None, VIP)
+    assert "mismatch" in handshake(internal_path(tmp_path), None, ca_path(tmp_path), "10.0.0.99")
     # Kept while it still names what is asked; issued again for another address, same CA.
     assert make(tmp_path, "site1", VIP, ["api.example.org"])[1].startswith("kept")
     ca = ca_path(tmp_path).read_text()
@@ -189,6 +222,8 @@ def test_the_broker_and_the_database_serve_tls_with_their_hosts_own_certificate(
         assert key.read_text() in tls_desired.hosts[host].secrets
         others = [c for h, state in tls_desired.hosts.items() if h != host for c in state.containers()]
         assert not any(key.read_text() == f.content for c in others for f in c.files)
+        assert handshake(crt, key, ca_path(site_dir), ADDRESSES[host]) == ""
+        assert handshake(crt, key, ca_path(site_dir), VIP) == ""
     rabbit = container(tls_desired, "control1", "rabbitmq")
     conf = content(rabbit, "rabbitmq.conf")
     assert "listeners.tcp = none" in conf and "listeners.ssl.default = 10.0.0.11:5671" in conf
@@ -208,3 +243,37 @@ def test_a_host_without_its_certificate_is_refused(site_dir: Path, services: dic
     with pytest.raises(MortarError) as err:
         compute_desired(ha_site(site_dir, services, enable_tls_internal=True), inventory)
     assert str(host_paths(site_dir, "control3")[0]) in f"{err.value}" and "mortar certificates" in f"{err.value}"
+
+
+def test_a_ca_an_older_mortar_made_gets_its_key_identifier_and_keeps_its_key(tmp_path: Path) -> None:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+
+    make(tmp_path, "site1", VIP)
+    ca, key = ca_path(tmp_path), tmp_path / "certificates" / "ca.key"
+    # What an older mortar wrote: the same CA without a subject key identifier.
+    cert = x509.load_pem_x509_certificate(ca.read_text().encode())
+    private = serialization.load_pem_private_key(key.read_text().encode(), password=None)
+    builder = (x509.CertificateBuilder().subject_name(cert.subject).issuer_name(cert.issuer)
+               .public_key(cert.public_key()).serial_number(cert.serial_number)
+               .not_valid_before(cert.not_valid_before_utc).not_valid_after(cert.not_valid_after_utc))
+    for extension in cert.extensions:
+        if not isinstance(extension.value, x509.SubjectKeyIdentifier):
+            builder = builder.add_extension(extension.value, critical=extension.critical)
+    old = builder.sign(private, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode()  # type: ignore[arg-type]
+    ca.write_text(old)
+    internal_path(tmp_path).unlink()
+    assert "CERTIFICATE_VERIFY_FAILED" in handshake(_issued(tmp_path), None, ca, VIP)
+    make(tmp_path, "site1", VIP)
+    assert ca.read_text() != old and key.read_text() == private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()).decode()
+    assert handshake(internal_path(tmp_path), None, ca, VIP) == ""
+
+
+def _issued(tmp_path: Path) -> Path:
+    """A certificate the site CA signs for VIP, written beside it."""
+    ca = pki.Issued(ca_path(tmp_path).read_text(), (tmp_path / "certificates" / "ca.key").read_text())
+    issued = pki.issue(ca, VIP, names=(VIP,), server=True)
+    path = tmp_path / "issued.pem"
+    path.write_text(issued.certificate + issued.key)
+    return path
