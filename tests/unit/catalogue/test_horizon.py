@@ -61,7 +61,7 @@ def test_catalogue_declares_horizon(services: dict[str, ServiceSpec]) -> None:
         ("prune_static", "horizon", "after", "on_change", "horizon")]
     assert [(c.check, c.params["url"]) for c in spec.verify] == [
         ("form_login",
-         "{{ api_scheme }}://{{ api_address }}:{{ 443 if api_scheme == 'https' else horizon_port }}/auth/login/")]
+         "{{ api_scheme }}://{{ api_address }}{{ '' if api_scheme == 'https' else ':' ~ horizon_port }}/auth/login/")]
 
 
 def test_the_image_links_horizons_settings_to_where_the_catalogue_puts_them(services: dict[str, ServiceSpec]) -> None:

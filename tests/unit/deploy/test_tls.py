@@ -137,7 +137,8 @@ def test_every_client_reaches_the_apis_over_https_and_trusts_the_site_ca(tls_des
     settings = content(container(tls_desired, "control3", "horizon"), "local_settings.py")
     assert "SECURE_PROXY_SSL_HEADER" in settings and "CSRF_COOKIE_SECURE = True" in settings
     login = next(c for c in tls_desired.checks if c.check == "form_login")
-    assert login.params["url"] == f"https://{VIP}:443/auth/login/"
+    # On HTTPS's own port, named by no port: the Referer the form sends is then the host Django sees.
+    assert login.params["url"] == f"https://{VIP}/auth/login/"
 
 
 def test_the_operator_gets_the_ca_in_clouds_yaml_and_openrc(tls_desired: DesiredState, tmp_path: Path) -> None:
@@ -233,6 +234,9 @@ def test_the_broker_and_the_database_serve_tls_with_their_hosts_own_certificate(
     nova = content(container(tls_desired, "compute1", "nova_compute"), "nova.conf")
     assert all(f"{a}:5671" in nova for a in ("10.0.0.11", "10.0.0.12", "10.0.0.13"))
     assert "ssl = true\nssl_ca_file = /etc/mortar/ca.crt" in nova
+    # What watches its connection to the broker watches the TLS port.
+    for host, name in (("control2", "nova_conductor"), ("control3", "nova_scheduler"), ("compute1", "nova_compute")):
+        assert container(tls_desired, host, name).healthcheck.test.endswith(" 5671"), name
     keystone = content(container(tls_desired, "control1", "keystone"), "keystone.conf")
     assert f"@{VIP}:3306/keystone?ssl_ca=/etc/mortar/ca.crt" in keystone
 
