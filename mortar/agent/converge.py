@@ -155,6 +155,11 @@ def plan_service(host: HostState, service: ServiceState, facts: F.Facts, state_d
             probe = running.health_output.splitlines()[-1] if running.health_output else "no output"
             actions.append(Action("restart", host.host, service.name, container.name,
                                   [f"running but unhealthy ({redact(probe, host.secrets)[:120]})"]))
+        elif running.health == "starting":
+            # Started by the engine (the host came back) and not serving yet: waited for, so
+            # what comes after it (registrations, the next level) finds it serving.
+            actions.append(Action("wait", host.host, service.name, container.name,
+                                  ["running, its healthcheck has not passed yet"]))
     return actions
 
 
@@ -274,6 +279,9 @@ def converge_service(engine: Engine, host: HostState, service: ServiceState, act
         elif ("restart", container.name) in todo:
             progress(f"restart {container.name} ({todo[('restart', container.name)].reasons[0]})")
             engine.restart(container.name, timeout=container.stop_timeout)
+            started.append(container)
+        elif ("wait", container.name) in todo:
+            progress(f"wait for {container.name} (its healthcheck has not passed yet)")
             started.append(container)
     for container in started:
         seconds = wait_healthy(engine, container, host.health_timeout, host.secrets)

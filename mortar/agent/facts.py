@@ -101,7 +101,7 @@ def gather(engine: Engine, host: HostState, state_dir: Path) -> Facts:
     containers = {c.name: c for c in managed if c.labels.get(PURPOSE) != "job"}
     for container in host.containers():
         seen = containers.get(container.name)
-        if seen is not None and seen.health == "unhealthy" and container.healthcheck is not None:
+        if seen is not None and seen.health in ("unhealthy", "starting") and container.healthcheck is not None:
             containers[container.name] = probed_again(engine, seen, container)
     jobs = {c.name: c for c in managed if c.labels.get(PURPOSE) == "job"}
     volumes = {v.name: v for v in engine.volumes()}

@@ -271,7 +271,7 @@ class Check:
 
 @dataclass
 class Action:
-    kind: str  # pull | volume | create | recreate | start | restart | remove | job
+    kind: str  # pull | volume | create | recreate | start | restart | wait | remove | job
     host: str
     service: str
     target: str

@@ -212,12 +212,14 @@ def _register(conn: Any, identity: dict[str, str], reg: Registration, state: Pat
 
 
 def transient(exc: Exception) -> bool:
-    """Worth another try: a dropped connection or 5xx from an identity service still warming
-    up, or a 409 from a registration beside this one creating the same shared project."""
+    """Worth another try: a dropped connection, 5xx or an empty version discovery (the load
+    balancer has no backend up yet) from an identity service still warming up, or a 409 from
+    a registration beside this one creating the same shared project."""
     from keystoneauth1 import exceptions as ksa
     from openstack import exceptions as sdk
 
-    if isinstance(exc, ksa.ConnectFailure | ksa.ConnectTimeout | sdk.ConflictException):
+    if isinstance(exc, ksa.ConnectFailure | ksa.ConnectTimeout | ksa.DiscoveryFailure | sdk.ConflictException
+                  | sdk.NotSupported):
         return True
     status = getattr(exc, "status_code", None) or getattr(exc, "http_status", None)
     return isinstance(status, int) and (status >= 500 or status == 409)

@@ -207,7 +207,7 @@ def make_plan(deployment: Deployment, executor: Executor) -> Plan:
                                            [f"{volume} is new data" for volume in new]))
                 plan.recreate.setdefault(host, []).append(container.name)
     pending = deployment.pending.get("jobs", default={})
-    changed = {a.service for a in plan.actions}
+    changed = {a.service for a in plan.actions if a.kind != "wait"}  # waiting for one changes nothing
     created_data = {f"{a.host}/{a.target}" for a in plan.actions if a.kind == "volume"}
     for host, state in d.hosts.items():
         report = reports.get(host)

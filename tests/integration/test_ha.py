@@ -11,7 +11,8 @@ control host holding the virtual address killed while a client asks for a token,
 and the servers once a second (the address moves, the APIs answer again and nothing fails
 after; a server and an image made before are intact); the host back, rejoining every cluster;
 a reconfigure that restarts keystone one control host at a time while the client loop sees no
-failure; all three control hosts stopped, then `deploy`: every row back; destroy.
+failure; all three control hosts stopped, then `deploy`: every row back; `mortar
+mariadb-recovery`: the cluster started again, every row kept; destroy.
 """
 
 from __future__ import annotations
@@ -341,6 +342,19 @@ def test_all_control_hosts_stopped_then_deploy_brings_back_every_row(deployed, d
     assert "ha-kept-project" in before
     out = mortar(deployed, "verify").stdout
     assert "0 failed" in out and "FAIL" not in out, out
+
+
+def test_mariadb_recovery_starts_the_cluster_again_with_every_row(deployed):
+    from tests.integration.test_deploy import connect
+
+    bed = deployed["bed"]
+    before = sorted(p.name for p in connect(deployed).identity.projects())
+    out = mortar(deployed, "mariadb-recovery").stdout
+    for node in CONTROLS:
+        assert f"[{node}] stopped mariadb" in out, out
+    assert "mariadb-recovery finished" in out, out
+    wait_for("Galera has three members", lambda: all(galera_size(bed, n) == 3 for n in CONTROLS))
+    assert sorted(p.name for p in connect(deployed).identity.projects()) == before
 
 
 def test_destroy_removes_every_container_and_volume(deployed):

@@ -139,6 +139,33 @@ def test_running_but_unhealthy_is_restarted_with_the_probe_output(engine: FakeEn
     assert plan(engine, host, state_dir) == []
 
 
+def test_a_container_still_starting_is_waited_for_not_restarted(engine: FakeEngine, host: HostState,
+                                                                state_dir: Path) -> None:
+    """A host that came back: the engine restarted its containers, which do not serve yet."""
+    converge_all(engine, host, state_dir)
+    web = engine.containers_by_name["demo_web"]
+    web.info.health = "starting"
+    engine.health["demo_web"] = (1, "connection refused")
+    (action,) = plan(engine, host, state_dir)
+    assert (action.kind, action.reasons) == ("wait", ["running, its healthcheck has not passed yet"])
+    probes = []
+
+    def serving_on_the_third_probe(operation: str, target: str) -> None:
+        if operation == "exec" and target == "demo_web":
+            probes.append(target)
+            if len(probes) >= 3:
+                engine.health.pop("demo_web", None)
+
+    engine.on_call = serving_on_the_third_probe
+    before = len(engine.calls)
+    said = converge_all(engine, host, state_dir)
+    assert web.restarts == 0 and not {("start", "demo_web"), ("stop", "demo_web")} & set(engine.calls[before:])
+    assert any(line.startswith("wait for demo_web") for line in said), said
+    assert len(probes) >= 3, "waited until the probe passed"
+    web.info.health = "starting"  # and one that serves by the time it is looked at is left alone
+    assert plan(engine, host, state_dir) == []
+
+
 def test_unhealthy_in_the_engine_but_serving_now_is_left_running(engine: FakeEngine, host: HostState,
                                                                    state_dir: Path) -> None:
     converge_all(engine, host, state_dir)
