@@ -182,18 +182,20 @@ def start_engine(config_changed: bool, restart: bool = False) -> str:
                       fix=f"see {LOG_FILE}")
 
 
-def _clear_stale_pid() -> None:
-    # dockerd refuses to start while its pid file names a process that is gone.
-    for pid_file in (PID_FILE, Path("/var/run/docker.pid")):
+def _clear_stale_pid(pid_files: tuple[Path, ...] = (PID_FILE, Path("/var/run/docker.pid"))) -> None:
+    """dockerd refuses to start while its pid file names a running process. After a reboot (a
+    /run that is no tmpfs, a node container started again) that number may be any process's:
+    only a dockerd keeps the file."""
+    for pid_file in pid_files:
         if not pid_file.exists():
             continue
         try:
             pid = int(pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (ValueError, ProcessLookupError):
+            running = Path(f"/proc/{pid}/comm").read_text().strip()
+        except (ValueError, OSError):
+            running = ""
+        if running != "dockerd":
             pid_file.unlink(missing_ok=True)
-        except PermissionError:
-            pass
 
 
 def setup_engine(insecure_registries: list[str] | tuple[str, ...] = (), restart: bool = False) -> SetupReport:
