@@ -146,8 +146,10 @@ def _boot(ctx: Context, name: str, **nics: Any) -> Any:
 def _delete(ctx: Context, servers: list[Any]) -> None:
     for server in servers:
         ctx.conn.compute.delete_server(server)
+    # A guest under software emulation on a busy host takes its time to go (nova stops the
+    # domain, unplugs the port and waits for neutron): as long as a boot may take.
     for server in servers:
-        ctx.conn.compute.wait_for_delete(server, wait=120, interval=1)
+        ctx.conn.compute.wait_for_delete(server, wait=WAIT, interval=1)
 
 
 def server_boot(ctx: Context, params: dict[str, Any]) -> str:
