@@ -25,7 +25,6 @@ from mortar.catalogue.loader import Provides, ServiceSpec
 from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependencies, levels, service_order
 from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
-from mortar.files import read_text
 from mortar.releases import Series, releases
 from mortar.site.certificates import CA_DEST, HOST_CERTIFICATE, HOST_KEY, host_certificate
 from mortar.site.config import Site, host_settings
@@ -467,10 +466,10 @@ def with_secret_files(container: Container, spec: ServiceSpec, secret: Callable[
 def with_site_ca(container: Container, site: Site) -> Container:
     """On a site that speaks TLS, every container holds the site CA and its HTTP clients
     (python-requests: keystoneauth, so every OpenStack client) check certificates against it."""
-    if site.ca_file is None:
+    if not site.ca_pem:
         return container
-    ca = File(dest=CA_DEST, template="", owner="root", mode="0644", merge="replace",
-              content=read_text(site.ca_file, what="site CA certificate"), source="site-ca.crt")
+    ca = File(dest=CA_DEST, template="", owner="root", mode="0644", merge="replace", content=site.ca_pem,
+              source="site-ca.crt")
     return dataclasses.replace(container, files=[*container.files, ca],
                                environment={"REQUESTS_CA_BUNDLE": CA_DEST, **container.environment})
 

@@ -89,9 +89,6 @@ class ClusterTopology(Topology):
             return self.host_address(host)
         return self.services.get(container, "0.0.0.0")
 
-    def scheme(self, host: str, container: str) -> str:
-        return "http"
-
     def bind(self, host: str, container: str) -> str:
         return self.host_address(host) if container in self.per_node or not container else "0.0.0.0"
 

@@ -7,6 +7,7 @@ the key and the fix.
 from __future__ import annotations
 
 import difflib
+import functools
 import ipaddress
 import re
 import secrets
@@ -262,6 +263,11 @@ class Site:
     def ca_file(self) -> Path | None:
         """The CA that clients check the site's endpoints with (None: the site speaks plain HTTP)."""
         return ca_path(self.config_dir) if self.certificates else None
+
+    @functools.cached_property
+    def ca_pem(self) -> str:
+        """The text of ca_file, read once ("" without TLS): every container of the site holds it."""
+        return read_text(self.ca_file, what="site CA certificate") if self.ca_file is not None else ""
 
     @property
     def release(self) -> str:
