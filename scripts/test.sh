@@ -24,16 +24,15 @@ fi
 # (build, all-in-one, faults, upgrades), the test bed, whose nodes run engines of their own,
 # and the Kubernetes test cluster, which has its own containerd and uses this engine only to
 # build and copy images. Each session tags the images in a namespace of its own, so none
-# removes what another runs; the one test that restarts the engine waits until no other
-# session uses it.
+# removes what another runs; no test restarts this machine's engine (a node's engine is
+# restarted on the bed instead).
 # What an interrupted earlier run left (a site still running, a bed, the cluster) goes first.
 .venv/bin/python -m tests.integration.cleanup leftovers
 IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 CORE='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon)$'
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
 .venv/bin/mortar build --namespace mortar-test --release 2026.1 --tag it-2026.1 --logs-dir "$logs/build-2026.1" "$CORE"
-export MORTAR_TEST_ENGINE_LOCK="$logs/engine.lock"
-MORTAR_TEST_NAMESPACE=mortar-test-bed MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest tests/integration/test_testbed.py \
+MORTAR_TEST_NAMESPACE=mortar-test-bed .venv/bin/python -m pytest tests/integration/test_testbed.py \
   tests/integration/test_multihost.py --durations=15 "$@" > "$logs/bed.log" 2>&1 &
 bed=$!
 k8s_status=0

@@ -99,30 +99,36 @@ def genpwd_command(config_dir: Path) -> None:
 @click.option("--name", "names", metavar="NAME", multiple=True,
               help="Another name (DNS name or address) clients reach the virtual address by; repeatable.")
 def certificates_command(config_dir: Path, inventory: Path | None, names: tuple[str, ...]) -> None:
-    """Make the site CA and the certificates of the virtual address and every host (for enable_tls_internal).
+    """Make the site CA and the certificates of the virtual addresses and every host (for enable_tls_internal
+    and enable_tls_external).
 
     Writes CONFIG_DIR/certificates/ca.crt and ca.key (the site CA, made once; the registry uses
-    the same); internal.pem: a certificate for internal_vip_address (and every --name), the
-    CA's certificate and the key, HAProxy's format, 0600; and hosts/HOST.crt and HOST.key for
+    the same); internal.pem: a certificate for internal_vip_address (and every --name, and
+    external_fqdn when the public endpoints share the internal address), the CA's certificate
+    and the key, HAProxy's format, 0600; with enable_tls_external and external_vip_address,
+    external.pem: the same for external_vip_address and external_fqdn; and hosts/HOST.crt and HOST.key for
     every inventory host (its address, its name and the virtual address), which the broker and
     the database serve TLS with. A certificate that still names what it must and does not end
     within 30 days is kept; run it again after changing an address or adding a host.
 
     To use your own certificate instead, put it (with any intermediate certificates and its
-    key) into internal.pem and the CA that signed it into ca.crt; deploy checks they match.
+    key) into internal.pem (external.pem) and the CA that signed it into ca.crt; deploy checks
+    they match.
     Then `mortar reconfigure` (or deploy) gives HAProxy the certificate and every container,
     clouds.yaml and admin-openrc.sh the CA.
     """
     from mortar.catalogue.loader import load_catalogue
-    from mortar.site.certificates import make
+    from mortar.site.certificates import make, served_names
     from mortar.site.config import load_globals, site_id
     from mortar.site.inventory import load_inventory
 
     settings = load_globals(config_dir / "globals.yml", load_catalogue())
     hosts = load_inventory(inventory or config_dir / "inventory").hosts
     addresses = {name: h.vars.get("api_address") or str(settings["api_address"]) for name, h in hosts.items()}
-    for line in make(config_dir, site_id(config_dir), str(settings.get("internal_vip_address") or ""), list(names),
-                     addresses):
+    internal, external = served_names(settings)
+    for line in make(config_dir, site_id(config_dir), str(settings.get("internal_vip_address") or ""),
+                     [*list(internal)[1:], *names], addresses,
+                     external=list(external) if settings.get("enable_tls_external") else None):
         click.echo(line)
 
 

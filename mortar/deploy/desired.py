@@ -26,7 +26,7 @@ from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependenc
 from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
 from mortar.releases import Series, releases
-from mortar.site.certificates import CA_DEST, HOST_CERTIFICATE, HOST_KEY, host_certificate
+from mortar.site.certificates import CA_DEST, EXTERNAL, HOST_CERTIFICATE, HOST_KEY, INTERNAL, host_certificate
 from mortar.site.config import Site, host_settings
 from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
@@ -85,8 +85,12 @@ class Topology:
     def __init__(self, site: Site, inventory: Inventory) -> None:
         self.site, self.inventory = site, inventory
         self.vip = str(site.globals.get("internal_vip_address") or "")
-        # With certificates, the load balancer serves what it serves over TLS.
-        self.tls = bool(site.certificates)
+        # The users' side: a second virtual address and the name the public endpoints carry.
+        self.external_vip = str(site.globals.get("external_vip_address") or "")
+        self.external_name = str(site.globals.get("external_fqdn") or "")
+        # With its certificate, the load balancer serves an address over TLS.
+        self.tls = INTERNAL in site.certificates
+        self.external_tls = EXTERNAL in site.certificates
         self.balanced = {name for spec in site.services.values() if spec.name in site.enabled
                          for name, decl in spec.containers.items() if decl.loadbalancer is not None}
 
@@ -105,6 +109,19 @@ class Topology:
     def scheme(self, host: str, container: str) -> str:
         """How others speak HTTP to CONTAINER on HOST: templates see it as api_scheme."""
         return "https" if self.tls and self.reach(host, container) == self.vip else "http"
+
+    def public_reach(self, host: str, container: str) -> str:
+        """Where users reach CONTAINER on HOST (its public endpoint): templates see it as
+        public_address. The external name or address for what the load balancer serves."""
+        if self.vip and container in self.balanced:
+            return self.external_name or self.external_vip or self.vip
+        return self.host_address(host)
+
+    def public_scheme(self, host: str, container: str) -> str:
+        """How users speak HTTP to CONTAINER on HOST: templates see it as public_scheme."""
+        if self.vip and container in self.balanced and self.external_vip:
+            return "https" if self.external_tls else "http"
+        return self.scheme(host, container)
 
     def bind(self, host: str, container: str) -> str:
         """The address CONTAINER on HOST listens on: templates see it as bind_address."""
@@ -150,6 +167,7 @@ class Planner:
         globals_file = str(self.site.config_dir / "globals.yml")
         balancers = sorted(s for s in self.site.enabled if "loadbalancer" in self.services[s].provides)
         vip = self.topology.vip
+        self._external_side(globals_file, vip)
         if not vip and self.topology.spreads_clients:
             return
         if not vip:
@@ -176,6 +194,27 @@ class Planner:
             spec = self.services[name]
             if name not in balancers and any(c.loadbalancer for c in spec.containers.values()):
                 self.depends[name] += [b for b in balancers if b not in self.depends[name]]
+
+    def _external_side(self, globals_file: str, vip: str) -> None:
+        """The users' side (external_vip_address, external_fqdn) is the load balancer's too."""
+        external = self.topology.external_vip
+        for key in ("external_vip_address", "external_fqdn", "enable_tls_external"):
+            if self.site.globals.get(key) and not vip:
+                raise MortarError(f"{key} is set but the site has no internal_vip_address", file=globals_file,
+                                  key=key, fix="set internal_vip_address (the load balancer's address) as well, "
+                                               f"or remove {key}")
+        if not external:
+            return
+        if external == vip:
+            raise MortarError(f"external_vip_address {external} is internal_vip_address too", file=globals_file,
+                              key="external_vip_address",
+                              fix="give another unused address, or remove external_vip_address (the public "
+                                  "endpoints then use internal_vip_address)")
+        owners = [h for h in self.inventory.hosts if self.topology.host_address(h) == external]
+        if owners:
+            raise MortarError(f"external_vip_address {external} is the address of {', '.join(owners)}",
+                              file=globals_file, key="external_vip_address",
+                              fix="choose an address no host has: keepalived adds it to the host that holds it")
 
     def _balancer_switch(self) -> str:
         could = sorted(s.name for s in self.services.values() if "loadbalancer" in s.provides)
@@ -256,7 +295,9 @@ class Planner:
         values.update({k: self.site.passwords[k] for k in spec.passwords})
         values.update(self.host_settings.get(host, {}))
         values.update(host=self.topology.hostname(host, container), api_address=self.topology.reach(host, container),
-                      api_scheme=self.topology.scheme(host, container),
+                      api_scheme=self.topology.scheme(host, container), site_ca_file=CA_DEST,
+                      public_address=self.topology.public_reach(host, container),
+                      public_scheme=self.topology.public_scheme(host, container),
                       bind_address=self.topology.bind(host, container), service=spec.name,
                       host_groups=[g for g, members in self.inventory.groups.items() if host in members],
                       host_address=self.topology.host_address(host),

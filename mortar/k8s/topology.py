@@ -70,11 +70,11 @@ class ClusterTopology(Topology):
     (reached) and every address (bound) for the pod network."""
 
     def __init__(self, site: Site, inventory: Inventory) -> None:
-        if site.certificates:
-            raise MortarError("mortar k8s does not serve the APIs over TLS yet (enable_tls_internal is the load "
-                              "balancer's, on hosts)", file=str(site.config_dir / "globals.yml"),
-                              key="enable_tls_internal",
-                              fix="set enable_tls_internal: false for a Kubernetes site")
+        for key in ("enable_tls_internal", "enable_tls_external", "external_vip_address"):
+            if site.globals.get(key):
+                raise MortarError(f"mortar k8s does not serve {key} yet (it is the load balancer's, on hosts)",
+                                  file=str(site.config_dir / "globals.yml"), key=key,
+                                  fix=f"remove {key} for a Kubernetes site")
         super().__init__(site, inventory)
         self.per_node = per_node_containers(site.services, site.enabled)
         self.stateful = stateful_containers(site.services, site.enabled, self.per_node)
@@ -91,6 +91,12 @@ class ClusterTopology(Topology):
 
     def bind(self, host: str, container: str) -> str:
         return self.host_address(host) if container in self.per_node or not container else "0.0.0.0"
+
+    def public_reach(self, host: str, container: str) -> str:
+        return self.reach(host, container)
+
+    def public_scheme(self, host: str, container: str) -> str:
+        return self.scheme(host, container)
 
     def hostname(self, host: str, container: str) -> str:
         if container in self.per_node or not container:

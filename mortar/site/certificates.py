@@ -7,6 +7,8 @@ They live in CONFIG_DIR/certificates (a folder only root enters; keys 0600):
   ca.crt and keeps ca.key out.
 - internal.pem: the certificate chain and the private key (HAProxy's format) of the internal
   virtual address, issued by the site CA for internal_vip_address, or the operator's own.
+- external.pem: the same for the users' side (external_vip_address and external_fqdn), with
+  enable_tls_external.
 - hosts/HOST.crt, hosts/HOST.key: each inventory host's own certificate (its address, its
   name and the virtual address), which the services that terminate TLS themselves (the
   broker, the database) serve on that host.
@@ -31,9 +33,10 @@ from mortar.files import private_directory, read_text, write_private
 # What the catalogue's secret volumes may name besides a service's passwords: the virtual
 # address's certificate and key, and the certificate and key of the host a container runs on.
 INTERNAL = "tls_internal_certificate"
+EXTERNAL = "tls_external_certificate"
 HOST_CERTIFICATE = "tls_host_certificate"
 HOST_KEY = "tls_host_key"
-SITE_CERTIFICATES = (INTERNAL, HOST_CERTIFICATE, HOST_KEY)
+SITE_CERTIFICATES = (INTERNAL, EXTERNAL, HOST_CERTIFICATE, HOST_KEY)
 # Where every container finds the site CA when the site speaks TLS.
 CA_DEST = "/etc/mortar/ca.crt"
 RENEW_DAYS = 30  # a certificate mortar issued that ends sooner than this is issued anew
@@ -49,6 +52,23 @@ def ca_path(config_dir: Path) -> Path:
 
 def internal_path(config_dir: Path) -> Path:
     return certificates_dir(config_dir) / "internal.pem"
+
+
+def external_path(config_dir: Path) -> Path:
+    return certificates_dir(config_dir) / "external.pem"
+
+
+def served_names(settings: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """What the internal and the external certificate must name (name -> the setting that
+    gives it): each virtual address, and external_fqdn on the side that serves the public
+    endpoints (the internal one without an external_vip_address). The external one is empty
+    without an external address."""
+    vip = str(settings.get("internal_vip_address") or "")
+    external = str(settings.get("external_vip_address") or "")
+    fqdn = {str(settings["external_fqdn"]): "external_fqdn"} if settings.get("external_fqdn") else {}
+    if external:
+        return {vip: "internal_vip_address"}, {external: "external_vip_address", **fqdn}
+    return {vip: "internal_vip_address", **fqdn}, {}
 
 
 def host_paths(config_dir: Path, host: str) -> tuple[Path, Path]:
@@ -142,30 +162,31 @@ def _belong(cert: Any, key: Any) -> bool:
     return bool(cert.public_key().public_bytes(*public) == key.public_key().public_bytes(*public))
 
 
-def check_internal(config_dir: Path, vip: str) -> str:
-    """The text of internal.pem, checked: private, a chain and its key that belong together,
-    naming VIP, signed by ca.crt, not expired."""
+def check_served(config_dir: Path, path: Path, names: dict[str, str], switch: str) -> str:
+    """The text of a virtual address's certificate file (internal.pem, external.pem), checked:
+    private, a chain and its key that belong together, naming every one of NAMES (name -> its
+    setting), signed by ca.crt, not expired. SWITCH: the setting that asks for it."""
     from cryptography import x509
     from cryptography.exceptions import InvalidSignature
 
-    path, ca_file = internal_path(config_dir), ca_path(config_dir)
+    ca_file = ca_path(config_dir)
     fix = "run `mortar certificates` (it issues one with the site CA)"
     if not path.exists():
-        raise MortarError("enable_tls_internal is on but the virtual address has no certificate", file=str(path),
-                          fix=fix)
+        raise MortarError(f"{switch} is on but the virtual address has no certificate", file=str(path), fix=fix)
     if not ca_file.exists():
-        raise MortarError("enable_tls_internal is on but there is no CA for clients to check the certificate with",
-                          file=str(ca_file), fix=f"{fix}, or put the CA that signed internal.pem there")
+        raise MortarError(f"{switch} is on but there is no CA for clients to check the certificate with",
+                          file=str(ca_file), fix=f"{fix}, or put the CA that signed {path.name} there")
     if os.stat(path).st_mode & 0o077:
         raise MortarError("holds a private key but others may read it", file=str(path), fix=f"chmod 600 {path}")
     pem = read_text(path, what="the virtual address's certificate")
     certs, key = _split(pem, path)
     if not _belong(certs[0], key):
         raise MortarError("its private key is not the key of its (first) certificate", file=str(path), fix=fix)
-    if not covers(pem, vip):
-        raise MortarError(f"the certificate does not name internal_vip_address {vip}", file=str(path),
-                          fix=f"issue one whose subject alternative names hold {vip}, or remove it and run "
-                              "`mortar certificates`")
+    for wanted, key in names.items():
+        if not covers(pem, wanted):
+            raise MortarError(f"the certificate does not name {key} {wanted}", file=str(path),
+                              fix=f"issue one whose subject alternative names hold {wanted}, or remove it and run "
+                                  "`mortar certificates`")
     if _ends(certs[0]) <= datetime.datetime.now(datetime.UTC):
         raise MortarError(f"the certificate expired on {_ends(certs[0]):%Y-%m-%d}", file=str(path), fix=fix)
     ca_certs = x509.load_pem_x509_certificates(read_text(ca_file, what="site CA certificate").encode())
@@ -202,10 +223,10 @@ def _current(pem: str, ca_pem: str, names: list[str]) -> bool:
 
 
 def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = None,
-         hosts: dict[str, str] | None = None) -> list[str]:
-    """Make the site CA (once), the virtual address's certificate and each of HOSTS' (name ->
-    address; each again when it no longer names what it must or is about to end). What was
-    done, one line each."""
+         hosts: dict[str, str] | None = None, external: list[str] | None = None) -> list[str]:
+    """Make the site CA (once), the virtual address's certificate (VIP and NAMES), the external
+    one (the names of EXTERNAL, when given) and each of HOSTS' (name -> address); each again
+    when it no longer names what it must or is about to end. What was done, one line each."""
     if not vip:
         raise MortarError("the site has no virtual address to issue a certificate for", file=str(
             config_dir / "globals.yml"), key="internal_vip_address",
@@ -213,12 +234,14 @@ def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = Non
     had_ca = (certificates_dir(config_dir) / "ca.key").exists()
     ca_pem, ca_key = ensure_ca(config_dir, site_id)
     done = [f"{'kept' if had_ca else 'made'} the site CA: {ca_path(config_dir)}"]
-    wanted = [vip, *(names or [])]
-    path = internal_path(config_dir)
-    if path.exists() and _current(read_text(path), ca_pem, wanted):
-        done.append(f"kept the certificate of {', '.join(wanted)}: {path}")
-    else:
-        issued = pki.issue(pki.Issued(ca_pem, ca_key), vip, organizations=("mortar",), names=tuple(wanted),
+    served = [(internal_path(config_dir), list(dict.fromkeys([vip, *(names or [])])))]
+    if external:
+        served.append((external_path(config_dir), list(dict.fromkeys(external))))
+    for path, wanted in served:
+        if path.exists() and _current(read_text(path), ca_pem, wanted):
+            done.append(f"kept the certificate of {', '.join(wanted)}: {path}")
+            continue
+        issued = pki.issue(pki.Issued(ca_pem, ca_key), wanted[0], organizations=("mortar",), names=tuple(wanted),
                            server=True)
         write_private(path, issued.certificate + ca_pem + issued.key)
         done.append(f"issued the certificate of {', '.join(wanted)}: {path}")
@@ -242,14 +265,24 @@ def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = Non
 
 def site_certificates(config_dir: Path, settings: dict[str, Any]) -> dict[str, str]:
     """The certificate secrets the site's containers may use (none without TLS)."""
-    if not settings.get("enable_tls_internal"):
-        return {}
+    globals_file = str(config_dir / "globals.yml")
+    internal_tls, external_tls = bool(settings.get("enable_tls_internal")), bool(settings.get("enable_tls_external"))
     vip = str(settings.get("internal_vip_address") or "")
-    if not vip:
-        raise MortarError("enable_tls_internal needs the virtual address HAProxy terminates TLS on",
-                          file=str(config_dir / "globals.yml"), key="enable_tls_internal",
-                          fix="set internal_vip_address (and enable_haproxy: true), or enable_tls_internal: false")
-    return {INTERNAL: check_internal(config_dir, vip)}
+    for key, on in (("enable_tls_internal", internal_tls), ("enable_tls_external", external_tls)):
+        if on and not vip:
+            raise MortarError(f"{key} needs the virtual address HAProxy terminates TLS on", file=globals_file,
+                              key=key, fix=f"set internal_vip_address (and enable_haproxy: true), or {key}: false")
+    internal_names, external_names = served_names(settings)
+    if not external_names and external_tls and not internal_tls:
+        raise MortarError("without external_vip_address the public endpoints are served on internal_vip_address, "
+                          "with enable_tls_internal's setting", file=globals_file, key="enable_tls_external",
+                          fix="set external_vip_address (the users' own address), or enable_tls_internal: true")
+    found = {}
+    if internal_tls:
+        found[INTERNAL] = check_served(config_dir, internal_path(config_dir), internal_names, "enable_tls_internal")
+    if external_tls and external_names:
+        found[EXTERNAL] = check_served(config_dir, external_path(config_dir), external_names, "enable_tls_external")
+    return found
 
 
 def host_certificate(config_dir: Path, host: str, address: str, vip: str) -> dict[str, str]:

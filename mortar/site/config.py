@@ -70,6 +70,25 @@ def check_optional_address(value: Any) -> Problem:
     return None if value == "" else check_address(value)
 
 
+_HOSTNAME = re.compile(r"(?=.{1,253}$)([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}"
+                       r"[A-Za-z0-9])?)*")
+
+
+def check_optional_hostname(value: Any) -> Problem:
+    """A DNS name ('' leaves it unset); not an address."""
+    if value == "":
+        return None
+    text = str(value)
+    try:
+        ipaddress.ip_address(text)
+        return "is an address, not a DNS name", "give the name (the address goes in external_vip_address)"
+    except ValueError:
+        pass
+    if not _HOSTNAME.fullmatch(text):
+        return "is not a DNS name", "give a name such as cloud.example.net (letters, digits, '-' and '.')"
+    return None
+
+
 def check_interface_address(value: Any) -> Problem:
     """ADDRESS/PREFIX, e.g. 10.213.78.1/24 ('' leaves it unset)."""
     if value == "":
@@ -195,6 +214,20 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
                                     "with the certificate of certificates/internal.pem (`mortar certificates` "
                                     "issues it with the site CA); every container, clouds.yaml, admin-openrc.sh, "
                                     "verify and Tempest check it against certificates/ca.crt"},
+    "external_vip_address": {"type": "str", "default": "", "check": check_optional_address,
+                             "help": "a second virtual address, for the users' side: the public endpoints are "
+                                     "registered on it and HAProxy serves every API and the dashboard there too "
+                                     "(not the database). keepalived moves it with internal_vip_address. Empty: "
+                                     "the public endpoints are on internal_vip_address"},
+    "external_fqdn": {"type": "str", "default": "", "check": check_optional_hostname,
+                      "help": "the DNS name the public endpoints are registered with (your DNS resolves it to "
+                              "external_vip_address, or to internal_vip_address without one); empty: the address"},
+    "enable_tls_external": {"type": "bool", "default": False,
+                            "help": "HAProxy serves every API and the dashboard on external_vip_address over HTTPS, "
+                                    "with the certificate of certificates/external.pem (`mortar certificates` "
+                                    "issues it with the site CA for the address and external_fqdn); the public "
+                                    "endpoints say https. Without external_vip_address the public endpoints share "
+                                    "internal_vip_address's listeners: set it as enable_tls_internal"},
     "volume_options": {"type": "dict", "default": {}, "check": check_volume_options,
                        "help": "volume name -> the options the engine's local volume driver makes it with (type, o, "
                                "device), on every host: e.g. a bind of a folder of a shared filesystem "

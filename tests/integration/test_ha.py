@@ -2,7 +2,9 @@
 
 One site of the default series over Ansible: HAProxy and keepalived on every control host
 (internal_vip_address) serving the APIs over TLS (enable_tls_internal, `mortar certificates`:
-every client checks the certificate against the site CA, none is told to skip it), MariaDB
+every client checks the certificate against the site CA, none is told to skip it), and on a
+second address for the users' side, with its own certificate (external_vip_address,
+enable_tls_external: the public endpoints, which verify's clients use), MariaDB
 Galera, a RabbitMQ cluster with quorum queues, memcached on every control host, the OVN
 databases as RAFT clusters, glance's images on the bed's shared folder (a shared filesystem
 every node mounts). In order: deploy; every API registered on the virtual address; verify (a
@@ -20,6 +22,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import ssl
 import threading
 import time
 
@@ -27,6 +30,7 @@ import pytest
 import requests
 import yaml
 
+from mortar.site.certificates import covers
 from mortar.testbed.nodes import GATEWAY, Testbed
 from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, mortar
 
@@ -35,6 +39,7 @@ pytestmark = pytest.mark.integration
 BED = "pytest-ha"
 REGISTRY = f"{GATEWAY}:4001"  # beside test_multihost's registry (port 4000), which may run at the same time
 VIP = "10.213.77.70"
+EXTERNAL_VIP = "10.213.77.71"  # the users' side: the public endpoints, its own certificate
 PROVIDER = "10.213.77.224/27"  # beside test_multihost's floating-IP range
 IMAGES = ["haproxy", "keepalived", "mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", "ovn-sb-db",
           "keystone", "glance-api", "placement-api", "nova-api", "nova-conductor", "nova-scheduler", "nova-compute",
@@ -172,6 +177,7 @@ def site(engine, bed, tmp_path_factory):
     (data["config"] / "globals.yml").write_text(yaml.safe_dump({
         "image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
         "internal_vip_address": VIP, "enable_haproxy": True, "enable_tls_internal": True,
+        "external_vip_address": EXTERNAL_VIP, "enable_tls_external": True,
         # Three control planes on this machine's two cores start slowly beside other sessions.
         "healthcheck_timeout": 600,
         "volume_options": {"glance_images": {"type": "none", "o": "bind", "device": "/srv/shared/glance"}},
@@ -213,16 +219,25 @@ def test_every_endpoint_and_client_goes_through_the_virtual_address(deployed):
     assert clouds["auth"]["auth_url"] == f"https://{VIP}:5000/v3"
     assert clouds["cacert"] == str(deployed["config"] / "certificates" / "ca.crt")
     conn = connect(deployed)
-    urls = [e.url for e in conn.identity.endpoints()]
-    assert urls and all(url.startswith(f"https://{VIP}:") for url in urls), urls
-    # The certificate is checked: against the site CA it passes, against the system's CAs it
-    # does not, and plain HTTP is not served on the virtual address.
-    assert requests.get(f"https://{VIP}:5000/v3", timeout=10, verify=clouds["cacert"]).status_code == 200
-    with pytest.raises(requests.exceptions.SSLError):
-        requests.get(f"https://{VIP}:5000/v3", timeout=10)
-    with pytest.raises(requests.exceptions.ConnectionError):
-        requests.get(f"http://{VIP}:5000/v3", timeout=10)
-    assert requests.get(f"https://{VIP}/auth/login/", timeout=10, verify=clouds["cacert"]).status_code == 200
+    endpoints = list(conn.identity.endpoints())
+    for interface, address in (("internal", VIP), ("admin", VIP), ("public", EXTERNAL_VIP)):
+        urls = [e.url for e in endpoints if e.interface == interface]
+        assert urls and all(url.startswith(f"https://{address}:") for url in urls), (interface, urls)
+    # The certificates are checked: against the site CA they pass, against the system's CAs
+    # they do not, and plain HTTP is not served on either virtual address. Each address has
+    # its own certificate (external.pem names the users' address, not the internal one).
+    for address in (VIP, EXTERNAL_VIP):
+        assert requests.get(f"https://{address}:5000/v3", timeout=10, verify=clouds["cacert"]).status_code == 200
+        with pytest.raises(requests.exceptions.SSLError):
+            requests.get(f"https://{address}:5000/v3", timeout=10)
+        with pytest.raises(requests.exceptions.ConnectionError):
+            requests.get(f"http://{address}:5000/v3", timeout=10)
+        assert requests.get(f"https://{address}/auth/login/", timeout=10, verify=clouds["cacert"]).status_code == 200
+    served = {address: ssl.get_server_certificate((address, 5000)) for address in (VIP, EXTERNAL_VIP)}
+    assert served[VIP] != served[EXTERNAL_VIP]
+    assert not covers(served[EXTERNAL_VIP], VIP) and covers(served[EXTERNAL_VIP], EXTERNAL_VIP)
+    # A user's client reaches the APIs through the public endpoints, on the users' address.
+    assert conn.image.get_endpoint().startswith(f"https://{EXTERNAL_VIP}:9292")
     # Each control host runs the whole control plane; HAProxy and keepalived on each.
     bed = deployed["bed"]
     for node in CONTROLS:
@@ -232,6 +247,7 @@ def test_every_endpoint_and_client_goes_through_the_virtual_address(deployed):
                      "ovn_northd"):
             assert name in names, (node, name, names)
     assert len(vip_holder(bed)) == 1
+    assert vip_holder(bed) == [n for n in CONTROLS if f" {EXTERNAL_VIP}/32 " in on(bed, n, "ip -4 -o addr show")]
 
 
 def test_verify_passes_through_the_virtual_address(deployed):

@@ -30,8 +30,9 @@ SERVICES = load_catalogue()
 IMAGES = {"svc-image", "db-image"}
 # What every template sees besides globals, its own passwords and its consumed capabilities
 # (desired.Planner.base_variables).
-CONTEXT = {"host", "api_address", "api_scheme", "bind_address", "service", "host_groups", "hosts_of_container",
-           "oldest_release_of", "host_address", "addresses_of", "loadbalanced"}
+CONTEXT = {"host", "api_address", "api_scheme", "site_ca_file", "public_address", "public_scheme", "bind_address",
+           "service", "host_groups", "hosts_of_container", "oldest_release_of", "host_address", "addresses_of",
+           "loadbalanced"}
 
 
 def files_of(spec: ServiceSpec):

@@ -102,7 +102,7 @@ def test_haproxy_terminates_tls_and_only_haproxy_holds_the_key(tls_desired: Desi
     sections = listen_sections(content(haproxy, "haproxy.cfg"))
     pem = "/etc/haproxy/certificates/internal.pem"
     assert f"bind {VIP}:5000 transparent ssl crt {pem}" in sections["keystone"]
-    assert "http-request set-header X-Forwarded-Proto https" in sections["keystone"]
+    assert "http-request set-header X-Forwarded-Proto https if { ssl_fc }" in sections["keystone"]
     assert f"bind {VIP}:443 transparent ssl crt {pem}" in sections["horizon"]  # the dashboard on HTTPS's port
     assert f"bind {VIP}:3306 transparent" in sections["mariadb"]  # TCP passes through
     key_file = next(f for f in haproxy.files if f.dest == pem)
@@ -281,3 +281,113 @@ def _issued(tmp_path: Path) -> Path:
     path = tmp_path / "issued.pem"
     path.write_text(issued.certificate + issued.key)
     return path
+
+
+EXTERNAL_VIP = "10.0.0.20"
+FQDN = "cloud.example.org"
+
+
+def test_the_users_side_has_its_own_address_name_and_certificate(site_dir: Path, services: dict[str, ServiceSpec],
+                                                                 inventory: Inventory) -> None:
+    done = make(site_dir, "site1", VIP, hosts=ADDRESSES, external=[EXTERNAL_VIP, FQDN])
+    assert any(line.startswith(f"issued the certificate of {EXTERNAL_VIP}, {FQDN}") for line in done), done
+    external_pem = site_dir / "certificates" / "external.pem"
+    assert oct(os.stat(external_pem).st_mode & 0o777) == "0o600"
+    assert handshake(external_pem, None, ca_path(site_dir), FQDN) == ""
+    assert "mismatch" in handshake(external_pem, None, ca_path(site_dir), VIP)
+    desired = compute_desired(ha_site(site_dir, services, enable_tls_internal=True, enable_tls_external=True,
+                                      external_vip_address=EXTERNAL_VIP, external_fqdn=FQDN), inventory)
+    # Users get the name over HTTPS; the services speak to each other on the internal address.
+    for registration in desired.registrations.values():
+        assert registration.endpoints["public"].startswith(f"https://{FQDN}:"), registration
+        assert registration.endpoints["internal"].startswith(f"https://{VIP}:"), registration
+    bootstrap = next(j for j in desired.hosts["control1"].jobs() if j.name == "keystone.bootstrap")
+    assert f"--bootstrap-public-url https://{FQDN}:5000" in " ".join(bootstrap.spec.command)
+    haproxy = container(desired, "control1", "haproxy")
+    sections = listen_sections(content(haproxy, "haproxy.cfg"))
+    for name, port in (("keystone", 5000), ("horizon", 443)):
+        assert f"bind {VIP}:{port} transparent ssl crt /etc/haproxy/certificates/internal.pem" in sections[name]
+        assert f"bind {EXTERNAL_VIP}:{port} transparent ssl crt /etc/haproxy/certificates/external.pem" \
+            in sections[name]
+    assert not any(EXTERNAL_VIP in line for line in sections["mariadb"])  # the database stays inside
+    key_file = next(f for f in haproxy.files if f.dest == "/etc/haproxy/certificates/external.pem")
+    assert (key_file.mode, key_file.content) == ("0600", external_pem.read_text())
+    for host, state in desired.hosts.items():
+        for c in state.containers():
+            assert (key_file.content in [f.content for f in c.files]) == (c.name == "haproxy"), (host, c.name)
+    keepalived = content(container(desired, "control2", "keepalived"), "keepalived.conf.in")
+    assert f"{VIP}/32 dev @INTERFACE@" in keepalived and f"{EXTERNAL_VIP}/32 dev @INTERFACE@" in keepalived
+
+
+def test_the_users_side_over_plain_http_beside_an_internal_https(site_dir: Path, services: dict[str, ServiceSpec],
+                                                                 inventory: Inventory) -> None:
+    make(site_dir, "site1", VIP, hosts=ADDRESSES)
+    desired = compute_desired(ha_site(site_dir, services, enable_tls_internal=True,
+                                      external_vip_address=EXTERNAL_VIP), inventory)
+    keystone = desired.registrations["keystone"] if "keystone" in desired.registrations else None
+    for registration in desired.registrations.values():
+        assert registration.endpoints["public"].startswith(f"http://{EXTERNAL_VIP}:"), registration
+    assert keystone is None or keystone.endpoints["internal"].startswith("https://")
+    sections = listen_sections(content(container(desired, "control1", "haproxy"), "haproxy.cfg"))
+    assert f"bind {EXTERNAL_VIP}:5000 transparent" in sections["keystone"]
+    assert "http-request set-header X-Forwarded-Proto http if !{ ssl_fc }" in sections["keystone"]
+
+
+def test_a_name_for_the_shared_address_goes_into_the_internal_certificate(site_dir: Path,
+                                                                           services: dict[str, ServiceSpec],
+                                                                           inventory: Inventory) -> None:
+    make(site_dir, "site1", VIP, hosts=ADDRESSES)  # issued before the name was set: it lacks it
+    with pytest.raises(MortarError) as err:
+        ha_site(site_dir, services, enable_tls_internal=True, external_fqdn=FQDN)
+    assert f"does not name external_fqdn {FQDN}" in str(err.value) and str(internal_path(site_dir)) in str(err.value)
+    make(site_dir, "site1", VIP, [FQDN], hosts=ADDRESSES)
+    desired = compute_desired(ha_site(site_dir, services, enable_tls_internal=True, external_fqdn=FQDN), inventory)
+    for registration in desired.registrations.values():
+        assert registration.endpoints["public"].startswith(f"https://{FQDN}:"), registration
+        assert registration.endpoints["internal"].startswith(f"https://{VIP}:"), registration
+    assert handshake(internal_path(site_dir), None, ca_path(site_dir), FQDN) == ""
+
+
+def test_without_users_side_settings_the_public_endpoints_stay_where_they_were(desired_plain: DesiredState) -> None:
+    for registration in desired_plain.registrations.values():
+        assert registration.endpoints["public"] == registration.endpoints["internal"], registration
+    sections = listen_sections(content(container(desired_plain, "control1", "haproxy"), "haproxy.cfg"))
+    assert not any("X-Forwarded-Proto" in line for section in sections.values() for line in section)
+
+
+@pytest.fixture
+def desired_plain(site_dir: Path, services: dict[str, ServiceSpec], inventory: Inventory) -> DesiredState:
+    return compute_desired(ha_site(site_dir, services), inventory)
+
+
+@pytest.mark.parametrize("settings, key, words", [
+    ({"external_vip_address": VIP}, "external_vip_address", "is internal_vip_address too"),
+    ({"external_vip_address": "10.0.0.11"}, "external_vip_address", "is the address of control1"),
+    ({"external_vip_address": EXTERNAL_VIP, "internal_vip_address": None, "enable_haproxy": False},
+     "external_vip_address", "no internal_vip_address"),
+    ({"enable_tls_external": True}, "enable_tls_external", "enable_tls_internal: true"),
+    ({"enable_tls_external": True, "external_vip_address": EXTERNAL_VIP}, None, "mortar certificates"),
+    ({"external_fqdn": "10.0.0.30"}, "external_fqdn", "not a DNS name"),
+    ({"external_fqdn": "bad_name!"}, "external_fqdn", "not a DNS name"),
+])
+def test_bad_users_side_settings_are_refused(site_dir: Path, services: dict[str, ServiceSpec], inventory: Inventory,
+                                             settings: dict, key: str | None, words: str) -> None:
+    with pytest.raises(MortarError) as err:
+        compute_desired(ha_site(site_dir, services, **settings), inventory)
+    assert words in str(err.value), str(err.value)
+    if key:
+        assert err.value.key == key, str(err.value)
+    else:
+        assert "external.pem" in str(err.value)
+
+
+@pytest.mark.parametrize("key, value", [("enable_tls_external", True), ("external_vip_address", EXTERNAL_VIP)])
+def test_kubernetes_refuses_the_users_side(site_dir: Path, services: dict[str, ServiceSpec], key: str,
+                                           value: object) -> None:
+    from mortar.k8s.topology import ClusterTopology
+
+    make(site_dir, "site1", VIP, external=[EXTERNAL_VIP])
+    site = ha_site(site_dir, services, **{"external_vip_address": EXTERNAL_VIP, key: value})
+    with pytest.raises(MortarError) as err:
+        ClusterTopology(site, parse_inventory(THREE_CONTROL_HOSTS, "inventory"))
+    assert err.value.key == key
