@@ -28,7 +28,7 @@ fi
 # restarted on the bed instead).
 # What an interrupted earlier run left (a site still running, a bed, the cluster) goes first.
 .venv/bin/python -m tests.integration.cleanup leftovers
-IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
+IMAGES='^(haproxy|keepalived|mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 CORE='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon)$'
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
 .venv/bin/mortar build --namespace mortar-test --release 2026.1 --tag it-2026.1 --logs-dir "$logs/build-2026.1" "$CORE"
@@ -41,8 +41,17 @@ if ! wait "$k8sbuild"; then
   echo "==== building the Kubernetes test cluster's programs failed ===="
   cat "$logs/k8s-build.log"
 fi
-MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
-  > "$logs/k8s.log" 2>&1 &
+# The Kubernetes session is the shortest: the high-availability bed (3 control + 1 compute
+# hosts, TLS) follows it in the same slot.
+(
+  cluster=0
+  MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
+    > "$logs/k8s.log" 2>&1 || cluster=$?
+  ha=0
+  MORTAR_TEST_NAMESPACE=mortar-test-ha .venv/bin/python -m pytest tests/integration/test_ha.py --durations=12 "$@" \
+    > "$logs/ha.log" 2>&1 || ha=$?
+  [ "$cluster" = 0 ] && [ "$ha" = 0 ]
+) &
 k8s=$!
 aio=0
 MORTAR_TEST_NAMESPACE=mortar-test-aio .venv/bin/python -m pytest tests/integration \
@@ -55,5 +64,7 @@ echo "==== test bed session (tests/integration/test_testbed.py, test_multihost.p
 cat "$logs/bed.log"
 echo "==== Kubernetes session (tests/integration/test_k8s.py) ===="
 cat "$logs/k8s.log"
+echo "==== high-availability session (tests/integration/test_ha.py, after the Kubernetes one) ===="
+cat "$logs/ha.log" 2>/dev/null || echo "(did not run)"
 .venv/bin/python -m tests.integration.cleanup mortar-test
 [ "$aio" = 0 ] && [ "$status" = 0 ] && [ "$k8s_status" = 0 ]
