@@ -39,12 +39,20 @@ def wait_healthy(engine: Engine, container: Container, timeout: float, secrets: 
         if info is None:
             raise StepError(f"container {container.name} disappeared while starting", service=container.service,
                             target=container.name, fix="run the command again")
-        # The restart policy hides a crash loop behind "restarting": fail fast on it.
-        if info.status in ("exited", "dead") or info.restart_count - restarts >= 2:
+        if info.status in ("exited", "dead"):
             raise StepError(f"container {container.name} exited (code {info.exit_code})",
                             service=container.service, target=container.name,
                             log_tail=logs_tail(engine, container.name, secrets),
                             fix=f"see `docker logs {container.name}`, fix the cause and run the command again")
+        # The restart policy hides a crash loop behind "restarting" (and between two runs the
+        # engine shows a running container with code 0): fail fast on it, with the log of the
+        # runs before this one, where the cause is.
+        if info.restart_count - restarts >= 2:
+            raise StepError(f"container {container.name} keeps exiting: the engine restarted it "
+                            f"{info.restart_count - restarts} times while it started", service=container.service,
+                            target=container.name, log_tail=logs_tail(engine, container.name, secrets, lines=80),
+                            fix=f"see `docker logs {container.name}` (every run's output), fix the cause and run "
+                                "the command again")
         if container.healthcheck is None:
             return time.monotonic() - started
         if info.status == "running":

@@ -188,6 +188,24 @@ def test_a_container_that_does_not_serve_in_time_is_a_timeout(engine: FakeEngine
     assert "does not serve" in info.value.message and SECRET not in info.value.message
 
 
+def test_a_container_the_engine_keeps_restarting_is_named_a_crash_loop(engine: FakeEngine, host: HostState,
+                                                                       state_dir: Path, monkeypatch) -> None:
+    """Between two runs the engine shows a running container with code 0: the failure says it
+    keeps exiting, not that it exited with code 0."""
+    monkeypatch.setattr("mortar.agent.health.POLL", 0.01)
+    engine.health["demo_web"] = (1, "not yet")
+
+    def crash(operation: str, target: str) -> None:
+        if operation == "exec" and target == "demo_web":
+            engine.containers_by_name["demo_web"].info.restart_count += 1
+
+    engine.on_call = crash
+    with pytest.raises(StepError) as info:
+        converge_all(engine, host, state_dir)
+    assert info.value.target == "demo_web" and "keeps exiting" in info.value.message, info.value.message
+    assert "code 0" not in info.value.message
+
+
 def site_container(engine: FakeEngine, name: str, site: str = SITE, purpose: str = "", status: str = "") -> None:
     labels = {F.MANAGED: "1", F.SITE: site, F.SERVICE: "old"}
     if purpose:
