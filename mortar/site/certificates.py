@@ -162,13 +162,45 @@ def _belong(cert: Any, key: Any) -> bool:
     return bool(cert.public_key().public_bytes(*public) == key.public_key().public_bytes(*public))
 
 
+def _check(pem: str, path: Path, names: dict[str, str], ca_file: Path, fix: str, key_file: Path | None = None) -> None:
+    """PEM (a chain and its key, HAProxy-style) from PATH: the key is the certificate's, it names
+    every one of NAMES (name -> what it is), it has not expired, and the CA in CA_FILE (or a
+    certificate of its own chain) signed it. KEY_FILE: where the key came from, when apart."""
+    from cryptography import x509
+    from cryptography.exceptions import InvalidSignature
+
+    certs, key = _split(pem, path)
+    if not _belong(certs[0], key):
+        where = f"the key in {key_file.name}" if key_file else "its private key"
+        raise MortarError(f"{where} is not the key of its (first) certificate", file=str(path), fix=fix)
+    for wanted, what in names.items():
+        if not covers(pem, wanted):
+            raise MortarError(f"the certificate does not name {what} {wanted}", file=str(path),
+                              fix=f"issue one whose subject alternative names hold {wanted}, or remove it and run "
+                                  "`mortar certificates`")
+    if _ends(certs[0]) <= datetime.datetime.now(datetime.UTC):
+        raise MortarError(f"the certificate expired on {_ends(certs[0]):%Y-%m-%d}", file=str(path), fix=fix)
+    issuers = [*certs[1:], *x509.load_pem_x509_certificates(read_text(ca_file, what="site CA certificate").encode())]
+    for issuer in issuers:
+        try:
+            certs[0].verify_directly_issued_by(issuer)
+            return
+        except (ValueError, TypeError, InvalidSignature):
+            continue
+    raise MortarError("the certificate is not signed by the CA in ca.crt (nor by a certificate of its chain)",
+                      file=str(path),
+                      fix=f"put the CA that signed it into {ca_file}, or remove it and run `mortar certificates`")
+
+
+def _private(path: Path) -> None:
+    if os.stat(path).st_mode & 0o077:
+        raise MortarError("holds a private key but others may read it", file=str(path), fix=f"chmod 600 {path}")
+
+
 def check_served(config_dir: Path, path: Path, names: dict[str, str], switch: str) -> str:
     """The text of a virtual address's certificate file (internal.pem, external.pem), checked:
     private, a chain and its key that belong together, naming every one of NAMES (name -> its
     setting), signed by ca.crt, not expired. SWITCH: the setting that asks for it."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-
     ca_file = ca_path(config_dir)
     fix = "run `mortar certificates` (it issues one with the site CA)"
     if not path.exists():
@@ -176,33 +208,9 @@ def check_served(config_dir: Path, path: Path, names: dict[str, str], switch: st
     if not ca_file.exists():
         raise MortarError(f"{switch} is on but there is no CA for clients to check the certificate with",
                           file=str(ca_file), fix=f"{fix}, or put the CA that signed {path.name} there")
-    if os.stat(path).st_mode & 0o077:
-        raise MortarError("holds a private key but others may read it", file=str(path), fix=f"chmod 600 {path}")
+    _private(path)
     pem = read_text(path, what="the virtual address's certificate")
-    certs, key = _split(pem, path)
-    if not _belong(certs[0], key):
-        raise MortarError("its private key is not the key of its (first) certificate", file=str(path), fix=fix)
-    for wanted, key in names.items():
-        if not covers(pem, wanted):
-            raise MortarError(f"the certificate does not name {key} {wanted}", file=str(path),
-                              fix=f"issue one whose subject alternative names hold {wanted}, or remove it and run "
-                                  "`mortar certificates`")
-    if _ends(certs[0]) <= datetime.datetime.now(datetime.UTC):
-        raise MortarError(f"the certificate expired on {_ends(certs[0]):%Y-%m-%d}", file=str(path), fix=fix)
-    ca_certs = x509.load_pem_x509_certificates(read_text(ca_file, what="site CA certificate").encode())
-    issuers = [*certs[1:], *ca_certs]
-    signed = False
-    for issuer in issuers:
-        try:
-            certs[0].verify_directly_issued_by(issuer)
-            signed = True
-            break
-        except (ValueError, TypeError, InvalidSignature):
-            continue
-    if not signed:
-        raise MortarError("the certificate is not signed by the CA in ca.crt (nor by a certificate of its chain)",
-                          file=str(path),
-                          fix=f"put the CA that signed it into {ca_file}, or remove it and run `mortar certificates`")
+    _check(pem, path, names, ca_file, fix)
     return pem
 
 
@@ -288,28 +296,13 @@ def site_certificates(config_dir: Path, settings: dict[str, Any]) -> dict[str, s
 def host_certificate(config_dir: Path, host: str, address: str, vip: str) -> dict[str, str]:
     """HOST's certificate and key, checked: private key, naming ADDRESS and VIP, signed by the
     site CA (ca.crt), not expired."""
-    from cryptography import x509
-    from cryptography.exceptions import InvalidSignature
-
     cert_path, key_path = host_paths(config_dir, host)
     fix = "run `mortar certificates` (it issues one for every inventory host)"
     for path in (cert_path, key_path):
         if not path.exists():
             raise MortarError(f"enable_tls_internal is on but host {host} has no certificate", file=str(path), fix=fix)
-    if os.stat(key_path).st_mode & 0o077:
-        raise MortarError("holds a private key but others may read it", file=str(key_path), fix=f"chmod 600 {key_path}")
+    _private(key_path)
     pem, key = read_text(cert_path), read_text(key_path)
-    certs, private = _split(pem + key, cert_path)
-    if not _belong(certs[0], private):
-        raise MortarError(f"the key in {key_path.name} is not the key of the certificate", file=str(cert_path), fix=fix)
-    for name in (address, vip):
-        if not covers(pem, name):
-            raise MortarError(f"the certificate of host {host} does not name {name}", file=str(cert_path), fix=fix)
-    if _ends(certs[0]) <= datetime.datetime.now(datetime.UTC):
-        raise MortarError(f"the certificate expired on {_ends(certs[0]):%Y-%m-%d}", file=str(cert_path), fix=fix)
-    try:
-        certs[0].verify_directly_issued_by(x509.load_pem_x509_certificate(site_ca_pem(config_dir).encode()))
-    except (ValueError, TypeError, InvalidSignature):
-        raise MortarError("the certificate is not signed by the site CA (ca.crt)", file=str(cert_path),
-                          fix=fix) from None
+    _check(pem + key, cert_path, {address: f"host {host}'s address", vip: "internal_vip_address"},
+           ca_path(config_dir), fix, key_file=key_path)
     return {HOST_CERTIFICATE: pem, HOST_KEY: key}
