@@ -185,16 +185,18 @@ def start_engine(config_changed: bool, restart: bool = False) -> str:
 def _clear_stale_pid(pid_files: tuple[Path, ...] = (PID_FILE, Path("/var/run/docker.pid"))) -> None:
     """dockerd refuses to start while its pid file names a running process. After a reboot (a
     /run that is no tmpfs, a node container started again) that number may be any process's:
-    only a dockerd keeps the file."""
+    only a dockerd that has not exited (a zombie's parent has not reaped it yet) keeps the file."""
     for pid_file in pid_files:
         if not pid_file.exists():
             continue
         try:
             pid = int(pid_file.read_text().strip())
             running = Path(f"/proc/{pid}/comm").read_text().strip()
-        except (ValueError, OSError):
-            running = ""
-        if running != "dockerd":
+            # /proc/PID/stat: "PID (COMM) STATE ..."; COMM may hold spaces and parentheses.
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (ValueError, OSError, IndexError):
+            running, state = "", ""
+        if running != "dockerd" or state == "Z":
             pid_file.unlink(missing_ok=True)
 
 

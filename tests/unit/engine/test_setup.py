@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from pathlib import Path
 
 from mortar.engine.setup import _clear_stale_pid
@@ -32,4 +33,23 @@ def test_the_pid_file_of_a_running_dockerd_is_kept(tmp_path: Path) -> None:
         assert kept.exists()
     finally:
         proc.kill()
+        proc.wait()
+
+
+def test_the_pid_file_of_a_dockerd_that_exited_is_stale(tmp_path: Path) -> None:
+    # Exited but not reaped yet (a node's init that does not reap): still named dockerd in /proc.
+    program = tmp_path / "dockerd"
+    program.symlink_to("/bin/true")
+    proc = subprocess.Popen([str(program)])
+    try:
+        stat = Path(f"/proc/{proc.pid}/stat")
+        for _ in range(100):
+            if stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                break
+            time.sleep(0.05)
+        stale = tmp_path / "dockerd.pid"
+        stale.write_text(f"{proc.pid}\n")
+        _clear_stale_pid((stale,))
+        assert not stale.exists()
+    finally:
         proc.wait()
