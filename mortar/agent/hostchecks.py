@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import errno
+import ipaddress
 import os
 import shutil
 import socket
+import subprocess
 
 from mortar.agent import facts as F
 from mortar.agent.converge import registry_auth
@@ -38,6 +40,23 @@ def address_is_local(address: str) -> bool:
         except OSError:
             return False
     return True
+
+
+def interface_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+    """The networks of this host's interfaces (`ip -o addr show`); [] when ip cannot say."""
+    try:
+        out = subprocess.run(["ip", "-o", "addr", "show"], capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    networks = []
+    for line in out.splitlines():
+        fields = line.split()
+        if len(fields) > 3 and fields[2] in ("inet", "inet6"):
+            try:
+                networks.append(ipaddress.ip_interface(fields[3]).network)
+            except ValueError:
+                continue
+    return networks
 
 
 def available_memory_gb() -> float:
@@ -94,6 +113,14 @@ def host_checks(state: HostState, engine: Engine) -> list[Check]:
                     busy.append(f"{state.address}:{port} ({container.name})")
         checks.append(Check(not busy, f"{name}: service ports free" + (f"; in use: {', '.join(busy)}" if busy else ""),
                             "stop whatever listens there, or change api_address"))
+    if state.virtual_addresses:
+        networks = interface_networks()
+        outside = [a for a in state.virtual_addresses if not any(ipaddress.ip_address(a) in n for n in networks)]
+        checks.append(Check(not outside, f"{name}: virtual address(es) {', '.join(state.virtual_addresses)} in a "
+                                         "network of this host's interfaces" +
+                            (f"; not so: {', '.join(outside)}" if outside else ""),
+                            "choose internal_vip_address (external_vip_address) in the subnet of the control "
+                            "hosts' interfaces: keepalived adds it beside the host's own address"))
     root = "/var/lib/docker" if os.path.isdir("/var/lib/docker") else "/"
     free_gb = shutil.disk_usage(root).free / 1e9
     checks.append(Check(free_gb >= MIN_FREE_DISK_GB,

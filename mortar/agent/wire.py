@@ -246,6 +246,8 @@ class HostState:
     registry_auth: dict[str, str] = field(default_factory=dict)  # registry, username, password
     # volume -> the local driver's options it is made with (volume_options of globals.yml)
     volume_options: dict[str, dict[str, str]] = field(default_factory=dict)
+    # The site's virtual addresses this host may be given (it runs the load balancer).
+    virtual_addresses: list[str] = field(default_factory=list)
     version: int = WIRE_VERSION
 
     def containers(self) -> list[Container]:

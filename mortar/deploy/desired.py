@@ -561,6 +561,13 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
                 container = planner.render_container(spec, decl, host, planner.variables(spec, host, cname))
                 rendered[(name, cname, host)] = container
                 service_state(host, spec).containers.append(container)
+    # The hosts of the load balancer may be given the virtual addresses: prechecks look at them.
+    virtual = [a for a in (planner.topology.vip, planner.topology.external_vip) if a]
+    for name in planner.order:
+        balancer = site.services[name].provides.get("loadbalancer")
+        if balancer is not None and virtual:
+            for host in planner.hosts_of(site.services[name], balancer.container):
+                state(host).virtual_addresses = list(virtual)
     registrations: dict[str, Registration] = {}
     checks: list[VerifyCheck] = []
     for name in planner.order:

@@ -87,6 +87,20 @@ def test_prechecks_report_checks_not_failures(host: HostState, engine: FakeEngin
     assert [c.ok for c in down.checks] == [False] and "bootstrap-servers" in down.checks[0].fix
 
 
+def test_prechecks_refuse_a_virtual_address_outside_the_hosts_networks(host: HostState, engine: FakeEngine,
+                                                                        state_dir: Path, monkeypatch) -> None:
+    import ipaddress
+
+    monkeypatch.setattr("mortar.agent.hostchecks.interface_networks",
+                        lambda: [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("10.0.0.0/24")])
+    host.virtual_addresses = ["10.0.0.10", "192.0.2.9"]
+    check = next(c for c in dispatch("prechecks", host, engine, state_dir).checks if "virtual address" in c.what)
+    assert not check.ok and "not so: 192.0.2.9" in check.what and "internal_vip_address" in check.fix
+    host.virtual_addresses = ["10.0.0.10"]
+    check = next(c for c in dispatch("prechecks", host, engine, state_dir).checks if "virtual address" in c.what)
+    assert check.ok, check.what
+
+
 def test_an_unknown_step_is_a_failure_naming_the_known_ones(host: HostState, engine: FakeEngine,
                                                             state_dir: Path) -> None:
     report = dispatch("upgrade", host, engine, state_dir)

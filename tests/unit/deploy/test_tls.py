@@ -315,6 +315,10 @@ def test_the_users_side_has_its_own_address_name_and_certificate(site_dir: Path,
     for host, state in desired.hosts.items():
         for c in state.containers():
             assert (key_file.content in [f.content for f in c.files]) == (c.name == "haproxy"), (host, c.name)
+    # prechecks ask the load balancer's hosts whether both addresses fit their networks.
+    assert {h: s.virtual_addresses for h, s in desired.hosts.items()} == {
+        "control1": [VIP, EXTERNAL_VIP], "control2": [VIP, EXTERNAL_VIP], "control3": [VIP, EXTERNAL_VIP],
+        "compute1": []}
     keepalived = content(container(desired, "control2", "keepalived"), "keepalived.conf.in")
     assert f"{VIP}/32 dev @INTERFACE@" in keepalived and f"{EXTERNAL_VIP}/32 dev @INTERFACE@" in keepalived
 
