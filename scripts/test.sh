@@ -24,15 +24,16 @@ fi
 # (build, all-in-one, faults, upgrades), the test bed, whose nodes run engines of their own,
 # and the Kubernetes test cluster, which has its own containerd and uses this engine only to
 # build and copy images. Each session tags the images in a namespace of its own, so none
-# removes what another runs; no test restarts this machine's engine (a node's engine is
-# restarted on the bed instead).
+# removes what another runs; the one test that restarts the engine waits until no other
+# session uses it.
 # What an interrupted earlier run left (a site still running, a bed, the cluster) goes first.
 .venv/bin/python -m tests.integration.cleanup leftovers
-IMAGES='^(haproxy|keepalived|mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
+IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 CORE='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon)$'
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
 .venv/bin/mortar build --namespace mortar-test --release 2026.1 --tag it-2026.1 --logs-dir "$logs/build-2026.1" "$CORE"
-MORTAR_TEST_NAMESPACE=mortar-test-bed .venv/bin/python -m pytest tests/integration/test_testbed.py \
+export MORTAR_TEST_ENGINE_LOCK="$logs/engine.lock"
+MORTAR_TEST_NAMESPACE=mortar-test-bed MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest tests/integration/test_testbed.py \
   tests/integration/test_multihost.py --durations=15 "$@" > "$logs/bed.log" 2>&1 &
 bed=$!
 k8s_status=0
@@ -41,17 +42,8 @@ if ! wait "$k8sbuild"; then
   echo "==== building the Kubernetes test cluster's programs failed ===="
   cat "$logs/k8s-build.log"
 fi
-# The Kubernetes session is the shortest: the high-availability bed (3 control + 1 compute
-# hosts, TLS) follows it in the same slot.
-(
-  cluster=0
-  MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
-    > "$logs/k8s.log" 2>&1 || cluster=$?
-  ha=0
-  MORTAR_TEST_NAMESPACE=mortar-test-ha .venv/bin/python -m pytest tests/integration/test_ha.py --durations=12 "$@" \
-    > "$logs/ha.log" 2>&1 || ha=$?
-  [ "$cluster" = 0 ] && [ "$ha" = 0 ]
-) &
+MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
+  > "$logs/k8s.log" 2>&1 &
 k8s=$!
 aio=0
 MORTAR_TEST_NAMESPACE=mortar-test-aio .venv/bin/python -m pytest tests/integration \
@@ -64,7 +56,5 @@ echo "==== test bed session (tests/integration/test_testbed.py, test_multihost.p
 cat "$logs/bed.log"
 echo "==== Kubernetes session (tests/integration/test_k8s.py) ===="
 cat "$logs/k8s.log"
-echo "==== high-availability session (tests/integration/test_ha.py, after the Kubernetes one) ===="
-cat "$logs/ha.log" 2>/dev/null || echo "(did not run)"
 .venv/bin/python -m tests.integration.cleanup mortar-test
 [ "$aio" = 0 ] && [ "$status" = 0 ] && [ "$k8s_status" = 0 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -37,6 +38,61 @@ def pytest_terminal_summary(terminalreporter) -> None:
         terminalreporter.section("measured")
         for key, value in MEASURED.items():
             terminalreporter.write_line(f"{key}: {value}")
+
+
+ENGINE_LOCK = os.environ.get("MORTAR_TEST_ENGINE_LOCK", "")  # set by scripts/test.sh for its two sessions
+
+
+@pytest.fixture(scope="session", autouse=True)
+def sharing_the_engine():
+    """A session that runs beside another holds this machine's engine shared: a test that
+    restarts the engine waits until it is alone (see `engine_alone`)."""
+    if not ENGINE_LOCK or os.environ.get("MORTAR_TEST_SHARES_ENGINE") != "1":
+        yield
+        return
+    import fcntl
+
+    with open(ENGINE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        yield
+
+
+@contextmanager
+def engine_shared():
+    """Use this machine's engine beside the other sessions (none restarts it meanwhile): for a
+    session that needs it only now and then (the Kubernetes cluster has an engine of its own)."""
+    if not ENGINE_LOCK:
+        yield
+        return
+    import fcntl
+
+    with open(ENGINE_LOCK, "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_SH)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+@contextmanager
+def engine_alone(timeout: float = 3600):
+    """Hold the engine alone (no other test session runs on it) while restarting it."""
+    if not ENGINE_LOCK:
+        yield
+        return
+    import fcntl
+    import time
+
+    with open(ENGINE_LOCK, "a") as lock:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                assert time.monotonic() < deadline, "the other test session kept the engine for an hour"
+                time.sleep(5)
+        yield
 
 
 @pytest.fixture(scope="session")

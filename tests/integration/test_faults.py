@@ -1,5 +1,5 @@
-"""Faults survived, all-in-one: `mortar deploy` killed (SIGKILL) at many points of every phase;
-every time, running deploy again converges, verify passes,
+"""Faults survived, all-in-one: `mortar deploy` killed (SIGKILL) at many points of every phase,
+the engine restarted mid-deploy; every time, running deploy again converges, verify passes,
 and what existed before (a project, a user, an image and its checksum, a network) is there.
 
 The site pulls its images from mortar's own registry (TLS, password, pushed digests) on
@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     NAMESPACE,
     TAG,
     build,
+    engine_alone,
     mortar,
     site_env,
 )
@@ -267,6 +268,25 @@ def test_kill_in_jobs_before_and_after_a_triggered_job_is_not_lost(deployed):
     assert "nova.discover_hosts: was due and did not run" in out, out
     out = converges(deployed, "run-always job after the containers")
     assert "job discover_hosts done" in out, out
+
+
+def test_engine_restarted_mid_deploy(deployed):
+    from mortar.engine.setup import restart_engine
+
+    set_override(deployed, "keystone", "keystone.conf", "[token]\nexpiration = 4800\n")
+    with engine_alone():
+        restarted_mid_deploy(deployed, restart_engine)
+    converges(deployed, "after the engine restart")
+
+
+def restarted_mid_deploy(deployed, restart_engine) -> None:
+    def restart(proc: subprocess.Popen) -> None:
+        assert restart_engine() is not None, "the engine is not one mortar started: cannot restart it here"
+
+    code, output = deploy_until(deployed, "containers keystone: recreate keystone", restart)
+    print(f"\nthe engine restarted during a recreate: deploy exited {code}")
+    if code != 0:
+        assert "error:" in output, output
 
 
 def test_everything_survived(deployed):

@@ -286,6 +286,7 @@ def test_killing_the_holder_of_the_virtual_address_moves_it_and_loses_nothing(de
         assert not loop.failures(), loop.failures()
         killed_at = time.monotonic()
         node_container(docker, holder).kill()
+        deployed["killed"] = holder  # the next test brings it back, whatever this one finds
         survivors = [n for n in CONTROLS if n != holder]
         wait_for("the virtual address moved", lambda: vip_holder(bed, survivors), timeout=120, delay=1)
         wait_for("the APIs answer again", lambda: loop.rounds and not loop.rounds[-1][1] and
@@ -294,9 +295,10 @@ def test_killing_the_holder_of_the_virtual_address_moves_it_and_loses_nothing(de
     outage = loop.unavailable(killed_at)
     MEASURED[f"HA: APIs unavailable after killing {holder} (the virtual address's holder)"] = f"{outage:.1f} s"
     last_failure = loop.failures(killed_at)[-1][0] if loop.failures(killed_at) else killed_at
-    answered_after = [why for t, why in loop.rounds if t > last_failure]
-    assert answered_after and not any(answered_after)
-    assert len(answered_after) >= 25, "the loop kept asking after the APIs came back"
+    # Nothing failed after the APIs came back, and the loop kept asking for the 30 s it was
+    # given (rounds, not a count of them: a round takes longer than a second on a loaded machine).
+    after = [t for t, _ in loop.rounds if t > last_failure]
+    assert len(after) >= 5 and after[-1] - after[0] >= 20, f"the loop stopped asking: {len(after)} rounds"
     assert len(vip_holder(bed, survivors)) == 1
     for node in survivors:
         assert galera_size(bed, node) == 2
@@ -305,7 +307,6 @@ def test_killing_the_holder_of_the_virtual_address_moves_it_and_loses_nothing(de
     assert hashlib.md5(b"".join(conn.image.download_image(image.id, stream=True).iter_content(65536))).hexdigest() \
         == hashlib.md5(data).hexdigest()
     assert conn.identity.find_project("ha-kept-project").id == project.id
-    deployed["killed"] = holder
 
 
 def test_the_killed_host_comes_back_and_rejoins_every_cluster(deployed):

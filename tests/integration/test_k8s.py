@@ -21,7 +21,7 @@ import yaml
 from keystoneauth1 import exceptions as ksa_exceptions
 
 from mortar.retry import retry
-from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, mortar
+from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, engine_shared, mortar
 from tests.integration.test_deploy import CORE
 
 pytestmark = pytest.mark.integration
@@ -47,7 +47,8 @@ def cluster():
 
 @pytest.fixture(scope="module")
 def site(engine, cluster, tmp_path_factory):
-    _, results = build(engine, CORE, tmp_path_factory.mktemp("k8s-build"))
+    with engine_shared():
+        _, results = build(engine, CORE, tmp_path_factory.mktemp("k8s-build"))
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("k8s-site")
@@ -63,7 +64,8 @@ def site(engine, cluster, tmp_path_factory):
         f"[compute]\n{cluster.node}\n[storage]\n[monitoring]\n")
     mortar(data, "genpwd")
     refs = [f"{NAMESPACE}/{name}:{TAG}" for name in CORE]
-    cluster.load_images(engine, refs, lambda _: None)
+    with engine_shared():
+        cluster.load_images(engine, refs, lambda _: None)
     yield data
     mortar(data, "k8s", "destroy", "--yes-i-really-really-mean-it", "--volumes", check=False, env=kube(data))
 
@@ -222,8 +224,9 @@ def test_a_new_image_identity_reruns_exactly_its_jobs(applied, docker, engine):
     image = docker.images.get(ref)
     # The same image with one more label: a new identity, the same program.
     dockerfile = f"FROM {image.id}\nLABEL org.mortar.test.rebuilt=1\n".encode()
-    docker.images.build(fileobj=io.BytesIO(dockerfile), tag=ref, network_mode="host", rm=True)
-    applied["cluster"].load_images(engine, [ref], lambda _: None)
+    with engine_shared():
+        docker.images.build(fileobj=io.BytesIO(dockerfile), tag=ref, network_mode="host", rm=True)
+        applied["cluster"].load_images(engine, [ref], lambda _: None)
     try:
         before, jobs_before = workloads(applied), jobs(applied)
         out = k8s(applied, "apply", "--no-verify").stdout
@@ -232,7 +235,8 @@ def test_a_new_image_identity_reruns_exactly_its_jobs(applied, docker, engine):
         ran = {j.rsplit("-", 1)[0] for j in jobs(applied) - jobs_before}
         assert ran == {"glance-db-expand", "glance-db-migrate", "glance-db-contract"}, ran
     finally:
-        image.tag(f"{NAMESPACE}/glance-api", TAG)
+        with engine_shared():
+            image.tag(f"{NAMESPACE}/glance-api", TAG)
 
 
 def test_destroy_leaves_nothing_labelled(applied):
