@@ -127,7 +127,7 @@ def certificates_command(config_dir: Path, inventory: Path | None, names: tuple[
     addresses = {name: h.vars.get("api_address") or str(settings["api_address"]) for name, h in hosts.items()}
     internal, external = served_names(settings)
     for line in make(config_dir, site_id(config_dir), str(settings.get("internal_vip_address") or ""),
-                     [*list(internal)[1:], *names], addresses,
+                     [*(n for n in internal if n != settings.get("internal_vip_address")), *names], addresses,
                      external=list(external) if settings.get("enable_tls_external") else None):
         click.echo(line)
 

@@ -185,11 +185,7 @@ class Planner:
         if not balancers:
             raise MortarError("internal_vip_address is set but no enabled service serves it", file=globals_file,
                               key="internal_vip_address", fix=self._balancer_switch())
-        owners = [h for h in self.inventory.hosts if self.topology.host_address(h) == vip]
-        if owners:
-            raise MortarError(f"internal_vip_address {vip} is the address of {', '.join(owners) or 'api_address'}",
-                              file=globals_file, key="internal_vip_address",
-                              fix="choose an address no host has: keepalived adds it to the host that holds it")
+        self._no_host_has(globals_file, "internal_vip_address", vip)
         for name in self.depends:
             spec = self.services[name]
             if name not in balancers and any(c.loadbalancer for c in spec.containers.values()):
@@ -210,10 +206,13 @@ class Planner:
                               key="external_vip_address",
                               fix="give another unused address, or remove external_vip_address (the public "
                                   "endpoints then use internal_vip_address)")
-        owners = [h for h in self.inventory.hosts if self.topology.host_address(h) == external]
+        self._no_host_has(globals_file, "external_vip_address", external)
+
+    def _no_host_has(self, globals_file: str, key: str, address: str) -> None:
+        """A virtual address (KEY) is no inventory host's own: keepalived adds it to its holder."""
+        owners = [h for h in self.inventory.hosts if self.topology.host_address(h) == address]
         if owners:
-            raise MortarError(f"external_vip_address {external} is the address of {', '.join(owners)}",
-                              file=globals_file, key="external_vip_address",
+            raise MortarError(f"{key} {address} is the address of {', '.join(owners)}", file=globals_file, key=key,
                               fix="choose an address no host has: keepalived adds it to the host that holds it")
 
     def _balancer_switch(self) -> str:
