@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import uuid
 
 import pytest
 
@@ -124,10 +125,13 @@ kill $client $server
 
 
 def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, docker, keystone_build, tmp_path):
+    # A label of this run's own makes the identity new, so keystone is built here even on a machine
+    # that kept an earlier run's image of the same override (the engine keeps untagged images).
+    run = uuid.uuid4().hex[:12]
     override = tmp_path / "site.j2"
     override.write_text(
         "{% extends parent_template %}\n"
-        "{% block keystone_header %}LABEL com.example.site=lab-1{% endblock %}\n"
+        "{% block keystone_header %}LABEL com.example.site=lab-1 com.example.run=" + run + "{% endblock %}\n"
         "{% block keystone_footer %}RUN echo tuned > /etc/keystone-site{% endblock %}\n"
         "{% set keystone_packages_append = ['less'] %}\n")
     _, results = build(engine, ["keystone"], tmp_path / "logs", tag="it-custom", template_override=override,
@@ -136,11 +140,14 @@ def test_override_blocks_package_lists_and_plugin_in_a_real_build(engine, docker
     # Parents are untouched by a keystone-only block: they come from the cache.
     assert results["openstack-base"].status == "cached"
     image = docker.images.get(f"{NAMESPACE}/keystone:it-custom")
-    assert image.labels["com.example.site"] == "lab-1"
-    code, output = run_container(docker, image.id, [
-        "sh", "-c", "cat /etc/keystone-site; command -v less; "
-                    "python3 -c 'import importlib.metadata as m; print(m.version(\"tomli-w\"))'; "
-                    "keystone-manage --version"])
+    assert image.labels["com.example.site"] == "lab-1" and image.labels["com.example.run"] == run
+    try:
+        code, output = run_container(docker, image.id, [
+            "sh", "-c", "cat /etc/keystone-site; command -v less; "
+                        "python3 -c 'import importlib.metadata as m; print(m.version(\"tomli-w\"))'; "
+                        "keystone-manage --version"])
+    finally:
+        docker.images.remove(image.id, force=True)  # this run's own image: no later run can use it
     assert code == 0, output
     assert "tuned" in output and "/usr/bin/less" in output and "1.2.0" in output
 
