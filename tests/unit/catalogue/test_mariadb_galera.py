@@ -5,7 +5,10 @@ Kubernetes, everything renders exactly as it did before Galera."""
 from __future__ import annotations
 
 import configparser
+import os
+import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -266,3 +269,61 @@ def test_members_that_cannot_be_ordered_wait_for_the_operator(decide) -> None:
     assert verdict == "wait" and "cannot choose" in why
     verdict, why = decide(A, f"{UUID}:-1", {B: tells(f"{UUID}:-1"), C: tells(f"{UUID}:-1")})
     assert verdict == "wait" and "cannot choose" in why
+
+
+# ---- a member that stays outside the primary component -------------------------------------------
+
+def test_only_a_member_outside_the_primary_component_counts_time_there(three: dict[str, Container]) -> None:
+    outside_since = helper(three["control1"])["outside_since"]
+    assert outside_since(None, 100.0, "non-Primary Joining: receiving State Transfer") == 100.0
+    assert outside_since(100.0, 130.0, "non-Primary Joining: receiving State Transfer") == 100.0
+    assert outside_since(100.0, 130.0, "Disconnected Initialized") == 100.0
+    # Back in the primary component, giving or receiving a copy there, or not answering: no count.
+    for status in ("Primary Synced", "Primary Donor/Desynced", "Primary Joining: receiving State Transfer", None):
+        assert outside_since(100.0, 130.0, status) is None, status
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_the_watch_stops_a_member_stuck_outside_and_spares_one_that_comes_back(three: dict[str, Container]) -> None:
+    namespace = helper(three["control1"])
+    namespace["time"] = clock = FakeClock()
+    answers = iter(["non-Primary Joining: receiving State Transfer"] * 10 + ["Primary Synced"]
+                   + ["non-Primary Joining: receiving State Transfer"] * 100)
+    namespace["galera_status"] = lambda: next(answers)
+    signals: list[tuple[float, int]] = []
+
+    class Os:
+        def kill(self, pid: int, sig: int) -> None:
+            if sig:
+                signals.append((clock.now, sig))
+            os.kill(pid, sig)
+
+    namespace["os"] = Os()
+    server = subprocess.Popen(["sleep", "600"])
+    reaper = threading.Thread(target=server.wait)
+    reaper.start()
+    try:
+        namespace["watch"](server.pid, limit=180)
+        reaper.join(timeout=10)
+        assert server.returncode == -signal.SIGTERM  # mariadbd shuts down cleanly
+    finally:
+        server.kill()
+    # Checked every 10 s: 100 s outside, then back at 110 s (the count starts over), outside again
+    # from 120 s: stopped at 300 s.
+    assert signals[0] == (300.0, signal.SIGTERM)
+
+
+def test_every_member_starts_the_watch_beside_its_server(three: dict[str, Container]) -> None:
+    for host, server in three.items():
+        script = server.script
+        assert script.index("python3 /run/mysqld/galera.py watch $$ &") < script.index('case "$verdict" in'), host
