@@ -57,4 +57,11 @@ cat "$logs/bed.log"
 echo "==== Kubernetes session (tests/integration/test_k8s.py) ===="
 cat "$logs/k8s.log"
 .venv/bin/python -m tests.integration.cleanup mortar-test
+# Each session's failures once more, last, where a reader of only the end of this output sees them.
+for log in bed k8s; do
+  if grep -q "^FAILED\|^ERROR" "$logs/$log.log"; then
+    echo "==== the $log session's failures ===="
+    sed -n '/short test summary info/,$p' "$logs/$log.log" | cut -c1-3000
+  fi
+done
 [ "$aio" = 0 ] && [ "$status" = 0 ] && [ "$k8s_status" = 0 ]
