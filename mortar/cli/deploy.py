@@ -124,7 +124,7 @@ def certificates_command(config_dir: Path, inventory: Path | None, names: tuple[
 
     settings = load_globals(config_dir / "globals.yml", load_catalogue())
     hosts = load_inventory(inventory or config_dir / "inventory").hosts
-    addresses = {name: h.vars.get("api_address") or str(settings["api_address"]) for name, h in hosts.items()}
+    addresses = {name: h.api_address(str(settings["api_address"])) for name, h in hosts.items()}
     internal, external = served_names(settings)
     for line in make(config_dir, site_id(config_dir), str(settings.get("internal_vip_address") or ""),
                      [*(n for n in internal if n != settings.get("internal_vip_address")), *names], addresses,

@@ -98,7 +98,7 @@ class Topology:
     spreads_clients = False
 
     def host_address(self, host: str) -> str:
-        return self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
+        return self.inventory.hosts[host].api_address(str(self.site.globals["api_address"]))
 
     def reach(self, host: str, container: str) -> str:
         """The address others use for CONTAINER on HOST: templates see it as api_address."""

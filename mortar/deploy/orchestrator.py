@@ -101,7 +101,7 @@ class Deployment:
     def host_state(self, host: str) -> HostState:
         if host in self.desired.hosts:
             return self.desired.hosts[host]
-        address = self.inventory.hosts[host].vars.get("api_address") or str(self.site.globals["api_address"])
+        address = self.inventory.hosts[host].api_address(str(self.site.globals["api_address"]))
         return HostState(host, address, self.desired.site_id, order=self.desired.order)
 
 

@@ -35,6 +35,10 @@ class Host:
     def address(self) -> str:
         return self.vars.get("ansible_host") or self.name
 
+    def api_address(self, site_default: str) -> str:
+        """The address this host's services bind: its own api_address, else the site's (globals.yml)."""
+        return self.vars.get("api_address") or site_default
+
 
 @dataclass
 class Inventory:
