@@ -214,7 +214,7 @@ def check_served(config_dir: Path, path: Path, names: dict[str, str], switch: st
     return pem
 
 
-def _current(pem: str, ca_pem: str, names: list[str]) -> bool:
+def current(pem: str, ca_pem: str, names: list[str]) -> bool:
     """A certificate mortar issued still serves: the site CA signed it, it names every one of
     NAMES and it is not about to end."""
     from cryptography import x509
@@ -246,7 +246,7 @@ def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = Non
     if external:
         served.append((external_path(config_dir), list(dict.fromkeys(external))))
     for path, wanted in served:
-        if path.exists() and _current(read_text(path), ca_pem, wanted):
+        if path.exists() and current(read_text(path), ca_pem, wanted):
             done.append(f"kept the certificate of {', '.join(wanted)}: {path}")
             continue
         issued = pki.issue(pki.Issued(ca_pem, ca_key), wanted[0], organizations=("mortar",), names=tuple(wanted),
@@ -257,7 +257,7 @@ def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = Non
     for host, address in (hosts or {}).items():
         cert_path, key_path = host_paths(config_dir, host)
         host_names = [address, host, vip]
-        if cert_path.exists() and key_path.exists() and _current(read_text(cert_path), ca_pem, host_names):
+        if cert_path.exists() and key_path.exists() and current(read_text(cert_path), ca_pem, host_names):
             kept.append(host)
             continue
         private_directory(cert_path.parent)

@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
+from mortar import pki
 from mortar.errors import MortarError
 from mortar.registry.tls import htpasswd_line, registry_tls
 from mortar.site.certificates import ensure_ca, site_ca_pem
@@ -178,21 +179,13 @@ def test_htpasswd_line_replaces_a_broken_line(existing: str) -> None:
     assert bcrypt.checkpw(b"registry-secret", new.strip().partition(":")[2].encode())
 
 
-def sign_registry_certificate(config_dir: Path, host: str, days: float) -> None:
+def sign_registry_certificate(config_dir: Path, host: str, days: int) -> None:
     """Put a registry certificate for HOST, signed by the site CA, valid for DAYS more, in place."""
     certificates = config_dir / "certificates"
-    ca = load((certificates / "ca.crt").read_text())
-    ca_key = serialization.load_pem_private_key((certificates / "ca.key").read_bytes(), password=None)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(ca.subject).issuer_name(ca.subject).public_key(key.public_key())
-            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=800))
-            .not_valid_after(now + datetime.timedelta(days=days))
-            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host))]), critical=False)
-            .sign(ca_key, hashes.SHA256()))  # type: ignore[arg-type]
-    (certificates / "registry.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (certificates / "registry.key").write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+    ca = pki.Issued((certificates / "ca.crt").read_text(), (certificates / "ca.key").read_text())
+    issued = pki.issue(ca, host, names=(host,), server=True, days=days)
+    (certificates / "registry.crt").write_text(issued.certificate)
+    (certificates / "registry.key").write_text(issued.key)
 
 
 def test_a_certificate_near_its_end_is_made_anew(tmp_path: Path) -> None:
