@@ -7,6 +7,7 @@ from __future__ import annotations
 import configparser
 import os
 import signal
+import socket
 import subprocess
 import threading
 from collections.abc import Callable
@@ -327,3 +328,33 @@ def test_every_member_starts_the_watch_beside_its_server(three: dict[str, Contai
     for host, server in three.items():
         script = server.script
         assert script.index("python3 /run/mysqld/galera.py watch $$ &") < script.index('case "$verdict" in'), host
+
+
+def test_a_peer_outside_the_primary_component_is_not_joined(three: dict[str, Container]) -> None:
+    namespace = helper(three["control1"])
+    greeting = socket.create_server(("127.0.0.1", 0))  # a server's greeting: length, sequence, protocol 10
+    galera = socket.create_server(("127.0.0.1", 0))
+    unused = socket.create_server(("127.0.0.1", 0))
+    namespace["PORTS"] = {"serves": greeting.getsockname()[1], "tells": unused.getsockname()[1],
+                          "galera": galera.getsockname()[1]}
+    unused.close()  # nobody tells on it
+
+    def greet() -> None:
+        while True:
+            try:
+                conn, _ = greeting.accept()
+            except OSError:
+                return
+            with conn:
+                conn.sendall(b"\x5b\x00\x00\x00\n11.8.3-MariaDB\x00")
+
+    threading.Thread(target=greet, daemon=True).start()
+    try:
+        asked: list[tuple[str, str]] = []
+        for says, expected in ((True, ("serves",)), (None, ("serves",)), (False, ("galera",))):
+            namespace["in_primary"] = lambda address, me, says=says: asked.append((address, me)) or says
+            assert namespace["ask"]("127.0.0.1", "127.0.0.9") == expected, says
+        assert asked == [("127.0.0.1", "127.0.0.9")] * 3
+    finally:
+        greeting.close()
+        galera.close()
