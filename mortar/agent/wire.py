@@ -112,6 +112,9 @@ class Frontend:
                                                       "database with one writer)")
     tls_port: int = declared(0, render=False, help="http: the port on the virtual address with enable_tls_internal "
                                                    "(default: port), e.g. 443 for a dashboard on 80")
+    member_check_port: int = declared(0, render=False, help="tcp, on several hosts: the port where each host "
+                                                            "answers HTTP 200 on / while it serves as a member of "
+                                                            "its cluster (checked instead of `check`)")
 
 
 @dataclass(kw_only=True)

@@ -250,6 +250,9 @@ def _check_frontend(c: Container, where: Where) -> None:
         raise where.at("tls_port").error("only an http frontend is served over TLS", fix="remove tls_port")
     if front.mode == "tcp" and front.check not in ("", "mysql"):
         raise where.at("check").error(f"a tcp check is empty (a connection) or mysql, not '{front.check}'")
+    if front.member_check_port and (front.mode != "tcp" or not 0 < front.member_check_port < 65536):
+        raise where.at("member_check_port").error("a port number (1-65535), for a tcp frontend only",
+                                                  fix="remove it, or give the port its members answer HTTP on")
 
 
 def _check_job(job: Job, where: Where, spec: ServiceSpec) -> None:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -121,6 +122,10 @@ def test_one_host_behind_the_virtual_address_lets_haproxy_check_it(make_site: Ca
     init = file_of(server, "mortar-init.sql")
     assert "CREATE USER IF NOT EXISTS 'haproxy'@'10.0.0.11';" in init
     assert init.startswith(ONE_SERVER_INIT.removesuffix("FLUSH PRIVILEGES;\n"))
+    haproxy = next(c for state in compute_desired(site, inventory).hosts.values() for c in state.containers()
+                   if c.name == "haproxy")
+    cfg = file_of(haproxy, "haproxy.cfg")
+    assert "option mysql-check user haproxy post-41" in cfg and "4569" not in cfg
 
 
 def test_kubernetes_runs_one_server_whatever_the_hosts(make_site: Callable[..., Site]) -> None:
@@ -358,3 +363,32 @@ def test_a_peer_outside_the_primary_component_is_not_joined(three: dict[str, Con
     finally:
         greeting.close()
         galera.close()
+
+
+def test_each_member_answers_haproxy_whether_it_serves(three: dict[str, Container]) -> None:
+    import urllib.error
+    import urllib.request
+
+    namespace = helper(three["control1"])
+    says = ["Primary Synced"]
+    namespace["galera_status"] = lambda: says[0]
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    threading.Thread(target=namespace["answer"], args=("127.0.0.1", port), daemon=True).start()
+
+    def ask() -> tuple[int, str]:
+        for _ in range(50):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5) as response:
+                    return response.status, response.read().decode()
+            except urllib.error.HTTPError as error:
+                return error.code, error.read().decode()
+            except urllib.error.URLError:
+                time.sleep(0.1)  # the server is still starting
+        raise AssertionError("no answer")
+
+    assert ask() == (200, "Galera says Primary Synced\n")
+    for status, code in (("Primary Donor/Desynced", 200), ("non-Primary Joining: receiving State Transfer", 503),
+                         ("Primary Joining: receiving State Transfer", 503), (None, 503)):
+        says[0] = status
+        assert ask()[0] == code, status

@@ -75,6 +75,10 @@ def test_every_served_container_is_on_the_virtual_address_with_each_host_behind_
         servers = [line for line in sections["mariadb"] if line.startswith("server ")]
         assert [s.endswith(" backup") for s in servers] == [False, True, True]
         assert "mode tcp" in sections["mariadb"]
+        # Each member says on 4569 whether it is in the primary component; a login is not enough.
+        assert all(" check port 4569 " in s for s in servers), servers
+        assert "option httpchk" in sections["mariadb"] and "option mysql-check user haproxy post-41" not in sections[
+            "mariadb"]
     # haproxy runs on the control hosts only, and not on the compute host.
     assert desired.hosts_of_container("haproxy") == ["control1", "control2", "control3"]
     assert desired.hosts_of_container("keepalived") == ["control1", "control2", "control3"]
