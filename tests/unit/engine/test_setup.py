@@ -27,6 +27,11 @@ def test_the_pid_file_of_a_running_dockerd_is_kept(tmp_path: Path) -> None:
     program.symlink_to("/bin/sleep")
     proc = subprocess.Popen([str(program), "30"])
     try:
+        # Until the child has exec'd, /proc shows the forked Python (seen on a loaded machine).
+        for _ in range(100):
+            if Path(f"/proc/{proc.pid}/comm").read_text().strip() == "dockerd":
+                break
+            time.sleep(0.05)
         kept = tmp_path / "dockerd.pid"
         kept.write_text(f"{proc.pid}\n")
         _clear_stale_pid((kept,))
