@@ -113,18 +113,19 @@ class ClientLoop:
                    "domain": {"name": self.auth.get("project_domain_name", "Default")}}
         body = {"auth": {"identity": {"methods": ["password"], "password": {"user": user}},
                          "scope": {"project": project}}}
+        asking = "token"
         try:
             token = requests.post(f"{self.auth['auth_url']}/auth/tokens", json=body, timeout=10, verify=self.cacert)
             if token.status_code != 201:
                 return f"token: HTTP {token.status_code}"
             headers = {"X-Auth-Token": token.headers["X-Subject-Token"]}
-            for name, url in ((" images", f"https://{VIP}:9292/v2/images"),
-                              (" servers", f"https://{VIP}:8774/v2.1/servers")):
+            for asking, url in (("images", f"https://{VIP}:9292/v2/images"),
+                                ("servers", f"https://{VIP}:8774/v2.1/servers")):
                 answer = requests.get(url, headers=headers, timeout=10, verify=self.cacert)
                 if answer.status_code != 200:
-                    return f"{name.strip()}: HTTP {answer.status_code}"
+                    return f"{asking}: HTTP {answer.status_code}"
         except requests.RequestException as exc:
-            return f"{type(exc).__name__}"
+            return f"{asking}: {type(exc).__name__}"  # which request failed, e.g. "token: ReadTimeout"
         return ""
 
     def _run(self) -> None:
