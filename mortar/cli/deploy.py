@@ -390,8 +390,11 @@ def post_deploy_command(config_dir: Path, inventory: Path | None) -> None:
               help="With --tempest: the tests to run, `smoke` or a regex of Tempest test names.")
 @click.option("--tempest-concurrency", metavar="N", type=click.IntRange(1, 16), default=2, show_default=True,
               help="With --tempest: tests run side by side (each server test boots a real guest).")
+@click.option("--keep-failed", is_flag=True,
+              help="Leave the guests of a failed guest check running (named mortar-verify-guest-HOST, "
+                   "their port and host in the failure) to look at them; delete them afterwards.")
 def verify_command(config_dir: Path, inventory: Path | None, tempest: bool, tempest_tests: str,
-                   tempest_concurrency: int) -> None:
+                   tempest_concurrency: int, keep_failed: bool) -> None:
     """Run every enabled service's verify checks through the APIs; a table, exit 1 on failure.
 
     Each service lists its checks in its service.yaml (`verify:`): a token is issued, the
@@ -411,7 +414,7 @@ def verify_command(config_dir: Path, inventory: Path | None, tempest: bool, temp
     if not deployment.desired.identity:
         raise MortarError("nothing to verify against: no enabled service provides identity",
                           fix="enable the service that provides identity in globals.yml")
-    ok = run_checks(deployment, click.echo)
+    ok = run_checks(deployment, click.echo, keep_failed)
     if tempest:
         from mortar.verify.tempest import run_tempest
 

@@ -240,13 +240,17 @@ def label_nodes_command(config_dir: Path, inventory: Path | None, kubeconfig: Pa
 @inventory_option
 @kube_version_option
 @click.option("--tempest", is_flag=True, help="Then run upstream Tempest's smoke set (after init-runonce).")
-def verify_command(config_dir: Path, inventory: Path | None, kube_version: str | None, tempest: bool) -> None:
+@click.option("--keep-failed", is_flag=True,
+              help="Leave the guests of a failed guest check running (named mortar-verify-guest-HOST, "
+                   "their port and host in the failure) to look at them; delete them afterwards.")
+def verify_command(config_dir: Path, inventory: Path | None, kube_version: str | None, tempest: bool,
+                   keep_failed: bool) -> None:
     """Every enabled service's verify checks through the cluster's endpoints (as `mortar verify`)."""
     from mortar.verify.runner import run_checks
 
     site, rendered = _render(config_dir, inventory, kube_version or "1.30")
     deployment = _as_deployment(site, rendered)
-    ok = run_checks(deployment, click.echo)
+    ok = run_checks(deployment, click.echo, keep_failed)
     if tempest:
         from mortar.verify.tempest import run_tempest
 

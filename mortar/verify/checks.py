@@ -35,10 +35,11 @@ WAIT = 330
 class Context:
     """What checks share: one admin connection, and what they made (deleted at the end)."""
 
-    def __init__(self, deployment: Any) -> None:
+    def __init__(self, deployment: Any, keep_failed: bool = False) -> None:
         from mortar.deploy.identity import connect
 
         self.deployment = deployment
+        self.keep_failed = keep_failed  # a guest that fails its check stays, for the operator to look at
         self.identity = deployment.desired.identity
         self.conn: Any = connect(self.identity)
         self._image: Any = None
@@ -242,15 +243,19 @@ def _guest_ready(ctx: Context) -> bool:
             and ctx.conn.network.find_network(EXTERNAL_NETWORK) is not None)
 
 
-def _console_until(ctx: Context, server: Any, marker: str, wait: float) -> str:
+def _console_until(ctx: Context, server: Any, marker: str, wait: float, where: str = "") -> str:
+    """The server's console once MARKER shows on it; WHERE (its port, its host) goes in the failure."""
     deadline = time.monotonic() + wait
     while True:
         output = ctx.conn.compute.get_server_console_output(server).get("output", "")
         if marker in output:
             return output
         if time.monotonic() > deadline:
-            tail = "\n".join(line for line in output.splitlines() if "mortar-guest" in line)[-400:]
-            raise AssertionError(f"{server.name}: no '{marker}' on the console after {wait:.0f}s; seen: {tail!r}")
+            said = [line for line in output.splitlines() if "mortar-guest" in line]
+            rounds = [line for line in said if "round" in line][-1:]  # what the NIC carried while it asked
+            tail = "\n".join(dict.fromkeys(rounds + said[-2:]))[-400:]
+            raise AssertionError(f"{server.name}{where}: no '{marker}' on the console after {wait:.0f}s; "
+                                 f"seen: {tail!r}")
         time.sleep(2)
 
 
@@ -308,7 +313,8 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
                 if port.status != "ACTIVE":
                     raise AssertionError(f"{server.name}: port {port.id[:8]} is {port.status}")
                 fixed.append(port.fixed_ips[0]["ip_address"])
-                _console_until(ctx, server, "mortar-guest: metadata instance-id=" + server.id, WAIT)
+                _console_until(ctx, server, "mortar-guest: metadata instance-id=" + server.id, WAIT,
+                               f" (port {port.id} {port.mac_address} on {server.compute_host})")
                 booted = time.monotonic() - started
                 ip = conn.network.create_ip(floating_network_id=public.id, port_id=port.id)
                 ips.append(ip)
@@ -318,6 +324,11 @@ def guest_ssh(ctx: Context, params: dict[str, Any]) -> str:
             if len(servers) > 1:
                 ssh_to_guest(key, ips[0].floating_ip_address, f"ping -c 3 -W 2 {fixed[1]}", 60)
                 timings.append(f"{hosts[0]} reached {hosts[1]} over the tenant network")
+        except Exception as exc:
+            if ctx.keep_failed:
+                ips, servers = [], []
+                raise AssertionError(f"{exc} (its guests are kept: {PREFIX}-guest-*)") from exc
+            raise
         finally:
             for ip in ips:
                 conn.network.delete_ip(ip)

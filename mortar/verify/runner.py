@@ -23,12 +23,12 @@ class Result:
     detail: str
 
 
-def run_checks(deployment: Any, echo: Callable[[str], None]) -> bool:
+def run_checks(deployment: Any, echo: Callable[[str], None], keep_failed: bool = False) -> bool:
     checks = deployment.desired.checks
     if not checks:
         echo("no enabled service declares verify checks")
         return True
-    ctx = Context(deployment)
+    ctx = Context(deployment, keep_failed)
     results: list[Result] = []
     try:
         for check in checks:
@@ -39,7 +39,7 @@ def run_checks(deployment: Any, echo: Callable[[str], None]) -> bool:
             try:
                 detail, ok = kind.run(ctx, check.params), True
             except Exception as exc:  # noqa: BLE001 - every failure is a row in the table
-                detail, ok = f"{type(exc).__name__}: {exc}"[:300], False
+                detail, ok = f"{type(exc).__name__}: {exc}"[:800], False
             results.append(Result(check.name, ok, time.monotonic() - started, detail))
     finally:
         ctx.cleanup()

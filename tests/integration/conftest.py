@@ -164,13 +164,120 @@ def site_env(site: dict) -> dict[str, str]:
                 PYTHONUNBUFFERED="1")
 
 
-def failure(what: str, proc) -> str:
+def failure(what: str, proc, evidence: str = "") -> str:
     """Why PROC failed, the telling lines first (CI shows only the head of a long message): the
-    FAIL rows and the error message, then the whole output."""
+    FAIL rows and the error message, then EVIDENCE gathered beside it, then the whole output."""
     output = proc.stdout + proc.stderr
     telling = [line for line in output.splitlines() if re.search(r"\bFAIL|[Ee]rror|failed|refused|timed out", line)]
     return "\n".join([f"{what} failed (exit {proc.returncode}):", *telling[-15:], proc.stderr.strip()[-1500:],
-                      "---- whole output ----", proc.stdout, proc.stderr])
+                      *([evidence] if evidence else []), "---- whole output ----", proc.stdout, proc.stderr])
+
+
+# A guest that verify found silent: "NAME (port ID MAC on HOST): no 'mortar-guest: ...' on the console".
+SILENT_GUEST = re.compile(r"\(port ([0-9a-f-]{36}) ([0-9a-f:]{17}) on ([^)\s]+)\): no 'mortar-guest")
+
+
+def silent_guest_evidence(output: str, run) -> str:
+    """What Open vSwitch and OVN said of each guest in OUTPUT that verify found silent (no DHCP
+    lease, no metadata), for the failure message. RUN(container, host, argv) returns ARGV's output
+    in that container of that host (host "" is the one with the OVN databases); argv ["log"] asks
+    for the container's log."""
+    found = list(dict.fromkeys(SILENT_GUEST.findall(output)))
+    sections = []
+    for port, mac, host in found[:2]:
+        nb = "ovn-nbctl --db=unix:/run/ovn/ovnnb_db.sock"
+        lsp = f"Logical_Switch_Port name={port}"
+        northbound = (f"{nb} --columns=addresses,port_security,dhcpv4_options,up,enabled find {lsp}; "
+                      f"u=$({nb} --bare --columns=_uuid find {lsp}); "
+                      f"{nb} --bare --columns=name find Port_Group \"ports{{>=}}$u\"; "
+                      f"{nb} --columns=_uuid,options list DHCP_Options")
+        probes = [
+            ("ovn_nb_db", "", ["sh", "-c", northbound]),
+            ("ovn_sb_db", "", ["ovn-sbctl", "--db=unix:/run/ovn/ovnsb_db.sock", "--columns=chassis,up", "find",
+                               "Port_Binding", f"logical_port={port}"]),
+            ("openvswitch_db", host, ["ovs-vsctl", "--columns=name,ofport,statistics,external_ids", "find",
+                                      "Interface", f"external_ids:iface-id={port}"]),
+            ("ovn_controller", host, ["log"]),
+        ]
+        for container, where, argv in probes:
+            try:
+                text = run(container, where, argv)
+            except Exception as exc:  # noqa: BLE001 - evidence is best effort; the failure stands
+                text = f"(not read: {exc})"
+            if argv == ["log"]:
+                text = "\n".join([line for line in text.splitlines() if mac in line or port in line
+                                  or re.search(r"\|(WARN|ERR|EMER)\||reconnect", line)][-25:])
+            sections.append(f"== {container}{' on ' + where if where else ''}: {' '.join(argv)[:80]}\n{text.strip()}")
+    return "\n".join(sections)
+
+
+def docker_argv(container: str, argv: list[str]) -> list[str]:
+    return ["docker", "logs", "--tail", "400", container] if argv == ["log"] else ["docker", "exec", container, *argv]
+
+
+def docker_evidence(container: str, host: str, argv: list[str]) -> str:
+    """silent_guest_evidence's RUN for an all-in-one on this machine's engine."""
+    import subprocess
+
+    proc = subprocess.run(docker_argv(container, argv), capture_output=True, text=True, timeout=60)
+    return proc.stdout + proc.stderr
+
+
+def bed_evidence(bed, control: str):
+    """silent_guest_evidence's RUN for a test bed: the engine of the named node, the databases on CONTROL."""
+    def run(container: str, host: str, argv: list[str]) -> str:
+        proc = bed.run(host or control, docker_argv(container, argv), timeout=60)
+        return proc.stdout + proc.stderr
+    return run
+
+
+def k8s_evidence(cluster, namespace: str):
+    """silent_guest_evidence's RUN for the one-node test cluster: containerd's task of the
+    container named like the Docker one (dashes for underscores), its pod's log through the API."""
+    import subprocess
+
+    from mortar.k8s.client import Client
+
+    ctr = ["ctr", "--address", str(cluster.containerd_socket), "-n", "k8s.io"]
+
+    def run(container: str, host: str, argv: list[str]) -> str:
+        name = container.replace("_", "-")
+        if argv == ["log"]:
+            client = Client(cluster.kubeconfig)
+            pods = [p["metadata"]["name"] for p in client.list("v1", "Pod", namespace)
+                    if any(c["name"] == name for c in p["spec"]["containers"])]
+            return "\n".join(client.logs(namespace, pod, tail=400) for pod in pods)
+        listed = subprocess.run([*ctr, "containers", "ls", "-q", f'labels."io.kubernetes.container.name"=={name}'],
+                                capture_output=True, text=True, timeout=30).stdout.split()
+        tasks = subprocess.run([*ctr, "tasks", "ls"], capture_output=True, text=True, timeout=30).stdout
+        status = {line.split()[0]: line.split()[-1] for line in tasks.splitlines()[1:] if line.split()}
+        running = [c for c in listed if status.get(c) == "RUNNING"]
+        if not running:
+            return f"no running container {name}"
+        proc = subprocess.run([*ctr, "tasks", "exec", "--exec-id", f"evidence-{os.getpid()}", running[0], *argv],
+                              capture_output=True, text=True, timeout=60)
+        return proc.stdout + proc.stderr
+    return run
+
+
+def remove_kept_guests(site: dict) -> None:
+    """Delete the guests `verify --keep-failed` left (once their evidence is read)."""
+    import openstack
+    import yaml
+
+    clouds = site["config"] / "clouds.yaml"
+    if not clouds.exists():
+        return
+    config = yaml.safe_load(clouds.read_text())["clouds"]["mortar"]
+    tls = {"cacert": config["cacert"]} if "cacert" in config else {}
+    conn = openstack.connect(load_yaml_config=False, load_envvars=False, **config["auth"],
+                             region_name=config["region_name"], identity_api_version="3", **tls)
+    for server in conn.compute.servers(all_projects=True):
+        if server.name.startswith("mortar-verify-guest-"):
+            for port in conn.network.ports(device_id=server.id):
+                for ip in conn.network.ips(port_id=port.id):
+                    conn.network.delete_ip(ip)
+            conn.compute.delete_server(server)
 
 
 def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True, env: dict[str, str] | None = None):
@@ -183,7 +290,13 @@ def mortar(site: dict, *args: str, check: bool = True, site_args: bool = True, e
     proc = subprocess.run([sys.executable, "-m", "mortar", *args, *extra], capture_output=True, text=True,
                           env=site_env(site) | (env or {}), timeout=1800)
     site.setdefault("outputs", []).append(proc.stdout + proc.stderr)
-    if check:
-        assert proc.returncode == 0, failure(f"mortar {' '.join(args)}", proc)
+    if check and proc.returncode != 0:
+        evidence = ""
+        if SILENT_GUEST.search(proc.stdout) and site.get("evidence"):
+            evidence = "---- what OVN and Open vSwitch say of the silent guest ----\n" + \
+                silent_guest_evidence(proc.stdout, site["evidence"])
+        if "--keep-failed" in args:
+            remove_kept_guests(site)
+        raise AssertionError(failure(f"mortar {' '.join(args)}", proc, evidence))
     assert "Traceback" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
     return proc

@@ -24,7 +24,7 @@ import pytest
 import yaml
 
 from mortar.verify.checks import ssh_to_guest, wait_active
-from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, failure, mortar
+from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, docker_evidence, failure, mortar
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -76,7 +76,8 @@ def site(engine, docker, tmp_path_factory):
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("site")
-    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": []}
+    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [],
+            "evidence": docker_evidence}
     mortar(data, "init")
     # The provider network on a veth pair mortar makes, in a subnet of its own: floating IPs answer here.
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
@@ -116,7 +117,7 @@ def connect(site):
 
 
 def test_verify_passes(deployed):
-    out = mortar(deployed, "verify").stdout
+    out = mortar(deployed, "verify", "--keep-failed").stdout
     assert "0 failed" in out and "FAIL" not in out, out
     for check in ("token issued", "catalogue complete", "image upload/list/download", "network and subnet",
                   "server boots (no NIC)", "server boots (with port)", "horizon login", "every metrics target up",

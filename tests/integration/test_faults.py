@@ -28,6 +28,7 @@ from tests.integration.conftest import (
     NAMESPACE,
     TAG,
     build,
+    docker_evidence,
     engine_alone,
     mortar,
     site_env,
@@ -99,7 +100,7 @@ def site(engine, docker, tmp_path_factory):
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("faults")
-    data = {"config": root / "etc", "state": root / "state", "log": root / "log"}
+    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "evidence": docker_evidence}
     mortar(data, "init")
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY}))
@@ -177,7 +178,7 @@ def still_there(site) -> None:
 
 
 def verify_passes(site) -> None:
-    assert "0 failed" in mortar(site, "verify").stdout
+    assert "0 failed" in mortar(site, "verify", "--keep-failed").stdout
 
 
 def test_fresh_deploy_killed_at_every_phase_converges(deployed):

@@ -21,7 +21,7 @@ import yaml
 from keystoneauth1 import exceptions as ksa_exceptions
 
 from mortar.retry import retry
-from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, engine_shared, mortar
+from tests.integration.conftest import MEASURED, NAMESPACE, TAG, build, engine_shared, k8s_evidence, mortar
 from tests.integration.test_deploy import CORE
 
 pytestmark = pytest.mark.integration
@@ -52,7 +52,8 @@ def site(engine, cluster, tmp_path_factory):
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("k8s-site")
-    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [], "cluster": cluster}
+    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [], "cluster": cluster,
+            "evidence": k8s_evidence(cluster, "mortar-it")}
     mortar(data, "init")
     (data["config"] / "globals.yml").write_text(yaml.safe_dump({
         "image_namespace": NAMESPACE, "image_tag": TAG, "k8s_namespace": "mortar-it",
@@ -150,7 +151,7 @@ def test_apply_ran_every_job_and_every_pod_is_ready(applied):
 
 
 def test_verify_passes_through_the_cluster(applied):
-    out = k8s(applied, "verify").stdout
+    out = k8s(applied, "verify", "--keep-failed").stdout
     assert "0 failed" in out and "FAIL" not in out, out
     assert "guests reachable over SSH" in out and f"{applied['cluster'].node}: ACTIVE" in out, out
 

@@ -35,7 +35,7 @@ import yaml
 
 from mortar.testbed.nodes import GATEWAY, PROVIDER_NETWORK, Testbed, standard_layout
 from mortar.verify.checks import wait_active
-from tests.integration.conftest import MEASURED, NAMESPACE, build, mortar, site_env
+from tests.integration.conftest import MEASURED, NAMESPACE, bed_evidence, build, mortar, site_env
 from tests.integration.secretscan import ProcessSampler, Scanner
 
 pytestmark = pytest.mark.integration
@@ -99,7 +99,8 @@ def site(engine, bed, tmp_path_factory):
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     root = tmp_path_factory.mktemp("mh-site")
-    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [], "bed": bed}
+    data = {"config": root / "etc", "state": root / "state", "log": root / "log", "outputs": [], "bed": bed,
+            "evidence": bed_evidence(bed, "control1")}
     mortar(data, "init")
     (data["config"] / "globals.yml").write_text(yaml.safe_dump(
         {"openstack_release": OLD, "image_namespace": NAMESPACE, "docker_registry": REGISTRY,
@@ -178,7 +179,7 @@ def test_services_bind_the_hosts_address_not_loopback(deployed):
 
 
 def test_verify_boots_servers_on_both_compute_hosts(deployed):
-    out = mortar(deployed, "verify").stdout
+    out = mortar(deployed, "verify", "--keep-failed").stdout
     assert "0 failed" in out and "FAIL" not in out, out
     line = next(line for line in out.splitlines() if line.startswith("servers on every compute host"))
     assert "compute1" in line and "compute2" in line, line
@@ -198,7 +199,7 @@ def test_guests_on_two_compute_hosts_reach_each_other_over_geneve(deployed):
     assert f"network public: {PROVIDER_NETWORK}" in made, made
     again = mortar(deployed, "init-runonce").stdout
     assert "network public:" not in again and "exists" in again, again
-    out = mortar(deployed, "verify").stdout
+    out = mortar(deployed, "verify", "--keep-failed").stdout
     assert "0 failed" in out and "FAIL" not in out, out
     line = next(line for line in out.splitlines() if line.startswith("guests reachable over SSH"))
     assert "PASS" in line and "compute1: ACTIVE" in line and "compute2: ACTIVE" in line, line
@@ -372,7 +373,7 @@ def test_a_node_stopped_mid_deploy_is_named_and_a_rerun_converges(deployed, dock
     assert "deploy finished" in out
     assert set(started(bed, "compute2")) == COMPUTE
     assert "Nothing to do" in mortar(deployed, "deploy").stdout
-    assert "0 failed" in mortar(deployed, "verify").stdout
+    assert "0 failed" in mortar(deployed, "verify", "--keep-failed").stdout
 
 
 def image_of(bed: Testbed, node: str, container: str) -> str:
@@ -432,7 +433,7 @@ def test_upgrade_moves_the_control_plane_first_then_the_compute_hosts(deployed):
     refused = mortar(deployed, "deploy", check=False)
     assert refused.returncode == 2 and "compute1, compute2" in refused.stderr, refused.stderr
     # A cloud half-way through: servers boot on both compute hosts one series behind, guests answer SSH.
-    out = mortar(deployed, "verify").stdout
+    out = mortar(deployed, "verify", "--keep-failed").stdout
     assert "0 failed" in out and "FAIL" not in out, out
 
     # Then the compute hosts: the last one moved lifts the pin on every host.
@@ -456,7 +457,7 @@ def test_upgrade_moves_the_control_plane_first_then_the_compute_hosts(deployed):
             {c: before[node][c] for c in ("nova_libvirt", "openvswitch_vswitchd")}, node
     assert guest_process(bed, guest_node, server.id) == guest, "the guest kept running"
     assert conn.compute.get_server(server.id).status == "ACTIVE"
-    out = mortar(deployed, "verify").stdout
+    out = mortar(deployed, "verify", "--keep-failed").stdout
     assert "0 failed" in out and "FAIL" not in out, out
     assert "Nothing to do" in mortar(deployed, "upgrade", "--release", NEW).stdout
     assert "Nothing to do" in mortar(deployed, "deploy").stdout

@@ -49,3 +49,43 @@ def test_a_timeout_stays_openstacksdks() -> None:
     conn = SimpleNamespace(compute=Compute(openstack.exceptions.ResourceTimeout("Timeout waiting")))
     with pytest.raises(openstack.exceptions.ResourceTimeout):
         wait_active(conn, SERVER)
+
+
+class Console:
+    """A compute proxy whose console output is fixed."""
+
+    def __init__(self, output: str) -> None:
+        self.output = output
+
+    def get_server_console_output(self, server):
+        return {"output": self.output}
+
+
+SILENT = """[    0.0] Linux version 6.12
+mortar-guest: booted, kernel 6.12
+mortar-guest: no DHCP lease on eth0 yet (round 5 of 6; packets sent 100, received 3)
+mortar-guest: no DHCP lease on eth0 yet (round 6 of 6; packets sent 120, received 3)
+mortar-guest: no DHCP lease on eth0
+mortar-guest: no metadata
+mortar-guest: ssh ready for mortar@mortar-guest
+"""
+
+
+def test_a_silent_guest_is_named_with_its_port_and_what_its_nic_carried(monkeypatch) -> None:
+    from mortar.verify import checks
+    from tests.integration.conftest import SILENT_GUEST
+
+    monkeypatch.setattr(checks.time, "sleep", lambda _: None)
+    ctx = SimpleNamespace(conn=SimpleNamespace(compute=Console(SILENT)))
+    server = SimpleNamespace(name="mortar-verify-guest-compute1")
+    port = "3533a14b-c28a-4f82-9584-03e106c67821"
+    with pytest.raises(AssertionError) as failed:
+        checks._console_until(ctx, server, "mortar-guest: metadata", 0,
+                              f" (port {port} fa:16:3e:6f:0e:d4 on compute1)")
+    message = str(failed.value)
+    # The last round's counters, then the last two lines; the rest of the console is left out.
+    assert "round 6 of 6; packets sent 120, received 3" in message
+    assert "round 5" not in message and "booted" not in message
+    assert message.endswith("no metadata\\nmortar-guest: ssh ready for mortar@mortar-guest'")
+    # The tests read the port back out of verify's message to gather OVN's view of it.
+    assert SILENT_GUEST.findall(message) == [(port, "fa:16:3e:6f:0e:d4", "compute1")]
