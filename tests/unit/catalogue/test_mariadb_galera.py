@@ -185,8 +185,9 @@ def test_every_member_lets_haproxy_check_it_and_asks_galera_without_a_password(
         health = server.healthcheck
         assert health is not None
         assert health.test.startswith(ONE_SERVER_HEALTH.format(address=MEMBERS[list(three).index(host)]))
-        assert "WSREP_LOCAL_STATE_COMMENT" in health.test and "'Primary Synced'" in health.test
-        assert "setpriv --reuid=mysql" in health.test and "--socket=/run/mysqld/mysqld.sock" in health.test
+        assert health.test.endswith(" && setpriv --reuid=mysql --regid=mysql --clear-groups python3 "
+                                    "/run/mysqld/galera.py serving")
+        assert "--socket=/run/mysqld/mysqld.sock" in server.script and "--user=mysql" in server.script
         for text in (health.test, server.script, " ".join(server.command), *server.environment.values()):
             assert "r00t" not in text, host
         # The ports stay what prechecks check on one host (see the service's ports comment).
@@ -388,7 +389,12 @@ def test_each_member_answers_haproxy_whether_it_serves(three: dict[str, Containe
         raise AssertionError("no answer")
 
     assert ask() == (200, "Galera says Primary Synced\n")
+    assert namespace["health"]() == (0, "healthy: Galera says Primary Synced")
     for status, code in (("Primary Donor/Desynced", 200), ("non-Primary Joining: receiving State Transfer", 503),
                          ("Primary Joining: receiving State Transfer", 503), (None, 503)):
         says[0] = status
         assert ask()[0] == code, status
+        # The container's health says the same as HAProxy's check.
+        assert namespace["health"]()[0] == (0 if code == 200 else 1), status
+    assert namespace["health"]() == (1, "unhealthy: Galera says 'nothing (mariadbd does not answer)', "
+                                        "not Primary Synced")
