@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -256,6 +257,7 @@ def converge_service(engine: Engine, host: HostState, service: ServiceState, act
         if ("volume", volume) in todo:
             created[volume] = ensure_volume(engine, host, volume, service.name)
     started = []
+    restarted: set[str] = set()
     for container in service.containers:
         running = facts.containers.get(container.name)
         if ("recreate", container.name) in todo and running is not None:
@@ -266,6 +268,8 @@ def converge_service(engine: Engine, host: HostState, service: ServiceState, act
             except Exception as exc:  # noqa: BLE001 - the removal below decides
                 progress(f"stop {container.name} failed ({exc}); removing it")
             remove_container(engine, container.name, service.name)
+            held_stopped(container, progress)
+            restarted.add(container.name)
             running = None
         if running is None:
             if ("recreate", container.name) not in todo:
@@ -278,7 +282,13 @@ def converge_service(engine: Engine, host: HostState, service: ServiceState, act
             started.append(container)
         elif ("restart", container.name) in todo:
             progress(f"restart {container.name} ({todo[('restart', container.name)].reasons[0]})")
-            engine.restart(container.name, timeout=container.stop_timeout)
+            if container.drain:
+                engine.stop(container.name, timeout=container.stop_timeout)
+                held_stopped(container, progress)
+                engine.start(container.name)
+            else:
+                engine.restart(container.name, timeout=container.stop_timeout)
+            restarted.add(container.name)
             started.append(container)
         elif ("wait", container.name) in todo:
             progress(f"wait for {container.name} (its healthcheck has not passed yet)")
@@ -286,4 +296,17 @@ def converge_service(engine: Engine, host: HostState, service: ServiceState, act
     for container in started:
         seconds = wait_healthy(engine, container, host.health_timeout, host.secrets)
         progress(f"{container.name} healthy ({seconds:.1f}s)")
+    # The load balancers put what restarted back once their checks pass: before another host's goes.
+    settle = max((c.drain for c in started if c.name in restarted), default=0)
+    if settle:
+        time.sleep(settle)
     return created
+
+
+def held_stopped(container: Container, progress: Progress) -> None:
+    """Keep a stopped container the load balancer spreads over several hosts down until every
+    load balancer has taken it out: a server that listens again before its application is
+    loaded would otherwise be sent requests that wait on it."""
+    if container.drain:
+        progress(f"{container.name} held stopped {container.drain}s (the load balancers take it out first)")
+        time.sleep(container.drain)

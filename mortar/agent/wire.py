@@ -152,6 +152,10 @@ class Container:
     teardown: str = declared("", help="a shell script `destroy` runs inside the running container before "
                                       "removing it, to undo what it made on the host (bridges, links)")
     data: list[str] = computed(factory=list)  # "host/volume" of providers' data it relies on (a new one: recreate)
+    # Seconds the load balancer needs to see this container gone (or back) when it spreads
+    # clients over several hosts of it: a restart holds it stopped that long before starting it
+    # again, so no request waits on a server that listens but has not loaded its application.
+    drain: int = computed(0)
 
     def start_spec(self, output: str = "") -> dict[str, Any]:
         """The spec mortar-start reads inside the container."""
@@ -173,6 +177,7 @@ class Container:
         data.pop("data")  # decided against the data's ids, not the hash
         data.pop("teardown")  # runs at destroy only: it decides nothing about the running container
         data.pop("loadbalancer")  # the load balancer's business, not the container's
+        data.pop("drain")
         data["files"] = {f.name: {"dest": f.dest, "owner": f.owner, "mode": f.mode, "sha256": f.digest}
                          for f in self.files}
         data["environment"] = {k: hashlib.sha256(v.encode()).hexdigest()[:12] for k, v in self.environment.items()}

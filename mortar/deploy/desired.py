@@ -32,6 +32,12 @@ from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
 
 SCRIPT_DEST = "/run/mortar/script.sh"
+# How the load balancer checks each backend: every CHECK_EVERY seconds; CHECK_FALL failures
+# take a backend out, CHECK_RISE passes put it back.
+CHECK_EVERY, CHECK_FALL, CHECK_RISE = 2, 2, 2
+# What a restart of a container the load balancer spreads over several hosts waits, stopped and
+# again once healthy: long enough for every load balancer to take it out, then back.
+DRAIN = CHECK_EVERY * (max(CHECK_FALL, CHECK_RISE) + 1)
 
 
 @dataclass
@@ -253,6 +259,11 @@ class Planner:
         """Where each host of SPEC's CONTAINER is reached, once each, in inventory order."""
         return list(dict.fromkeys(self.topology.reach(h, container) for h in self.hosts_of(spec, container)))
 
+    def spread(self, spec: ServiceSpec, container: str) -> bool:
+        """Whether the load balancer spreads CONTAINER's clients over several of its hosts."""
+        return (bool(self.topology.vip) and container in self.topology.balanced
+                and len(self.hosts_of(spec, container)) > 1)
+
     def loadbalanced(self) -> list[dict[str, Any]]:
         """What the load balancer serves: every enabled container with a frontend, its hosts
         and the address each binds, in deploy order."""
@@ -267,7 +278,8 @@ class Planner:
                     spec, hosts[0], cname), f"containers.{cname}.ports[0]"))
                 backends = [{"host": h, "address": self.topology.bind(h, cname)} for h in hosts]
                 entries.append({**dataclasses.asdict(decl.loadbalancer), "name": cname, "service": name,
-                                "port": port, "backends": backends})
+                                "port": port, "backends": backends, "check_every": CHECK_EVERY,
+                                "fall": CHECK_FALL, "rise": CHECK_RISE})
         return entries
 
     def oldest_release_of(self, spec: ServiceSpec, container: str) -> Series:
@@ -595,9 +607,10 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
         # The service's own jobs, each beside the container it names; its containers and jobs
         # rely on the data of the providers it needs (a new one starts them again).
         data = _data_of(planner, spec)
-        for (owner, _, _), container in rendered.items():
+        for (owner, cname, _), container in rendered.items():
             if owner == name:
                 container.data = list(data)
+                container.drain = DRAIN if planner.spread(spec, cname) else 0
         for job_decl in spec.jobs:
             container_hosts = planner.hosts_of(spec, job_decl.container)
             for host in container_hosts if job_decl.every_host else container_hosts[:1]:

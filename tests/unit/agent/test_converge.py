@@ -305,3 +305,60 @@ def test_another_sites_container_is_refused(engine: FakeEngine, host: HostState,
         assert report.failure.fix
     assert "keystone" in engine.containers_by_name
     assert [c for c in engine.changes() if c[0] != "create" or c[1] != "keystone"] == []
+
+
+class Pauses:
+    """converge's `time`: a pause is recorded among the engine's calls, and costs nothing."""
+
+    def __init__(self, engine: FakeEngine) -> None:
+        self.engine = engine
+
+    def sleep(self, seconds: float) -> None:
+        self.engine.calls.append(("sleep", str(seconds)))
+
+
+def test_a_restart_behind_the_load_balancer_stays_stopped_until_it_is_taken_out(
+        engine: FakeEngine, host: HostState, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    converge_all(engine, host, state_dir)
+    (web,) = host.containers()
+    web.drain = 6
+    monkeypatch.setattr(converge, "time", Pauses(engine))
+    engine.containers_by_name["demo_web"].info.health = "unhealthy"
+    engine.health["demo_web"] = (1, "HTTP 503\n")
+    (action,) = plan(engine, host, state_dir)
+    assert action.kind == "restart"
+    engine.on_call = lambda operation, target: operation == "start" and engine.health.pop(target, None)
+    engine.calls.clear()
+    said = converge_all(engine, host, state_dir)
+    # Stopped, held 6 s (every load balancer's checks fail it), started, healthy, then 6 s more
+    # (their checks pass it again) before the next host's turn.
+    assert [c for c in engine.calls if c[0] in ("stop", "sleep", "start", "restart")] == [
+        ("stop", "demo_web"), ("sleep", "6"), ("start", "demo_web"), ("sleep", "6")]
+    assert "demo_web held stopped 6s (the load balancers take it out first)" in said
+    assert plan(engine, host, state_dir) == []
+
+
+def test_a_recreate_behind_the_load_balancer_is_held_stopped_and_a_first_create_is_not(
+        engine: FakeEngine, host: HostState, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (web,) = host.containers()
+    web.drain = 6
+    monkeypatch.setattr(converge, "time", Pauses(engine))
+    converge_all(engine, host, state_dir)
+    assert not [c for c in engine.calls if c[0] == "sleep"], "nothing to take out on a first create"
+    web.command = ["demo-web", "--workers", "4"]
+    engine.calls.clear()
+    converge_all(engine, host, state_dir)
+    calls = [c[0] for c in engine.calls if c[0] in ("stop", "remove", "sleep", "create", "start")]
+    assert calls[:1] == ["stop"] and calls[-4:] == ["sleep", "create", "start", "sleep"], calls
+
+
+def test_without_a_load_balancer_a_restart_is_the_engines_restart(
+        engine: FakeEngine, host: HostState, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    converge_all(engine, host, state_dir)
+    monkeypatch.setattr(converge, "time", Pauses(engine))
+    engine.containers_by_name["demo_web"].info.health = "unhealthy"
+    engine.health["demo_web"] = (1, "HTTP 503\n")
+    engine.on_call = lambda operation, target: operation == "restart" and engine.health.pop(target, None)
+    engine.calls.clear()
+    converge_all(engine, host, state_dir)
+    assert [c for c in engine.calls if c[0] in ("stop", "sleep", "start", "restart")] == [("restart", "demo_web")]

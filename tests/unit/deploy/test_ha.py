@@ -176,6 +176,28 @@ def test_one_control_host_without_a_virtual_address_is_reached_at_its_own(site: 
     desired = compute_desired(site, aio)
     assert "haproxy" not in desired.order
     assert desired.identity["auth_url"] == "http://127.0.0.1:5000/v3"
+    # Nothing spreads a container's clients over several hosts: a restart is the engine's own.
+    assert not [c.name for state in desired.hosts.values() for c in state.containers() if c.drain]
+
+
+def test_a_restart_of_what_the_load_balancer_spreads_waits_for_its_checks(desired: DesiredState) -> None:
+    from mortar.deploy.desired import CHECK_EVERY, CHECK_FALL, CHECK_RISE, DRAIN
+
+    cfg = content(container(desired, "control1", "haproxy"), "haproxy.cfg")
+    servers = [line for lines in listen_sections(cfg).values() for line in lines if line.startswith("server ")]
+    assert servers and all(f" inter {CHECK_EVERY}s fall {CHECK_FALL} rise {CHECK_RISE}" in s for s in servers)
+    # Held stopped long enough for CHECK_FALL failed checks, whatever the phase of the checks.
+    assert DRAIN > CHECK_EVERY * max(CHECK_FALL, CHECK_RISE)
+    assert container(desired, "control2", "keystone").drain == DRAIN
+    assert container(desired, "control2", "mariadb").drain == DRAIN
+    # What runs on one host only, or serves no clients through the load balancer, is restarted as before.
+    assert container(desired, "compute1", "nova_compute").drain == 0
+    assert container(desired, "control1", "haproxy").drain == 0
+    # The pause decides nothing about the running container: a new one restarts nothing.
+    keystone = container(desired, "control2", "keystone")
+    before = keystone.config_hash
+    keystone.drain = 0
+    assert keystone.config_hash == before
 
 
 def test_a_changed_api_restarts_one_control_host_at_a_time(desired: DesiredState, site_dir: Path,
