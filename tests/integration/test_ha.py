@@ -145,6 +145,11 @@ class ClientLoop:
     def failures(self, since: float = 0.0) -> list[tuple[float, str]]:
         return [(t, why) for t, why in self.rounds if why and t >= since]
 
+    def failed_at(self) -> list[str]:
+        """Each failed round as UTC wall time and what failed, to set beside the logs."""
+        offset = time.time() - time.monotonic()
+        return [f"{time.strftime('%H:%M:%S', time.gmtime(t + offset))} {why}" for t, why in self.failures()]
+
     def unavailable(self, since: float) -> float:
         """Seconds from SINCE to the first good round after the last failed one (0: none failed)."""
         failed = self.failures(since)
@@ -338,7 +343,13 @@ def test_a_rolling_reconfigure_keeps_the_apis_answering(deployed):
     assert "one host at a time" in out, out
     after = {n: on(bed, n, "docker inspect --format '{{.State.StartedAt}}' keystone").strip() for n in CONTROLS}
     assert all(after[n] != before[n] for n in CONTROLS), (before, after)
-    assert not loop.failures(), loop.failures()
+    if loop.failures():
+        # When each HAProxy took each keystone out and put it back, beside when the client failed.
+        asked = "docker logs --timestamps --since 15m haproxy 2>&1 | grep 'Server keystone/' | tail -20"
+        seen = {n: bed.run(n, asked, timeout=60).stdout for n in CONTROLS}
+        raise AssertionError(f"failed rounds (UTC): {loop.failed_at()}; the reconfigure said: "
+                             f"{[line for line in out.splitlines() if 'keystone' in line][:30]}; "
+                             f"HAProxy said: {seen}")
     assert len(loop.rounds) > 10
 
 
