@@ -19,6 +19,10 @@ config_dir_option = click.option(
 inventory_option = click.option(
     "-i", "--inventory", type=click.Path(path_type=Path), default=None,
     help="Ansible INI inventory (default: CONFIG_DIR/inventory).")
+keep_failed_option = click.option(
+    "--keep-failed", is_flag=True,
+    help="Leave the guests of a failed guest check running (named mortar-verify-guest-HOST, their port "
+         "and host in the failure) to look at them; delete them afterwards.")
 limit_option = click.option(
     "--limit", metavar="HOSTS",
     help="Only touch these hosts or groups (Ansible pattern: 'compute', 'compute:!compute2', 'node[1:3]'). "
@@ -390,9 +394,7 @@ def post_deploy_command(config_dir: Path, inventory: Path | None) -> None:
               help="With --tempest: the tests to run, `smoke` or a regex of Tempest test names.")
 @click.option("--tempest-concurrency", metavar="N", type=click.IntRange(1, 16), default=2, show_default=True,
               help="With --tempest: tests run side by side (each server test boots a real guest).")
-@click.option("--keep-failed", is_flag=True,
-              help="Leave the guests of a failed guest check running (named mortar-verify-guest-HOST, "
-                   "their port and host in the failure) to look at them; delete them afterwards.")
+@keep_failed_option
 def verify_command(config_dir: Path, inventory: Path | None, tempest: bool, tempest_tests: str,
                    tempest_concurrency: int, keep_failed: bool) -> None:
     """Run every enabled service's verify checks through the APIs; a table, exit 1 on failure.

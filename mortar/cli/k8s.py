@@ -9,7 +9,7 @@ from types import SimpleNamespace
 
 import click
 
-from mortar.cli.deploy import config_dir_option, inventory_option
+from mortar.cli.deploy import config_dir_option, inventory_option, keep_failed_option
 from mortar.cli.main import MortarGroup, cli
 from mortar.errors import MortarError
 
@@ -240,9 +240,7 @@ def label_nodes_command(config_dir: Path, inventory: Path | None, kubeconfig: Pa
 @inventory_option
 @kube_version_option
 @click.option("--tempest", is_flag=True, help="Then run upstream Tempest's smoke set (after init-runonce).")
-@click.option("--keep-failed", is_flag=True,
-              help="Leave the guests of a failed guest check running (named mortar-verify-guest-HOST, "
-                   "their port and host in the failure) to look at them; delete them afterwards.")
+@keep_failed_option
 def verify_command(config_dir: Path, inventory: Path | None, kube_version: str | None, tempest: bool,
                    keep_failed: bool) -> None:
     """Every enabled service's verify checks through the cluster's endpoints (as `mortar verify`)."""

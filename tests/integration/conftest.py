@@ -262,16 +262,11 @@ def k8s_evidence(cluster, namespace: str):
 
 def remove_kept_guests(site: dict) -> None:
     """Delete the guests `verify --keep-failed` left (once their evidence is read)."""
-    import openstack
-    import yaml
+    from tests.integration.test_deploy import connect
 
-    clouds = site["config"] / "clouds.yaml"
-    if not clouds.exists():
+    if not (site["config"] / "clouds.yaml").exists():
         return
-    config = yaml.safe_load(clouds.read_text())["clouds"]["mortar"]
-    tls = {"cacert": config["cacert"]} if "cacert" in config else {}
-    conn = openstack.connect(load_yaml_config=False, load_envvars=False, **config["auth"],
-                             region_name=config["region_name"], identity_api_version="3", **tls)
+    conn = connect(site)
     for server in conn.compute.servers(all_projects=True):
         if server.name.startswith("mortar-verify-guest-"):
             for port in conn.network.ports(device_id=server.id):
