@@ -37,7 +37,7 @@ from tests.integration.conftest import MEASURED, NAMESPACE, TAG, bed_evidence, b
 pytestmark = pytest.mark.integration
 
 BED = "pytest-ha"
-REGISTRY = f"{GATEWAY}:4001"  # beside test_multihost's registry (port 4000), which may run at the same time
+REGISTRY = f"{GATEWAY}:4002"  # beside test_multihost's (4000) and test_faults' (4001), which run at the same time
 VIP = "10.213.77.70"
 EXTERNAL_VIP = "10.213.77.71"  # the users' side: the public endpoints, its own certificate
 PROVIDER = "10.213.77.224/27"  # beside test_multihost's floating-IP range
@@ -95,14 +95,27 @@ def wait_for(what: str, check, timeout: float = 600, delay: float = 5):
     raise AssertionError(f"{what}: not so after {timeout:.0f} s (last: {last!r})")
 
 
+# How long the client waits for an answer before it counts the APIs as unavailable. Killing a
+# host leaves requests hanging on its backends (HAProxy waits for a server up to 5 minutes): a
+# client gives up on those after 10 s and asks again. During a rolling reconfigure nothing
+# hangs on a dead host, but on this machine's two cores, beside the other test sessions, a
+# token (bcrypt) can take over 10 s while one keystone of three reloads: slow is not failed there.
+GIVE_UP = 10
+SLOW_BUT_ANSWERING = 30
+
+
 class ClientLoop:
     """An operator's client through the virtual address: once a second a token, the images and
-    the servers. Records each round's time and what failed."""
+    the servers. Records each round's time, what failed and how long it took."""
 
-    def __init__(self, site: dict) -> None:
+    def __init__(self, site: dict, timeout: float = GIVE_UP) -> None:
+        self.timeout = timeout
         cloud = yaml.safe_load((site["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]
         self.auth, self.cacert = cloud["auth"], cloud["cacert"]
-        self.rounds: list[tuple[float, str]] = []  # (monotonic time, "" or what failed)
+        # (monotonic time the round ended, "" or what failed): a round that waited on a dead
+        # host counts from when the client gave up, not from when it asked.
+        self.rounds: list[tuple[float, str]] = []
+        self.slowest = 0.0  # seconds: the longest round that did not fail
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -115,13 +128,14 @@ class ClientLoop:
                          "scope": {"project": project}}}
         asking = "token"
         try:
-            token = requests.post(f"{self.auth['auth_url']}/auth/tokens", json=body, timeout=10, verify=self.cacert)
+            token = requests.post(f"{self.auth['auth_url']}/auth/tokens", json=body, timeout=self.timeout,
+                                  verify=self.cacert)
             if token.status_code != 201:
                 return f"token: HTTP {token.status_code}"
             headers = {"X-Auth-Token": token.headers["X-Subject-Token"]}
             for asking, url in (("images", f"https://{VIP}:9292/v2/images"),
                                 ("servers", f"https://{VIP}:8774/v2.1/servers")):
-                answer = requests.get(url, headers=headers, timeout=10, verify=self.cacert)
+                answer = requests.get(url, headers=headers, timeout=self.timeout, verify=self.cacert)
                 if answer.status_code != 200:
                     return f"{asking}: HTTP {answer.status_code}"
         except requests.RequestException as exc:
@@ -131,7 +145,11 @@ class ClientLoop:
     def _run(self) -> None:
         while not self._stop.is_set():
             started = time.monotonic()
-            self.rounds.append((started, self._round()))
+            failed = self._round()
+            ended = time.monotonic()
+            self.rounds.append((ended, failed))
+            if not failed:
+                self.slowest = max(self.slowest, ended - started)
             self._stop.wait(max(0.0, 1.0 - (time.monotonic() - started)))
 
     def __enter__(self) -> ClientLoop:
@@ -301,6 +319,7 @@ def test_killing_the_holder_of_the_virtual_address_moves_it_and_loses_nothing(de
         time.sleep(30)  # and go on answering
     outage = loop.unavailable(killed_at)
     MEASURED[f"HA: APIs unavailable after killing {holder} (the virtual address's holder)"] = f"{outage:.1f} s"
+    assert outage <= 30, f"the APIs were unavailable for {outage:.1f} s (failed rounds, UTC: {loop.failed_at()})"
     last_failure = loop.failures(killed_at)[-1][0] if loop.failures(killed_at) else killed_at
     # Nothing failed after the APIs came back, and the loop kept asking for the 30 s it was
     # given (rounds, not a count of them: a round takes longer than a second on a loaded machine).
@@ -336,11 +355,12 @@ def test_a_rolling_reconfigure_keeps_the_apis_answering(deployed):
     (deployed["config"] / "config").mkdir(exist_ok=True)
     (deployed["config"] / "config" / "keystone.conf").write_text("[token]\nexpiration = 43200\n")
     before = {n: on(bed, n, "docker inspect --format '{{.State.StartedAt}}' keystone").strip() for n in CONTROLS}
-    with ClientLoop(deployed) as loop:
+    with ClientLoop(deployed, timeout=SLOW_BUT_ANSWERING) as loop:
         time.sleep(3)
         out = mortar(deployed, "reconfigure").stdout
         time.sleep(3)
     assert "one host at a time" in out, out
+    MEASURED["HA: slowest client round during the rolling reconfigure"] = f"{loop.slowest:.1f} s"
     after = {n: on(bed, n, "docker inspect --format '{{.State.StartedAt}}' keystone").strip() for n in CONTROLS}
     assert all(after[n] != before[n] for n in CONTROLS), (before, after)
     if loop.failures():
