@@ -20,61 +20,48 @@ fi
 .venv/bin/python -m pytest tests/unit "$@"
 
 # Integration: every image built once (the default series, and 2026.1's core set for the two
-# sessions that upgrade from it), then three lanes side by side: this machine's engine
-# (build, all-in-one, upgrades, faults), the test bed, whose nodes run engines of their own,
+# sessions that upgrade from it), then three sessions side by side: this machine's engine
+# (build, all-in-one, faults, upgrades), the test bed, whose nodes run engines of their own,
 # and the Kubernetes test cluster, which has its own containerd and uses this engine only to
-# build and copy images, followed by the high-availability test bed. Each session tags the
-# images in a namespace of its own, so none removes what another runs; the one test that
-# restarts the engine waits until no other session uses it.
+# build and copy images. Each session tags the images in a namespace of its own, so none
+# removes what another runs; the one test that restarts the engine waits until no other
+# session uses it.
 # What an interrupted earlier run left (a site still running, a bed, the cluster) goes first.
 .venv/bin/python -m tests.integration.cleanup leftovers
-IMAGES='^(haproxy|keepalived|mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
+IMAGES='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon|prometheus-server|prometheus-node-exporter|prometheus-mysqld-exporter|registry)$'
 CORE='^(mariadb-server|memcached|rabbitmq|ovn-northd|ovn-nb-db|ovn-sb-db|keystone|glance-api|placement-api|nova-api|nova-conductor|nova-scheduler|nova-compute|nova-libvirt|openvswitch|ovn-controller|neutron-server|neutron-ovn-metadata-agent|horizon)$'
 .venv/bin/mortar build --namespace mortar-test --tag it --logs-dir "$logs/build" "$IMAGES"
 .venv/bin/mortar build --namespace mortar-test --release 2026.1 --tag it-2026.1 --logs-dir "$logs/build-2026.1" "$CORE"
 export MORTAR_TEST_ENGINE_LOCK="$logs/engine.lock"
-echo "==== integration sessions started at $(date -u +%T) ===="
 MORTAR_TEST_NAMESPACE=mortar-test-bed MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest tests/integration/test_testbed.py \
   tests/integration/test_multihost.py --durations=15 "$@" > "$logs/bed.log" 2>&1 &
 bed=$!
-lane_status=0
+k8s_status=0
 if ! wait "$k8sbuild"; then
-  lane_status=1
+  k8s_status=1
   echo "==== building the Kubernetes test cluster's programs failed ===="
   cat "$logs/k8s-build.log"
 fi
-# The Kubernetes session ends early; the high-availability session (a second test bed: three
-# control hosts and a compute host) follows it in the same lane.
-(
-  MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
-    > "$logs/k8s.log" 2>&1 || echo k8s >> "$logs/failed"
-  echo "started $(date -u +%T)" > "$logs/ha.log"
-  MORTAR_TEST_NAMESPACE=mortar-test-ha MORTAR_TEST_SHARES_ENGINE=1 .venv/bin/python -m pytest \
-    tests/integration/test_ha.py --durations=10 "$@" >> "$logs/ha.log" 2>&1 || echo ha >> "$logs/failed"
-) &
-lane=$!
+MORTAR_TEST_NAMESPACE=mortar-test-k8s .venv/bin/python -m pytest tests/integration/test_k8s.py --durations=10 "$@" \
+  > "$logs/k8s.log" 2>&1 &
+k8s=$!
 aio=0
-# The engine's restart (test_faults) waits until no other session uses the engine: its file goes last.
-MORTAR_TEST_NAMESPACE=mortar-test-aio .venv/bin/python -m pytest tests/integration/test_build.py \
-  tests/integration/test_deploy.py tests/integration/test_secretscan.py tests/integration/test_upgrade.py \
-  tests/integration/test_faults.py --durations=25 "$@" || aio=$?
-echo "==== the all-in-one session ended at $(date -u +%T) ===="
+MORTAR_TEST_NAMESPACE=mortar-test-aio .venv/bin/python -m pytest tests/integration \
+  --ignore tests/integration/test_testbed.py --ignore tests/integration/test_multihost.py \
+  --ignore tests/integration/test_k8s.py --ignore tests/integration/test_ha.py --durations=25 "$@" || aio=$?
 status=0
 wait "$bed" || status=$?
-wait "$lane" || true
-[ -e "$logs/failed" ] && lane_status=1
+wait "$k8s" || k8s_status=$?
 echo "==== test bed session (tests/integration/test_testbed.py, test_multihost.py) ===="
 cat "$logs/bed.log"
 echo "==== Kubernetes session (tests/integration/test_k8s.py) ===="
 cat "$logs/k8s.log"
-echo "==== high-availability session (tests/integration/test_ha.py) ===="
-cat "$logs/ha.log"
 .venv/bin/python -m tests.integration.cleanup mortar-test
 # Each session's failures once more, last, where a reader of only the end of this output sees them.
-for log in bed k8s ha; do
+for log in bed k8s; do
   if grep -q "^FAILED\|^ERROR" "$logs/$log.log"; then
     echo "==== the $log session's failures ===="
     sed -n '/short test summary info/,$p' "$logs/$log.log" | cut -c1-3000
   fi
 done
-[ "$aio" = 0 ] && [ "$status" = 0 ] && [ "$lane_status" = 0 ]
+[ "$aio" = 0 ] && [ "$status" = 0 ] && [ "$k8s_status" = 0 ]
