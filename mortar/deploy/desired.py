@@ -26,7 +26,16 @@ from mortar.deploy.capabilities import Bindings, CapabilityView, bind, dependenc
 from mortar.deploy.filters import FILTERS, shell_word
 from mortar.errors import MortarError
 from mortar.releases import Series, releases
-from mortar.site.certificates import CA_DEST, EXTERNAL, HOST_CERTIFICATE, HOST_KEY, INTERNAL, host_certificate
+from mortar.site.certificates import (
+    BACKEND_CERTIFICATE,
+    BACKEND_KEY,
+    CA_DEST,
+    EXTERNAL,
+    HOST_CERTIFICATE,
+    HOST_KEY,
+    INTERNAL,
+    host_certificate,
+)
 from mortar.site.config import Site, host_settings
 from mortar.site.inventory import Inventory
 from mortar.site.overrides import apply_overrides, override_sources
@@ -330,7 +339,13 @@ class Planner:
 
     def secret(self, host: str, name: str) -> str | None:
         """A secret a container's secret files hold on HOST: a password, the virtual address's
-        certificate, or HOST's own certificate and key (None: the site does not use it)."""
+        certificate, or HOST's own certificate and key (None: the site does not use it). An API
+        gets the host's certificate as its backend one only with enable_tls_backend."""
+        backend = {BACKEND_CERTIFICATE: HOST_CERTIFICATE, BACKEND_KEY: HOST_KEY}
+        if name in backend:
+            if not self.site.globals.get("enable_tls_backend"):
+                return None
+            name = backend[name]
         if name in (HOST_CERTIFICATE, HOST_KEY):
             if not self.site.certificates:
                 return None

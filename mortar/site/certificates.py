@@ -31,12 +31,16 @@ from mortar.errors import MortarError
 from mortar.files import private_directory, read_text, write_private
 
 # What the catalogue's secret volumes may name besides a service's passwords: the virtual
-# address's certificate and key, and the certificate and key of the host a container runs on.
+# address's certificate and key, and the certificate and key of the host a container runs on
+# (with enable_tls_internal), which an API behind HAProxy serves HTTPS with only with
+# enable_tls_backend (BACKEND_*: the same files, given to the APIs only then).
 INTERNAL = "tls_internal_certificate"
 EXTERNAL = "tls_external_certificate"
 HOST_CERTIFICATE = "tls_host_certificate"
 HOST_KEY = "tls_host_key"
-SITE_CERTIFICATES = (INTERNAL, EXTERNAL, HOST_CERTIFICATE, HOST_KEY)
+BACKEND_CERTIFICATE = "tls_backend_certificate"
+BACKEND_KEY = "tls_backend_key"
+SITE_CERTIFICATES = (INTERNAL, EXTERNAL, HOST_CERTIFICATE, HOST_KEY, BACKEND_CERTIFICATE, BACKEND_KEY)
 # Where every container finds the site CA when the site speaks TLS.
 CA_DEST = "/etc/mortar/ca.crt"
 RENEW_DAYS = 30  # a certificate mortar issued that ends sooner than this is issued anew
@@ -280,6 +284,10 @@ def site_certificates(config_dir: Path, settings: dict[str, Any]) -> dict[str, s
         if on and not vip:
             raise MortarError(f"{key} needs the virtual address HAProxy terminates TLS on", file=globals_file,
                               key=key, fix=f"set internal_vip_address (and enable_haproxy: true), or {key}: false")
+    if settings.get("enable_tls_backend") and not internal_tls:
+        raise MortarError("enable_tls_backend needs enable_tls_internal: the APIs serve HTTPS to HAProxy with "
+                          "their hosts' certificates, which come with it", file=globals_file, key="enable_tls_backend",
+                          fix="set enable_tls_internal: true (and internal_vip_address), or enable_tls_backend: false")
     internal_names, external_names = served_names(settings)
     if not external_names and external_tls and not internal_tls:
         raise MortarError("without external_vip_address the public endpoints are served on internal_vip_address, "

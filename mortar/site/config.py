@@ -214,6 +214,10 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
                                     "with the certificate of certificates/internal.pem (`mortar certificates` "
                                     "issues it with the site CA); every container, clouds.yaml, admin-openrc.sh, "
                                     "verify and Tempest check it against certificates/ca.crt"},
+    "enable_tls_backend": {"type": "bool", "default": False,
+                           "help": "HAProxy speaks HTTPS to every API and the dashboard behind it too, checking each "
+                                   "one's certificate against the site CA: each serves with its host's certificate "
+                                   "(certificates/hosts/HOST.crt, `mortar certificates`). Needs enable_tls_internal"},
     "external_vip_address": {"type": "str", "default": "", "check": check_optional_address,
                              "help": "a second virtual address, for the users' side: the public endpoints are "
                                      "registered on it and HAProxy serves every API and the dashboard there too "

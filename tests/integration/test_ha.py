@@ -2,7 +2,8 @@
 
 One site of the default series over Ansible: HAProxy and keepalived on every control host
 (internal_vip_address) serving the APIs over TLS (enable_tls_internal, `mortar certificates`:
-every client checks the certificate against the site CA, none is told to skip it), and on a
+every client checks the certificate against the site CA, none is told to skip it) and speaking
+TLS to every API behind it (enable_tls_backend: each serves its host's certificate), and on a
 second address for the users' side, with its own certificate (external_vip_address,
 enable_tls_external: the public endpoints, which verify's clients use), MariaDB
 Galera, a RabbitMQ cluster with quorum queues, memcached on every control host, the OVN
@@ -201,7 +202,7 @@ def site(engine, bed, tmp_path_factory):
     (bed.shared_dir / "glance").mkdir(parents=True, exist_ok=True)
     (data["config"] / "globals.yml").write_text(yaml.safe_dump({
         "image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
-        "internal_vip_address": VIP, "enable_haproxy": True, "enable_tls_internal": True,
+        "internal_vip_address": VIP, "enable_haproxy": True, "enable_tls_internal": True, "enable_tls_backend": True,
         "external_vip_address": EXTERNAL_VIP, "enable_tls_external": True,
         # Three control planes on this machine's two cores start slowly beside other sessions.
         "healthcheck_timeout": 600,
@@ -273,6 +274,17 @@ def test_every_endpoint_and_client_goes_through_the_virtual_address(deployed):
             assert name in names, (node, name, names)
     assert len(vip_holder(bed)) == 1
     assert vip_holder(bed) == [n for n in CONTROLS if f" {EXTERNAL_VIP}/32 " in on(bed, n, "ip -4 -o addr show")]
+    # Behind HAProxy too (enable_tls_backend), each API speaks HTTPS only, with its host's own
+    # certificate (signed by the site CA, naming the host's address).
+    addresses = {row["node"]: row["address"] for row in bed.status()}
+    for node in CONTROLS:
+        for port, path in ((5000, "/v3"), (9292, "/healthcheck"), (8774, "/"), (8778, "/"), (9696, "/"),
+                           (8775, "/"), (80, "/auth/login/")):
+            url = f"https://{addresses[node]}:{port}{path}"
+            assert requests.get(url, timeout=30, verify=clouds["cacert"]).status_code == 200, url
+            with pytest.raises(requests.exceptions.ConnectionError):
+                requests.get(f"http://{addresses[node]}:{port}{path}", timeout=30)
+        assert covers(ssl.get_server_certificate((addresses[node], 5000)), addresses[node])
 
 
 def test_verify_passes_through_the_virtual_address(deployed):

@@ -4,11 +4,12 @@
 Installed twice, and the name it is run by picks the check:
 
   healthcheck_port PORT [--host ADDR] [--owner PROCESS] [--send TEXT] [--expect REGEX]
-                        [--http PATH [--status CODES]]
+                        [--http PATH [--status CODES]] [--tls-ca FILE]
       Something LISTENs on the TCP port; with --owner, a process of *this container*
       whose command line contains PROCESS holds that socket (containers share the host's
       network, so a listener alone may be anyone's); with --send/--expect/--http, the
-      service answers its own protocol.
+      service answers its own protocol; with --tls-ca, over TLS, its certificate signed by
+      the CA of FILE and naming ADDR.
   healthcheck_established PROCESS PORT
       A process of this container holds an ESTABLISHED TCP connection to remote PORT
       (nova-compute must stay connected to its message queue, or it silently stops).
@@ -24,6 +25,7 @@ import ipaddress
 import os
 import re
 import socket
+import ssl
 import sys
 
 LISTEN = "0A"
@@ -170,9 +172,25 @@ def held_by(pattern: str, inodes: set[str], proc_root: str) -> int | None:
     return None
 
 
-def probe(address: str, port: int, send: bytes | None, timeout: float) -> bytes:
-    """What the service says within TIMEOUT after connecting (and sending SEND)."""
-    with socket.create_connection((address.strip("[]"), port), timeout=timeout) as conn:
+def connect(address: str, port: int, timeout: float, tls_ca: str | None) -> socket.socket:
+    """A connection to the service; with TLS_CA, over TLS, its certificate checked against that CA."""
+    conn = socket.create_connection((address.strip("[]"), port), timeout=timeout)
+    if tls_ca is None:
+        return conn
+    try:
+        return ssl.create_default_context(cafile=tls_ca).wrap_socket(conn, server_hostname=address.strip("[]"))
+    except BaseException:
+        conn.close()
+        raise
+
+
+def probe(address: str, port: int, send: bytes | None, timeout: float, tls_ca: str | None = None,
+          listen: bool = True) -> bytes:
+    """What the service says within TIMEOUT after connecting (and sending SEND); without
+    LISTEN, nothing: connecting (over TLS, the handshake) is all."""
+    with connect(address, port, timeout, tls_ca) as conn:
+        if not listen:
+            return b""
         if send:
             conn.sendall(send)
         received = b""
@@ -181,7 +199,7 @@ def probe(address: str, port: int, send: bytes | None, timeout: float) -> bytes:
                 chunk = conn.recv(4096)
             except TimeoutError:
                 break
-            except ConnectionResetError:
+            except (ConnectionResetError, ssl.SSLEOFError):
                 # Closing with our request unread resets the connection: what came before is the answer.
                 if not received:
                     raise
@@ -210,6 +228,7 @@ def check_port(argv: list[str] | None) -> int:
     parser.add_argument("--expect", help="regular expression the answer must match (bytes read as latin-1)")
     parser.add_argument("--http", metavar="PATH", help="send an HTTP GET of PATH; --status says which codes count")
     parser.add_argument("--status", metavar="CODES", help="comma-separated HTTP codes (default: 200-499)")
+    parser.add_argument("--tls-ca", metavar="FILE", help="speak TLS, checking the certificate against this CA")
     parser.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for an answer (default 5)")
     parser.add_argument("--proc-root", default="/proc", help="where /proc is mounted (default /proc; for tests)")
     args = parser.parse_args(argv)
@@ -225,14 +244,18 @@ def check_port(argv: list[str] | None) -> int:
         return 1
     listening = next(iter(found.values()))
     said = ""
-    if args.send is not None or args.expect is not None or args.http is not None:
+    if args.send is not None or args.expect is not None or args.http is not None or args.tls_ca is not None:
         target = args.host or "127.0.0.1"
         send = codecs.decode(args.send, "unicode_escape").encode("latin-1") if args.send is not None else None
         if args.http is not None:
             send = (f"GET {args.http} HTTP/1.0\r\nHost: {target}:{args.port}\r\nConnection: close\r\n"
                     f"User-Agent: mortar-healthcheck\r\n\r\n").encode()
         try:
-            answer = probe(target, args.port, send, args.timeout)
+            answer = probe(target, args.port, send, args.timeout, args.tls_ca,
+                           listen=send is not None or args.expect is not None)
+        except ssl.SSLError as exc:  # a certificate the CA did not sign or naming another address, or no TLS
+            print(f"unhealthy: {target}:{args.port} listens but its TLS is refused ({exc})")
+            return 1
         except OSError as exc:
             print(f"unhealthy: {target}:{args.port} listens but does not answer ({exc.strerror or exc})")
             return 1
@@ -249,6 +272,8 @@ def check_port(argv: list[str] | None) -> int:
                 print(f"unhealthy: {target}:{args.port} answered {text[:60]!r}, not /{args.expect}/")
                 return 1
             said += ", answered as expected"
+        if args.tls_ca is not None:
+            said += f", over TLS (certificate signed by {args.tls_ca})"
     if args.owner:
         # Last: reading another user's sockets may mean taking that user's identity.
         pid = held_by(args.owner, set(found), args.proc_root)

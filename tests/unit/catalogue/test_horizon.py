@@ -55,7 +55,10 @@ def test_catalogue_declares_horizon(services: dict[str, ServiceSpec]) -> None:
     assert (spec.options["horizon_port"]["type"], spec.options["horizon_port"]["default"]) == ("int", 80)
     assert (spec.options["horizon_workers"]["type"], spec.options["horizon_workers"]["default"]) == ("int", 2)
     assert spec.passwords == {"horizon_secret_key": "password"}
-    assert spec.volumes == ["horizon_static"]
+    assert spec.volumes == ["horizon_static", "horizon_certificates"]
+    # The certificate's "volume" is files placed at each start, with enable_tls_backend only.
+    assert spec.secret_volumes == {"horizon_certificates": {"host.crt": "tls_backend_certificate",
+                                                            "host.key": "tls_backend_key"}}
     assert [(j.name, j.container, j.phase, j.run, j.user) for j in spec.jobs] == [
         ("static", "horizon", "before", "on_change", "horizon"),
         ("prune_static", "horizon", "after", "on_change", "horizon")]
@@ -84,7 +87,8 @@ def test_container(site: Site) -> None:
     assert container.environment == {"DJANGO_SETTINGS_MODULE": "openstack_dashboard.settings"}
     assert container.volumes == ["horizon_static:/var/lib/horizon/static"]
     assert {d.path: d.owner for d in container.directories} == {
-        "/var/lib/horizon": "horizon:horizon", "/var/lib/horizon/static": "horizon:horizon"}
+        "/var/lib/horizon": "horizon:horizon", "/var/lib/horizon/static": "horizon:horizon",
+        "/etc/horizon/certificates": "horizon:horizon"}
     assert container.healthcheck == Healthcheck(
         test="healthcheck_port 8089 --host 127.0.0.1 --owner uwsgi --http /auth/login/ --status 200", interval=10)
     assert container.ports == [8089]

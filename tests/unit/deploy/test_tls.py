@@ -241,6 +241,67 @@ def test_the_broker_and_the_database_serve_tls_with_their_hosts_own_certificate(
     assert f"@{VIP}:3306/keystone?ssl_ca=/etc/mortar/ca.crt" in keystone
 
 
+# Each API behind HAProxy: (container, the folder of its certificate, its port).
+BACKENDS = [("keystone", "/etc/keystone/certificates", "5000"),
+            ("glance_api", "/etc/glance/certificates", "9292"),
+            ("placement_api", "/etc/placement/certificates", "8778"),
+            ("nova_api", "/etc/nova/certificates", "8774"),
+            ("nova_metadata", "/etc/nova/certificates", "8775"),
+            ("neutron_server", "/etc/neutron/certificates", "9696"),
+            ("horizon", "/etc/horizon/certificates", "80")]
+
+
+def test_with_backend_tls_haproxy_speaks_https_to_each_api_and_checks_it(site_dir: Path,
+                                                                        services: dict[str, ServiceSpec],
+                                                                        inventory: Inventory) -> None:
+    make(site_dir, "site1", VIP, hosts=ADDRESSES)
+    desired = compute_desired(ha_site(site_dir, services, enable_tls_internal=True, enable_tls_backend=True),
+                              inventory)
+    sections = listen_sections(content(container(desired, "control1", "haproxy"), "haproxy.cfg"))
+    for name, _, port in BACKENDS:
+        servers = [line for line in sections[name] if line.startswith("server ")]
+        assert len(servers) == 3 and all(line.endswith(f" ssl verify required ca-file {CA_DEST}") for line in servers)
+        assert all(f":{port} check" in line for line in servers), servers
+    # The database passes through as TCP: no TLS to its backends from HAProxy.
+    assert not any(" ssl " in line for line in sections["mariadb"])
+    for host in ("control1", "control2", "control3"):
+        crt, key = host_paths(site_dir, host)
+        for name, folder, _ in BACKENDS:
+            api = container(desired, host, name)
+            files = {f.dest: f for f in api.files}
+            assert files[f"{folder}/host.crt"].content == crt.read_text(), (host, name)
+            assert files[f"{folder}/host.key"].content == key.read_text()
+            assert files[f"{folder}/host.key"].mode == "0600"
+            assert files[f"{folder}/host.key"].owner.split(":")[0] == ("horizon" if name == "horizon" else api.user)
+            ini = next(f.content for f in api.files if f.dest.endswith("-uwsgi.ini"))
+            assert f",{folder}/host.crt,{folder}/host.key" in ini, ini
+            sockets = [line.split(" =")[0] for line in ini.splitlines() if "-socket =" in line]
+            assert sockets == (["shared-socket", "https-socket"] if name == "horizon" else ["https-socket"]), ini
+            assert api.healthcheck.test.endswith(f" --tls-ca {CA_DEST}"), api.healthcheck.test
+        # Each host's key is on that host only.
+        others = [c for h, state in desired.hosts.items() if h != host for c in state.containers()]
+        assert not any(key.read_text() == f.content for c in others for f in c.files)
+
+
+def test_without_backend_tls_the_apis_get_no_certificate(tls_desired: DesiredState) -> None:
+    for name, folder, _ in BACKENDS:
+        api = container(tls_desired, "control2", name)
+        assert not any(f.dest.startswith(folder) for f in api.files), name
+        ini = next(f.content for f in api.files if f.dest.endswith("-uwsgi.ini"))
+        assert "https-socket" not in ini and "\nhttp-socket = " in ini
+        # Stopped (a rolling restart), it answers the requests in progress before it exits.
+        assert "\nhook-master-start = unix_signal:15 gracefully_kill_them_all\n" in ini, ini
+        assert "--tls-ca" not in api.healthcheck.test
+    assert " ssl verify" not in content(container(tls_desired, "control2", "haproxy"), "haproxy.cfg")
+
+
+def test_backend_tls_without_internal_tls_is_refused(site_dir: Path, services: dict[str, ServiceSpec]) -> None:
+    make(site_dir, "site1", VIP, hosts=ADDRESSES)
+    with pytest.raises(MortarError) as err:
+        ha_site(site_dir, services, enable_tls_backend=True)
+    assert err.value.key == "enable_tls_backend" and "enable_tls_internal: true" in f"{err.value}"
+
+
 def test_a_host_without_its_certificate_is_refused(site_dir: Path, services: dict[str, ServiceSpec],
                                                    inventory: Inventory) -> None:
     make(site_dir, "site1", VIP, hosts={h: a for h, a in ADDRESSES.items() if h != "control3"})

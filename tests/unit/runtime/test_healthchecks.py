@@ -236,6 +236,53 @@ def test_http_to_something_not_speaking_http_is_unhealthy(serve) -> None:
     assert result.returncode == 1 and "answered '220 mortar-test" in result.stdout
 
 
+def tls_http(certificate: str, key: str, tmp_path: Path, code: int = 300) -> Callable[[socket.socket], None]:
+    """An HTTPS server's answer: TLS with CERTIFICATE and KEY, then http_status(CODE)."""
+    import ssl
+
+    (tmp_path / "server.pem").write_text(certificate + key)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(tmp_path / "server.pem")
+    plain = http_status(code)
+
+    def answer(conn: socket.socket) -> None:
+        try:
+            wrapped = context.wrap_socket(conn, server_side=True)
+        except ssl.SSLError:
+            return  # the client refused the certificate, or spoke no TLS
+        with wrapped:
+            plain(wrapped)
+    return answer
+
+
+def test_tls_ca_checks_the_certificate_and_speaks_http_over_tls(serve, tmp_path: Path) -> None:
+    from mortar import pki
+
+    ca, other = pki.make_ca("site CA"), pki.make_ca("another CA")
+    issued = pki.issue(ca, "control1", names=("127.0.0.1",), server=True)
+    (tmp_path / "ca.crt").write_text(ca.certificate)
+    (tmp_path / "other.crt").write_text(other.certificate)
+    server = serve(tls_http(issued.certificate, issued.key, tmp_path))
+    ok = run_py(PORT, str(server.port), "--http", "/v3", "--tls-ca", str(tmp_path / "ca.crt"))
+    assert ok.returncode == 0, ok.stdout
+    assert ok.stdout == (f"healthy: listening on 127.0.0.1:{server.port}, GET /v3 answered 300, over TLS "
+                         f"(certificate signed by {tmp_path / 'ca.crt'})\n")
+    handshake = run_py(PORT, str(server.port), "--tls-ca", str(tmp_path / "ca.crt"))
+    assert handshake.returncode == 0, handshake.stdout
+    stranger = run_py(PORT, str(server.port), "--http", "/v3", "--tls-ca", str(tmp_path / "other.crt"))
+    assert stranger.returncode == 1 and "its TLS is refused" in stranger.stdout, stranger.stdout
+    assert "CERTIFICATE_VERIFY_FAILED" in stranger.stdout, stranger.stdout
+    # A certificate that names another address is refused too.
+    elsewhere = pki.issue(ca, "control2", names=("10.0.0.2",), server=True)
+    moved = serve(tls_http(elsewhere.certificate, elsewhere.key, tmp_path))
+    wrong = run_py(PORT, str(moved.port), "--http", "/v3", "--tls-ca", str(tmp_path / "ca.crt"))
+    assert wrong.returncode == 1 and "its TLS is refused" in wrong.stdout and "mismatch" in wrong.stdout, wrong.stdout
+    # Plain HTTP where TLS is asked for: unhealthy, and TLS where plain HTTP is asked: unhealthy.
+    plain = serve(http_status(200))
+    assert run_py(PORT, str(plain.port), "--http", "/", "--tls-ca", str(tmp_path / "ca.crt")).returncode == 1
+    assert run_py(PORT, str(server.port), "--http", "/").returncode == 1
+
+
 TCP_HEADER = (
     "  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode\n"
 )
