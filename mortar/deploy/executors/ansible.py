@@ -15,6 +15,7 @@ import ast
 import hashlib
 import io
 import os
+import stat
 import sys
 import threading
 import time
@@ -100,6 +101,32 @@ def agent_library(directory: Path) -> Path:
     return path
 
 
+# A Unix socket's path holds at most 107 bytes. SSH names a master connection's socket
+# DIR/<10-character hash>, and first binds it with a 17-character random suffix.
+SOCKET_PATH_MAX = 107
+CONTROL_NAME = 1 + 10 + 17
+
+
+def control_path_dir(private_dir: Path, temporary: Path = Path("/tmp")) -> Path:
+    """Where SSH keeps the site's master connections: PRIVATE_DIR/cp, or, when that path is too
+    long for a socket (a deep state directory), a short private folder named after it."""
+    wanted = private_dir / "cp"
+    if len(os.fsencode(str(wanted))) + CONTROL_NAME <= SOCKET_PATH_MAX:
+        return wanted
+    short = temporary / f"mortar-ssh-{hashlib.sha256(os.fsencode(str(wanted))).hexdigest()[:16]}"
+    try:
+        short.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    found = os.lstat(short)
+    if not stat.S_ISDIR(found.st_mode) or found.st_uid != os.geteuid():
+        raise MortarError(f"{short} (for SSH's connections, as {wanted} is too long for a socket) is not a "
+                          "directory of this user", fix=f"remove {short}, or use a shorter state directory "
+                                                        "(MORTAR_STATE_DIR)")
+    os.chmod(short, 0o700)
+    return short
+
+
 def ansible_env(forks: int, private_dir: Path, known_hosts: Path, accept_new_keys: bool) -> dict[str, str]:
     """Ansible's settings for one site: its facts and SSH master connections live in the site's
     own private directory, its host keys in the site's known_hosts."""
@@ -113,7 +140,7 @@ def ansible_env(forks: int, private_dir: Path, known_hosts: Path, accept_new_key
         "ANSIBLE_GATHERING": "smart",
         "ANSIBLE_FACT_CACHING": "jsonfile",
         "ANSIBLE_FACT_CACHING_CONNECTION": str(private_dir / "facts"),
-        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(private_dir / "cp"),
+        "ANSIBLE_SSH_CONTROL_PATH_DIR": str(control_path_dir(private_dir)),
         "ANSIBLE_FACT_CACHING_TIMEOUT": "86400",
         "ANSIBLE_SSH_ARGS": (f"-C -o ControlMaster=auto -o ControlPersist=300s -o UserKnownHostsFile={known_hosts} "
                              f"-o StrictHostKeyChecking={checking} -o HashKnownHosts=no"),

@@ -159,6 +159,56 @@ def test_a_play_without_sync_or_stop() -> None:
     assert [t["name"] for t in play["tasks"]] == ["plan"]
 
 
+def test_a_state_directory_too_deep_for_a_socket_gets_a_short_private_control_folder(tmp_path: Path) -> None:
+
+    import shutil
+    import tempfile
+
+    from mortar.deploy.executors.ansible import control_path_dir
+
+    deep = tmp_path / ("d" * 60) / "sites" / "c7150ea9528a" / "ansible"
+    scratch = Path(tempfile.mkdtemp(prefix="m", dir="/tmp"))  # as short as /tmp, where mortar puts it
+    try:
+        short = control_path_dir(deep, temporary=scratch)
+        check_short_control_folder(tmp_path, deep, scratch, short)
+    finally:
+        shutil.rmtree(scratch)
+
+
+def check_short_control_folder(tmp_path: Path, deep: Path, scratch: Path, short: Path) -> None:
+    import os
+    import socket
+
+    from mortar.deploy.executors.ansible import control_path_dir
+
+    assert short.parent == scratch and short.name.startswith("mortar-ssh-") and short.is_dir()
+    assert oct(os.stat(short).st_mode & 0o777) == "0o700"
+    assert control_path_dir(deep, temporary=scratch) == short  # the same site, the same folder
+    assert control_path_dir(tmp_path / ("e" * 80), temporary=scratch) != short
+    # What SSH binds there (DIR/<hash>.<random suffix>) fits a socket; in DEEP/cp it would not.
+    for folder, fits in ((short, True), (deep / "cp", False)):
+        folder.mkdir(parents=True, exist_ok=True)
+        name = str(folder / "97e0d9d58c.wtmHpO1bCNsZe8Of")
+        with socket.socket(socket.AF_UNIX) as sock:
+            try:
+                sock.bind(name)
+                bound = True
+            except OSError:
+                bound = False
+        assert bound == fits, name
+    # A shallow state directory keeps its own.
+    assert control_path_dir(tmp_path / "site", temporary=tmp_path) == tmp_path / "site" / "cp"
+    # Someone else's file in the short folder's place is refused, naming the fix.
+    other = tmp_path / "other"
+    other.mkdir()
+    taken = control_path_dir(other / ("f" * 90), temporary=other)
+    taken.rmdir()
+    taken.write_text("not a folder")
+    with pytest.raises(MortarError) as err:
+        control_path_dir(other / ("f" * 90), temporary=other)
+    assert "MORTAR_STATE_DIR" in f"{err.value}"
+
+
 def test_ansible_env_checks_host_keys_against_the_sites_known_hosts(tmp_path: Path) -> None:
     known = tmp_path / "known_hosts"
     env = ansible_env(7, tmp_path / "site", known, accept_new_keys=False)
