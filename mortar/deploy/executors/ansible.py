@@ -110,7 +110,7 @@ CONTROL_NAME = 1 + 10 + 17
 def control_path_dir(private_dir: Path, temporary: Path = Path("/tmp")) -> Path:
     """Where SSH keeps the site's master connections: PRIVATE_DIR/cp, or, when that path is too
     long for a socket (a deep state directory), a short private folder named after it."""
-    wanted = private_dir / "cp"
+    wanted = Path(os.path.realpath(private_dir)) / "cp"  # as Ansible hands it to SSH: absolute, resolved
     if len(os.fsencode(str(wanted))) + CONTROL_NAME <= SOCKET_PATH_MAX:
         return wanted
     short = temporary / f"mortar-ssh-{hashlib.sha256(os.fsencode(str(wanted))).hexdigest()[:16]}"

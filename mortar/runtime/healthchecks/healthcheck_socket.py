@@ -237,6 +237,8 @@ def check_port(argv: list[str] | None) -> int:
             ipaddress.ip_address(args.host)
         except ValueError:
             parser.error(f"--host {args.host!r} is not an IP address")
+    if args.tls_ca is not None and not os.access(args.tls_ca, os.R_OK):
+        parser.error(f"--tls-ca {args.tls_ca}: cannot read it")
     found = listeners(args.port, args.host, args.proc_root)
     where = f" on {args.host}" if args.host else ""
     if not found:

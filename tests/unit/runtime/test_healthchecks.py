@@ -277,6 +277,9 @@ def test_tls_ca_checks_the_certificate_and_speaks_http_over_tls(serve, tmp_path:
     moved = serve(tls_http(elsewhere.certificate, elsewhere.key, tmp_path))
     wrong = run_py(PORT, str(moved.port), "--http", "/v3", "--tls-ca", str(tmp_path / "ca.crt"))
     assert wrong.returncode == 1 and "its TLS is refused" in wrong.stdout and "mismatch" in wrong.stdout, wrong.stdout
+    # A CA file that cannot be read is named, not blamed on the service.
+    missing = run_py(PORT, str(server.port), "--tls-ca", str(tmp_path / "no-such.crt"))
+    assert missing.returncode == 1 and f"--tls-ca {tmp_path / 'no-such.crt'}: cannot read it" in missing.stdout
     # Plain HTTP where TLS is asked for: unhealthy, and TLS where plain HTTP is asked: unhealthy.
     plain = serve(http_status(200))
     assert run_py(PORT, str(plain.port), "--http", "/", "--tls-ca", str(tmp_path / "ca.crt")).returncode == 1
