@@ -197,6 +197,8 @@ def silent_guest_evidence(output: str, run) -> str:
                                "Port_Binding", f"logical_port={port}"]),
             ("openvswitch_db", host, ["ovs-vsctl", "--columns=name,ofport,statistics,external_ids", "find",
                                       "Interface", f"external_ids:iface-id={port}"]),
+            ("openvswitch_vswitchd", host, ["ip", "-d", "-s", "link", "show", f"tap{port[:11]}"]),
+            ("openvswitch_vswitchd", host, ["log"]),
             ("ovn_controller", host, ["log"]),
         ]
         for container, where, argv in probes:
@@ -205,7 +207,7 @@ def silent_guest_evidence(output: str, run) -> str:
             except Exception as exc:  # noqa: BLE001 - evidence is best effort; the failure stands
                 text = f"(not read: {exc})"
             if argv == ["log"]:
-                text = "\n".join([line for line in text.splitlines() if mac in line or port in line
+                text = "\n".join([line for line in text.splitlines() if mac in line or port[:11] in line
                                   or re.search(r"\|(WARN|ERR|EMER)\||reconnect", line)][-25:])
             sections.append(f"== {container}{' on ' + where if where else ''}: {' '.join(argv)[:80]}\n{text.strip()}")
     return "\n".join(sections)
