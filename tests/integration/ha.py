@@ -140,3 +140,16 @@ class ClientLoop:
         good = [t for t, why in self.rounds if not why and t > last]
         assert good, f"the APIs never answered again: {failed[-5:]}"
         return good[0] - since
+
+
+def cluster_logs(bed: Testbed, nodes: tuple[str, ...] = CONTROLS) -> str:
+    """What each control host's MariaDB and RabbitMQ said of their clusters' members (views,
+    suspicions, partitions), for a failure's message."""
+    said = "WSREP: (view|.*suspect|.*non-prim|.*partition|.*evict)|node down|nodedown|partial partition"
+    sections = []
+    for node in nodes:
+        for container in ("mariadb", "rabbitmq"):
+            out = bed.run(node, f"docker logs --timestamps --tail 3000 {container} 2>&1 | grep -E -i '{said}' "
+                                f"| tail -15", timeout=60)
+            sections.append(f"== {container} on {node}\n{out.stdout.strip()}")
+    return "\n".join(sections)

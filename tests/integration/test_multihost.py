@@ -64,6 +64,7 @@ from tests.integration.ha import (
     SLOW_BUT_ANSWERING,
     VIP,
     ClientLoop,
+    cluster_logs,
     galera_size,
     on,
     rabbit_running,
@@ -194,6 +195,8 @@ def deployed(site):
     clock = time.monotonic()
     try:
         site["deploy_output"] = mortar(site, "deploy").stdout
+    except AssertionError as failed:
+        raise AssertionError(f"{failed}\n---- the clusters' logs ----\n{cluster_logs(site['bed'])}") from None
     finally:
         site["processes"] = sampler.stop()
     MEASURED[f"test bed deploy of {OLD}, 3 control + 1 compute hosts (HA, TLS)"] = f"{time.monotonic() - clock:.1f} s"

@@ -160,7 +160,10 @@ def test_every_control_host_is_a_member_bound_to_its_own_address(three: dict[str
         assert section["wsrep_node_name"] == host
         assert section["wsrep_node_address"] == f"{address}:4567"
         options = dict(o.strip().split("=", 1) for o in section["wsrep_provider_options"].strip('"').split(";"))
-        assert options == {"gmcast.listen_addr": f"tcp://{address}:4567", "ist.recv_addr": f"{address}:4568"}
+        assert options == {"gmcast.listen_addr": f"tcp://{address}:4567", "ist.recv_addr": f"{address}:4568",
+                           # a busy host's member is not left out for a 5 s stall (Galera's default)
+                           "evs.suspect_timeout": "PT10S", "evs.inactive_timeout": "PT30S",
+                           "evs.install_timeout": "PT15S"}
         assert section["wsrep_sst_receive_address"] == f"{address}:4444"
         assert section["wsrep_sst_method"] == "mariabackup"
         assert (section["binlog_format"], section["innodb_autoinc_lock_mode"]) == ("ROW", "2")
