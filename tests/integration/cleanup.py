@@ -27,7 +27,7 @@ def leftovers() -> int:
 
     from mortar.testbed.k8scluster import Cluster
     from mortar.testbed.nodes import Testbed
-    from tests.integration import test_k8s, test_multihost, test_testbed
+    from tests.integration import test_ha, test_k8s, test_multihost, test_testbed
 
     client = docker.from_env()
     sites = {c.labels[SITE] for c in client.containers.list(all=True, filters={"label": SITE})
@@ -42,12 +42,12 @@ def leftovers() -> int:
         print(f"removed a test site left running: {site} ({len(containers)} containers, {len(volumes)} volumes)")
     if sites:
         _remove_provider_veth()
-    for bed in (test_testbed.BED, test_multihost.BED):
+    for bed in (test_testbed.BED, test_multihost.BED, test_ha.BED):
         Testbed(bed).down(log=lambda _: None)
     # The test beds' registries (their sites' CA and password went with the run).
     from mortar.registry.server import name_for
 
-    for address in (test_multihost.REGISTRY,):
+    for address in (test_multihost.REGISTRY, test_ha.REGISTRY):
         name = name_for(address)
         for container in client.containers.list(all=True, filters={"name": name}):
             if container.name == name:
