@@ -185,6 +185,7 @@ def silent_guest_evidence(output: str, run) -> str:
     found = list(dict.fromkeys(SILENT_GUEST.findall(output)))
     sections = []
     for port, mac, host in found[:2]:
+        short = port[:11]  # nova names the guest's tap "tap" + the port id's first 11 characters
         nb = "ovn-nbctl --db=unix:/run/ovn/ovnnb_db.sock"
         lsp = f"Logical_Switch_Port name={port}"
         northbound = (f"{nb} --columns=addresses,port_security,dhcpv4_options,up,enabled find {lsp}; "
@@ -197,7 +198,7 @@ def silent_guest_evidence(output: str, run) -> str:
                                "Port_Binding", f"logical_port={port}"]),
             ("openvswitch_db", host, ["ovs-vsctl", "--columns=name,ofport,statistics,external_ids", "find",
                                       "Interface", f"external_ids:iface-id={port}"]),
-            ("openvswitch_vswitchd", host, ["ip", "-d", "-s", "link", "show", f"tap{port[:11]}"]),
+            ("openvswitch_vswitchd", host, ["ip", "-d", "-s", "link", "show", f"tap{short}"]),
             ("openvswitch_vswitchd", host, ["log"]),
             ("ovn_controller", host, ["log"]),
         ]
@@ -207,7 +208,7 @@ def silent_guest_evidence(output: str, run) -> str:
             except Exception as exc:  # noqa: BLE001 - evidence is best effort; the failure stands
                 text = f"(not read: {exc})"
             if argv == ["log"]:
-                text = "\n".join([line for line in text.splitlines() if mac in line or port[:11] in line
+                text = "\n".join([line for line in text.splitlines() if mac in line or short in line
                                   or re.search(r"\|(WARN|ERR|EMER)\||reconnect", line)][-25:])
             sections.append(f"== {container}{' on ' + where if where else ''}: {' '.join(argv)[:80]}\n{text.strip()}")
     return "\n".join(sections)
