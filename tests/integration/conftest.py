@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import re
 import socket
+import time
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -40,7 +41,7 @@ def pytest_terminal_summary(terminalreporter) -> None:
             terminalreporter.write_line(f"{key}: {value}")
 
 
-ENGINE_LOCK = os.environ.get("MORTAR_TEST_ENGINE_LOCK", "")  # set by scripts/test.sh for its two sessions
+ENGINE_LOCK = os.environ.get("MORTAR_TEST_ENGINE_LOCK", "")  # set by scripts/test.sh for its sessions
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -81,7 +82,6 @@ def engine_alone(timeout: float = 3600):
         yield
         return
     import fcntl
-    import time
 
     with open(ENGINE_LOCK, "a") as lock:
         deadline = time.monotonic() + timeout
@@ -261,6 +261,21 @@ def k8s_evidence(cluster, namespace: str):
                               capture_output=True, text=True, timeout=60)
         return proc.stdout + proc.stderr
     return run
+
+
+def wait_for(what: str, check, timeout: float = 600, delay: float = 5):
+    """CHECK's first true answer, asked every DELAY seconds; fails naming WHAT and the last answer."""
+    deadline = time.monotonic() + timeout
+    last: object = None
+    while time.monotonic() < deadline:
+        try:
+            last = check()
+            if last:
+                return last
+        except (AssertionError, ValueError, KeyError, IndexError) as exc:
+            last = exc
+        time.sleep(delay)
+    raise AssertionError(f"{what}: not so after {timeout:.0f} s (last: {last!r})")
 
 
 def remove_kept_guests(site: dict) -> None:
