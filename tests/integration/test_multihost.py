@@ -341,6 +341,8 @@ def test_no_secret_in_any_output_file_process_or_container(deployed):
 
 
 def test_a_node_stopped_mid_deploy_is_named_and_a_rerun_converges(deployed, docker):
+    from tests.integration.test_deploy import connect
+
     bed = deployed["bed"]
     override = deployed["config"] / "config" / "nova.conf"
     override.write_text("[DEFAULT]\nreserved_host_disk_mb = 512\n")
@@ -370,8 +372,6 @@ def test_a_node_stopped_mid_deploy_is_named_and_a_rerun_converges(deployed, dock
     assert "deploy finished" in out
     assert set(started(bed, "compute2")) == COMPUTE
     assert "Nothing to do" in mortar(deployed, "deploy").stdout
-    from tests.integration.test_deploy import connect
-
     # Its compute service reports to the control plane again (the next test's verify boots
     # servers on it, one series behind and then on the new one).
     conn = connect(deployed)
