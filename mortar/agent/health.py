@@ -9,7 +9,11 @@ from mortar.agent.masking import redact
 from mortar.agent.wire import Container
 from mortar.engine.protocol import Engine
 
+# Seconds before the second probe; each later wait is half as long again, up to SLOWEST times
+# POLL. Every probe is an exec in the container: a container that takes a minute to start is
+# probed about 25 times, not 120, and one that serves at once is still seen at once.
 POLL = 0.5
+SLOWEST = 6
 
 
 def logs_tail(engine: Engine, name: str, secrets: list[str], lines: int = 20) -> str:
@@ -29,8 +33,10 @@ def probe(engine: Engine, container: Container) -> tuple[int, str]:
 
 def wait_healthy(engine: Engine, container: Container, timeout: float, secrets: list[str]) -> float:
     """Seconds until the container's health test passed; a StepError when it exited, crash-loops
-    or did not pass within TIMEOUT. Runs the test itself, faster than the engine's interval."""
+    or did not pass within TIMEOUT. Runs the test itself, faster than the engine's interval, at
+    growing intervals (POLL)."""
     started = time.monotonic()
+    delay = POLL
     first = engine.container(container.name)
     restarts = first.restart_count if first is not None else 0
     last = ""
@@ -66,4 +72,5 @@ def wait_healthy(engine: Engine, container: Container, timeout: float, secrets: 
                             target=container.name, log_tail=logs_tail(engine, container.name, secrets),
                             fix=f"see `docker logs {container.name}`, then run the command again",
                             kind="timeout")
-        time.sleep(POLL)
+        time.sleep(delay)
+        delay = min(delay * 1.5, POLL * SLOWEST)

@@ -70,7 +70,7 @@ class Mount:
 @dataclass
 class Health:
     test: str  # a shell command inside the container; exit 0 means healthy
-    interval: float = 10
+    interval: float = 30
     timeout: float = 10
     retries: int = 3
     start_period: float = 5

@@ -8,7 +8,8 @@
   a pod out of its Service but never restarts it.
 
 Checks that decide liveness get a startup probe too (the start period, or the site's health
-timeout when longer); interval, timeout and retries carry over.
+timeout when longer); interval, timeout and retries carry over (readiness is asked at least
+every READINESS_PERIOD seconds).
 """
 
 from __future__ import annotations
@@ -21,6 +22,9 @@ from mortar.agent.wire import Healthcheck
 
 # A liveness probe gives a wedged process this many failed periods before the restart.
 LIVENESS_FAILURES = 6
+# Readiness is asked at least this often (seconds): it decides when a pod joins its Service
+# and when mortar's apply goes on, so it cannot wait a whole health interval.
+READINESS_PERIOD = 10
 
 
 def _option(words: list[str], name: str) -> str | None:
@@ -58,10 +62,11 @@ def probes(check: Healthcheck | None, start_timeout: int = 180) -> dict[str, dic
     if check is None:
         return {}
     what, live = action(check.test)
-    period = {"periodSeconds": check.interval, "timeoutSeconds": check.timeout}
-    found = {"readinessProbe": {**what, **period, "failureThreshold": check.retries}}
+    ready = {"periodSeconds": min(check.interval, READINESS_PERIOD), "timeoutSeconds": check.timeout}
+    found = {"readinessProbe": {**what, **ready, "failureThreshold": check.retries}}
     if live:
-        found["livenessProbe"] = {**what, **period, "failureThreshold": max(check.retries, LIVENESS_FAILURES)}
+        found["livenessProbe"] = {**what, "periodSeconds": check.interval, "timeoutSeconds": check.timeout,
+                                  "failureThreshold": max(check.retries, LIVENESS_FAILURES)}
         every = 2
         found["startupProbe"] = {**what, "periodSeconds": every, "timeoutSeconds": check.timeout,
                                  "failureThreshold": -(-max(check.start_period, start_timeout) // every)}

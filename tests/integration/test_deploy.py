@@ -276,7 +276,8 @@ def test_running_but_unhealthy_container_is_planned_and_fixed(deployed, docker):
     inner = next(int(row[0]) for row in top["Processes"] if row[1] == "memcached")
     os.kill(inner, 19)  # SIGSTOP
     try:
-        deadline = time.monotonic() + 90
+        # The engine probes every 30 s and calls it unhealthy after 3 failed probes in a row.
+        deadline = time.monotonic() + 240
         while docker.containers.get("memcached").attrs["State"].get("Health", {}).get("Status") != "unhealthy":
             assert time.monotonic() < deadline, "the engine never marked the frozen memcached unhealthy"
             time.sleep(2)

@@ -9,6 +9,7 @@ import pytest
 
 from mortar.agent import converge, steps
 from mortar.agent import facts as F
+from mortar.agent import health as H
 from mortar.agent.errors import StepError
 from mortar.agent.masking import MASK
 from mortar.agent.wire import HostState, StepRequest
@@ -186,6 +187,29 @@ def test_a_container_that_does_not_serve_in_time_is_a_timeout(engine: FakeEngine
         converge_all(engine, host, state_dir)
     assert info.value.kind == "timeout" and info.value.target == "demo_web"
     assert "does not serve" in info.value.message and SECRET not in info.value.message
+
+
+def test_a_slow_start_is_probed_at_growing_intervals(engine: FakeEngine, host: HostState, state_dir: Path,
+                                                    monkeypatch) -> None:
+    """Each probe is an exec in the container: the waits between them grow by half, up to
+    SLOWEST times the first, and the container is seen serving at the first probe that passes."""
+    waits: list[float] = []
+    monkeypatch.setattr("mortar.agent.health.time.sleep", waits.append)
+    engine.health["demo_web"] = (1, "not yet")
+    probes = []
+
+    def serves_at_the_tenth(operation: str, target: str) -> None:
+        if operation == "exec" and target == "demo_web":
+            probes.append(target)
+            if len(probes) == 10:
+                engine.health["demo_web"] = (0, "healthy")
+
+    engine.on_call = serves_at_the_tenth
+    converge_all(engine, host, state_dir)
+    assert len(probes) == 10 and len(waits) == 9, waits
+    assert waits[:3] == [H.POLL, H.POLL * 1.5, H.POLL * 2.25]
+    assert waits == sorted(waits)
+    assert max(waits) == H.POLL * H.SLOWEST
 
 
 def test_a_container_the_engine_keeps_restarting_is_named_a_crash_loop(engine: FakeEngine, host: HostState,

@@ -200,6 +200,8 @@ def test_probes_from_the_healthchecks() -> None:
     http = probes(Healthcheck(test="healthcheck_port 5000 --host 0.0.0.0 --owner uwsgi --http /v3 --status 200"))
     assert http["readinessProbe"]["httpGet"] == {"path": "/v3", "port": 5000}
     assert http["livenessProbe"]["httpGet"] == {"path": "/v3", "port": 5000} and "startupProbe" in http
+    # Readiness gates the Service and the apply: asked every 10 s however long the health interval.
+    assert (http["readinessProbe"]["periodSeconds"], http["livenessProbe"]["periodSeconds"]) == (10, 30)
     tcp = probes(Healthcheck(test="healthcheck_port 11211 --send 'version\\r\\n' --expect VERSION"))
     assert tcp["readinessProbe"]["tcpSocket"] == {"port": 11211}
     curl = probes(Healthcheck(test="healthcheck_curl http://127.0.0.1:9090/-/ready"))
