@@ -20,14 +20,18 @@ PLANTED = "planted-Secret-4f9c1d2e7a"
 def test_process_scan_catches_a_secret_in_a_command_line():
     sampler = ProcessSampler()
     sampler.start()
-    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(3)", f"--password={PLANTED}"])
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)", f"--password={PLANTED}"])
     try:
-        time.sleep(1)
+        # Two whole passes over the process table while the child runs, however slowly a loaded
+        # machine lets the sampler go.
+        wanted, deadline = sampler.samples + 2, time.monotonic() + 300
+        while sampler.samples < wanted:
+            assert time.monotonic() < deadline, f"the sampler made {sampler.samples} passes in 300 s"
+            time.sleep(0.1)
     finally:
         child.kill()
         child.wait()
     seen = sampler.stop()
-    assert sampler.samples > 5
     leaks = Scanner([PLANTED]).processes(seen)
     assert leaks and "process table" in leaks[0].where
 
