@@ -134,13 +134,19 @@ def build(engine, names: list[str], logs: Path, **overrides):
     return builder, builder.run(names)
 
 
-@pytest.fixture(scope="session")
-def keystone_build(engine, docker, tmp_path_factory):
-    logs = tmp_path_factory.mktemp("build-logs")
-    builder, results = build(engine, ["keystone"], logs)
+def built(engine, names: list[str], logs: Path, **overrides):
+    """`build`, failing the test with each image that was neither built nor found cached; the builder
+    and its results."""
+    builder, results = build(engine, names, logs, **overrides)
     failed = {n: r.error for n, r in results.items() if r.status not in ("done", "cached")}
     assert not failed, failed
     return builder, results
+
+
+@pytest.fixture(scope="session")
+def keystone_build(engine, docker, tmp_path_factory):
+    logs = tmp_path_factory.mktemp("build-logs")
+    return built(engine, ["keystone"], logs)
 
 
 def run_container(docker, image: str, command, *, user: str | None = None, volumes=None, entrypoint=None):
