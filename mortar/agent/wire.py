@@ -89,14 +89,20 @@ class Mount:
     propagation: str = declared("", render=False, help="'', rshared, rslave, shared, slave or private")
 
 
+# The engine's interval between two probes of a running container when neither the catalogue
+# nor the site sets one (kolla-ansible's default too).
+HEALTH_INTERVAL = 30
+
+
 @dataclass(kw_only=True)
 class Healthcheck:
     test: str = declared(help="shell command in the container; exit 0 means it serves")
-    # Seconds between the engine's probes of a running container (kolla-ansible's default too).
-    # Each probe is an exec, about 0.15 s of CPU: at 10 s, a control host's twenty containers
-    # took a quarter of a core doing nothing else. A deploy does not wait for the engine: it
-    # probes a starting container itself, at once and then every few seconds.
-    interval: int = declared(30, render=False)
+    # Seconds between the engine's probes of a running container; unset, the site's
+    # healthcheck_interval (HEALTH_INTERVAL unless the site says otherwise). Each probe is an
+    # exec, about 0.1 s of CPU: at 10 s, a control host's twenty containers took a quarter of a
+    # core doing nothing else. A deploy does not wait for the engine: it probes a starting
+    # container itself, at once and then every few seconds.
+    interval: int | None = declared(None, render=False)
     timeout: int = declared(10, render=False)
     retries: int = declared(3, render=False)
     start_period: int = declared(5, render=False)

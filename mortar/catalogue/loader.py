@@ -207,7 +207,7 @@ def _check_container(c: Container, where: Where, spec: ServiceSpec, images: set[
         if not h.test.strip():
             raise where.at("healthcheck").at("test").error("the health test is empty")
         for key in ("interval", "timeout", "start_period"):
-            if getattr(h, key) <= 0:
+            if getattr(h, key) is not None and getattr(h, key) <= 0:
                 raise where.at("healthcheck").at(key).error("must be more than 0 seconds")
         if h.retries < 1:
             raise where.at("healthcheck").at("retries").error("must be at least 1")

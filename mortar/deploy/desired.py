@@ -406,7 +406,7 @@ class Planner:
             raise MortarError(f"a port did not render to a number ({exc})", file=str(spec.file),
                               key=f"{where}.ports") from None
         container = with_secret_files(Container(**rendered), spec, lambda name: self.secret(host, name))
-        return with_script(with_site_ca(container, self.site))
+        return with_script(with_site_ca(with_health_interval(container, self.site), self.site))
 
     # ---- capabilities --------------------------------------------------------------------
     def instance_values(self, provider: ServiceSpec, provides: Provides, host: str) -> dict[str, Any]:
@@ -528,6 +528,15 @@ def with_secret_files(container: Container, spec: ServiceSpec, secret: Callable[
             files.append(File(dest=f"{target}/{name}", template="", owner=owner, mode="0600", merge="replace",
                               content=value, source=f"{volume}.{name}"))
     return dataclasses.replace(container, files=files, volumes=[v for v in container.volumes if v not in entries])
+
+
+def with_health_interval(container: Container, site: Site) -> Container:
+    """A healthcheck without an interval of its own probes at the site's healthcheck_interval."""
+    check = container.healthcheck
+    if check is None or check.interval is not None:
+        return container
+    return dataclasses.replace(container, healthcheck=dataclasses.replace(
+        check, interval=int(site.globals["healthcheck_interval"])))
 
 
 def with_site_ca(container: Container, site: Site) -> Container:

@@ -18,7 +18,7 @@ import shlex
 import urllib.parse
 from typing import Any
 
-from mortar.agent.wire import Healthcheck
+from mortar.agent.wire import HEALTH_INTERVAL, Healthcheck
 
 # A liveness probe gives a wedged process this many failed periods before the restart.
 LIVENESS_FAILURES = 6
@@ -62,10 +62,11 @@ def probes(check: Healthcheck | None, start_timeout: int = 180) -> dict[str, dic
     if check is None:
         return {}
     what, live = action(check.test)
-    ready = {"periodSeconds": min(check.interval, READINESS_PERIOD), "timeoutSeconds": check.timeout}
+    interval = check.interval or HEALTH_INTERVAL
+    ready = {"periodSeconds": min(interval, READINESS_PERIOD), "timeoutSeconds": check.timeout}
     found = {"readinessProbe": {**what, **ready, "failureThreshold": check.retries}}
     if live:
-        found["livenessProbe"] = {**what, "periodSeconds": check.interval, "timeoutSeconds": check.timeout,
+        found["livenessProbe"] = {**what, "periodSeconds": interval, "timeoutSeconds": check.timeout,
                                   "failureThreshold": max(check.retries, LIVENESS_FAILURES)}
         every = 2
         found["startupProbe"] = {**what, "periodSeconds": every, "timeoutSeconds": check.timeout,

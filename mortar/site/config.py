@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from mortar.agent.wire import HEALTH_INTERVAL
 from mortar.catalogue.loader import OPTION_TYPES, ServiceSpec
 from mortar.errors import MortarError
 from mortar.files import load_yaml, read_text, write_private
@@ -256,6 +257,10 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
     "openstack_debug": {"type": "bool", "default": False, "help": "debug logging in every OpenStack service"},
     "healthcheck_timeout": {"type": "int", "default": 180, "min": 10,
                             "help": "seconds to wait for a container to serve"},
+    "healthcheck_interval": {"type": "int", "default": HEALTH_INTERVAL, "min": 5,
+                             "help": "seconds between the engine's probes of a running container (each an exec "
+                                     "in it, about 0.1 s of CPU); one that stops serving is called unhealthy "
+                                     "after about 4 of them, and the next deploy fixes it"},
     # mortar k8s: the same catalogue on a Kubernetes cluster.
     "k8s_namespace": {"type": "str", "default": "openstack", "check": check_dns_label,
                       "help": "Kubernetes namespace every object of the site goes into"},

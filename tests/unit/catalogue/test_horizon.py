@@ -90,7 +90,8 @@ def test_container(site: Site) -> None:
         "/var/lib/horizon": "horizon:horizon", "/var/lib/horizon/static": "horizon:horizon",
         "/etc/horizon/certificates": "horizon:horizon"}
     assert container.healthcheck == Healthcheck(
-        test="healthcheck_port 8089 --host 127.0.0.1 --owner uwsgi --http /auth/login/ --status 200")
+        test="healthcheck_port 8089 --host 127.0.0.1 --owner uwsgi --http /auth/login/ --status 200",
+        interval=30)  # the site's healthcheck_interval, by default
     assert container.ports == [8089]
     settings = next(f for f in container.files if f.dest == SETTINGS_DEST)
     assert (settings.owner, settings.mode, settings.merge) == ("horizon", "0640", "replace")

@@ -14,10 +14,10 @@ from typing import Any
 import pytest
 import yaml
 
-from mortar.agent.wire import Container, File, HostState, Job, dumps, encode, loads
+from mortar.agent.wire import Container, File, Healthcheck, HostState, Job, dumps, encode, loads
 from mortar.catalogue.loader import ServiceSpec, load_catalogue
 from mortar.deploy.capabilities import bind, dependencies
-from mortar.deploy.desired import SCRIPT_DEST, DesiredState, compute_desired
+from mortar.deploy.desired import SCRIPT_DEST, DesiredState, compute_desired, with_health_interval
 from mortar.errors import MortarError
 from mortar.site.config import Site, genpwd, load_site, required_passwords
 from mortar.site.inventory import Inventory, parse_inventory
@@ -138,6 +138,19 @@ def test_keystone_bootstrap_gets_its_password_through_its_environment(desired: D
     assert not any(password in word for word in job.spec.command)
     assert job.spec.command[:2] == ["keystone-manage", "bootstrap"]
     assert password not in json.dumps(job.spec.definition())
+
+
+def test_the_engine_probes_at_the_sites_interval_unless_the_catalogue_sets_one(site: Site, aio: Inventory) -> None:
+    def intervals() -> dict[str, int | None]:
+        return {c.name: c.healthcheck.interval for c in compute_desired(site, aio).hosts["localhost"].containers()
+                if c.healthcheck is not None}
+
+    default = intervals()
+    assert "keystone" in default and set(default.values()) == {30}
+    site.globals["healthcheck_interval"] = 120
+    assert intervals() == {name: 120 for name in default}
+    declared = Container(name="demo", service="demo", image="demo", healthcheck=Healthcheck(test="true", interval=45))
+    assert with_health_interval(declared, site) is declared
 
 
 def test_the_database_url_comes_from_the_database_capability(configure: Callable[..., Site]) -> None:
