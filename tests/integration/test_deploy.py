@@ -2,9 +2,9 @@
 
 One site (the core services with their data plane, and Prometheus with its exporters), in
 order: prechecks, deploy, post-deploy, guest-image, init-runonce, verify (a real guest over
-SSH), upstream Tempest's smoke set; a no-op deploy; an override that restarts only keystone; data kept
-through reconfigure, stop + deploy and a second deploy; a running guest through a
-reconfigure of nova and neutron and back after stop + deploy; a running-but-unhealthy container
+SSH), upstream Tempest's smoke set; a no-op deploy; an override that restarts only keystone,
+data kept; a running guest and data through a reconfigure of nova and neutron, the guest back
+after stop + deploy, the data kept by it and by a second deploy; a running-but-unhealthy container
 planned and fixed; no secret in the process table during the deploy, in any container's
 definition or log (job containers included), in job logs or in any world-readable file; a
 lost database volume re-initialised by the next deploy (jobs and registrations); destroy.
@@ -179,39 +179,45 @@ def test_second_deploy_changes_nothing(deployed, docker):
     assert "No changes" in mortar(deployed, "plan").stdout
 
 
-def test_data_kept_and_override_restarts_only_its_containers(deployed, docker):
-    conn = connect(deployed)
-    project = conn.identity.create_project(name="mortar-it-keep", domain_id="default")
-    image = conn.image.create_image(name="mortar-it-keep", data=b"keep me" * 1000, disk_format="raw",
-                                    container_format="bare")
-    before = running(docker)
-    override = deployed["config"] / "config" / "keystone"
-    override.mkdir(parents=True, exist_ok=True)
-    (override / "keystone.conf").write_text("[token]\nexpiration = 7200\n")
-    plan = mortar(deployed, "plan").stdout
-    assert "recreate keystone: keystone.conf changed" in plan and "+expiration = 7200" in plan
-    mortar(deployed, "reconfigure")
-    after = running(docker)
-    changed = {name for name in before if before[name] != after.get(name)}
-    assert changed == {"keystone"}, changed
+class KeptData:
+    """A project and an image (its bytes too), made now, and checked at will through a new connection."""
 
-    def still_there():
-        conn2 = connect(deployed)
-        assert conn2.identity.find_project("mortar-it-keep", domain_id="default") is not None
-        assert conn2.image.get_image(image.id).status == "active"
-        body = conn2.image.download_image(image.id)
+    def __init__(self, site: dict) -> None:
+        self.site = site
+        conn = connect(site)
+        self.project = conn.identity.create_project(name="mortar-it-keep", domain_id="default")
+        self.image = conn.image.create_image(name="mortar-it-keep", data=b"keep me" * 1000, disk_format="raw",
+                                             container_format="bare")
+
+    def still_there(self) -> None:
+        conn = connect(self.site)
+        assert conn.identity.find_project("mortar-it-keep", domain_id="default") is not None
+        assert conn.image.get_image(self.image.id).status == "active"
+        body = conn.image.download_image(self.image.id)
         assert (body.content if hasattr(body, "content") else body) == b"keep me" * 1000
 
-    still_there()
-    mortar(deployed, "stop")
-    assert not docker.containers.list(filters={"label": "org.mortar.managed"})
-    mortar(deployed, "deploy")
-    still_there()
-    mortar(deployed, "deploy")
-    still_there()
-    conn3 = connect(deployed)
-    conn3.image.delete_image(image.id)
-    conn3.identity.delete_project(project.id)
+    def remove(self) -> None:
+        conn = connect(self.site)
+        conn.image.delete_image(self.image.id, ignore_missing=True)
+        conn.identity.delete_project(self.project.id, ignore_missing=True)
+
+
+def test_data_kept_and_override_restarts_only_its_containers(deployed, docker):
+    kept = KeptData(deployed)
+    try:
+        before = running(docker)
+        override = deployed["config"] / "config" / "keystone"
+        override.mkdir(parents=True, exist_ok=True)
+        (override / "keystone.conf").write_text("[token]\nexpiration = 7200\n")
+        plan = mortar(deployed, "plan").stdout
+        assert "recreate keystone: keystone.conf changed" in plan and "+expiration = 7200" in plan
+        mortar(deployed, "reconfigure")
+        after = running(docker)
+        changed = {name for name in before if before[name] != after.get(name)}
+        assert changed == {"keystone"}, changed
+        kept.still_there()
+    finally:
+        kept.remove()
 
 
 def guest_ssh(key: Path, address: str, command: str, wait: float = 180) -> str:
@@ -222,8 +228,9 @@ def guest_ssh(key: Path, address: str, command: str, wait: float = 180) -> str:
 DATA_PLANE = {"nova_libvirt", "openvswitch_db", "openvswitch_vswitchd", "ovn_controller"}
 
 
-def test_guest_survives_reconfigure_and_comes_back_after_stop(deployed, docker, tmp_path):
+def test_guest_and_data_survive_reconfigure_and_come_back_after_stop(deployed, docker, tmp_path):
     conn = connect(deployed)
+    kept = KeptData(deployed)
     subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(tmp_path / "id")], check=True)
     keypair = conn.compute.create_keypair(name="mortar-it-guest", public_key=(tmp_path / "id.pub").read_text())
     server = conn.compute.create_server(
@@ -251,19 +258,26 @@ def test_guest_survives_reconfigure_and_comes_back_after_stop(deployed, docker, 
         assert not changed & DATA_PLANE, changed
         assert guest_ssh(tmp_path / "id", address, "cat /proc/sys/kernel/random/boot_id") == boot
         assert conn.compute.get_server(server.id).status == "ACTIVE"
-        # stop + deploy: nova starts the guest again (resume_guests_state_on_host_boot): a new boot.
+        kept.still_there()
+        # stop + deploy: every row and byte kept, and nova starts the guest again
+        # (resume_guests_state_on_host_boot): a new boot. Another deploy keeps them too.
         mortar(deployed, "stop")
+        assert not docker.containers.list(filters={"label": "org.mortar.managed"})
         mortar(deployed, "deploy")
+        kept.still_there()
         conn = connect(deployed)
         wait_active(conn, conn.compute.get_server(server.id), interval=2)
         again = guest_ssh(tmp_path / "id", address, "cat /proc/sys/kernel/random/boot_id", wait=300)
         assert again and again != boot
+        mortar(deployed, "deploy")
+        kept.still_there()
     finally:
         if ip is not None:
             conn.network.delete_ip(ip)
         conn.compute.delete_server(server)
         conn.compute.wait_for_delete(server, wait=120, interval=1)
         conn.compute.delete_keypair(keypair)
+        kept.remove()
 
 
 def test_running_but_unhealthy_container_is_planned_and_fixed(deployed, docker):
