@@ -59,6 +59,28 @@ def interface_networks() -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
     return networks
 
 
+def resolved(name: str) -> set[str]:
+    """The addresses NAME resolves to here (the system's resolver: /etc/hosts, then DNS); none
+    when it does not."""
+    try:
+        return {str(info[4][0]) for info in socket.getaddrinfo(name, None, proto=socket.IPPROTO_TCP)}
+    except (OSError, UnicodeError):
+        return set()
+
+
+def name_checks(where: str, names: dict[str, str]) -> list[Check]:
+    """One check per name the site's clients use: it resolves here to its address, and only to it."""
+    checks = []
+    for name, address in names.items():
+        found = resolved(name)
+        checks.append(Check(found == {address}, f"{where}: {name} resolves to {address}" +
+                            (f"; it resolves to {', '.join(sorted(found))}" if found and found != {address} else
+                             "" if found else "; it does not resolve"),
+                            f"make your DNS resolve {name} to {address}, or add `{address} {name}` to /etc/hosts "
+                            f"on {where}"))
+    return checks
+
+
 def available_memory_gb() -> float:
     with open("/proc/meminfo") as meminfo:
         for line in meminfo:
@@ -121,6 +143,7 @@ def host_checks(state: HostState, engine: Engine) -> list[Check]:
                             (f"; not so: {', '.join(outside)}" if outside else ""),
                             "choose internal_vip_address (external_vip_address) in the subnet of the control "
                             "hosts' interfaces: keepalived adds it beside the host's own address"))
+    checks.extend(name_checks(name, state.names))
     root = "/var/lib/docker" if os.path.isdir("/var/lib/docker") else "/"
     free_gb = shutil.disk_usage(root).free / 1e9
     checks.append(Check(free_gb >= MIN_FREE_DISK_GB,

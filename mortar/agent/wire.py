@@ -266,6 +266,9 @@ class HostState:
     volume_options: dict[str, dict[str, str]] = field(default_factory=dict)
     # The site's virtual addresses this host may be given (it runs the load balancer).
     virtual_addresses: list[str] = field(default_factory=list)
+    # The names this host's containers reach others by (internal_fqdn), each with the address
+    # it must resolve to: the site's DNS or the host's /etc/hosts gives them, prechecks look.
+    names: dict[str, str] = field(default_factory=dict)
     version: int = WIRE_VERSION
 
     def containers(self) -> list[Container]:

@@ -107,11 +107,11 @@ def certificates_command(config_dir: Path, inventory: Path | None, names: tuple[
     and enable_tls_external).
 
     Writes CONFIG_DIR/certificates/ca.crt and ca.key (the site CA, made once; the registry uses
-    the same); internal.pem: a certificate for internal_vip_address (and every --name, and
-    external_fqdn when the public endpoints share the internal address), the CA's certificate
+    the same); internal.pem: a certificate for internal_vip_address (and internal_fqdn, every
+    --name, and external_fqdn when the public endpoints share the internal address), the CA's certificate
     and the key, HAProxy's format, 0600; with enable_tls_external and external_vip_address,
     external.pem: the same for external_vip_address and external_fqdn; and hosts/HOST.crt and HOST.key for
-    every inventory host (its address, its name and the virtual address), which the broker and
+    every inventory host (its address, its name, the virtual address and internal_fqdn), which the broker and
     the database serve TLS with. A certificate that still names what it must and does not end
     within 30 days is kept; run it again after changing an address or adding a host.
 
@@ -132,7 +132,8 @@ def certificates_command(config_dir: Path, inventory: Path | None, names: tuple[
     internal, external = served_names(settings)
     for line in make(config_dir, site_id(config_dir), str(settings.get("internal_vip_address") or ""),
                      [*(n for n in internal if n != settings.get("internal_vip_address")), *names], addresses,
-                     external=list(external) if settings.get("enable_tls_external") else None):
+                     external=list(external) if settings.get("enable_tls_external") else None,
+                     internal_fqdn=str(settings.get("internal_fqdn") or "")):
         click.echo(line)
 
 
@@ -188,14 +189,21 @@ def prechecks_command(config_dir: Path, inventory: Path | None, limit: str | Non
     then on each host: reachable (SSH for remote hosts, with its known host key), engine
     answering, images present or pullable from the registry (and the ones mortar pushed),
     api_address one of the host's own addresses, service ports free (or held by mortar's
-    own containers), disk and memory enough.
+    own containers), internal_fqdn resolving to internal_vip_address (there and on this
+    machine), disk and memory enough.
     """
+    from mortar.agent.hostchecks import name_checks
     from mortar.deploy.orchestrator import prechecks
 
     deployment = _load(config_dir, inventory, limit)
     click.echo(f"ok   site {config_dir}: {len(deployment.site.enabled)} service(s) on "
                f"{len(deployment.desired.hosts)} host(s)")
     failures = 0
+    # mortar registers the endpoints from here, and clouds.yaml's clients run here.
+    names: dict[str, str] = next((state.names for state in deployment.desired.hosts.values()), {})
+    for check in name_checks("this machine", names):
+        click.echo(check.line())
+        failures += not check.ok
     for host, checks in prechecks(deployment, _executor(deployment, executor)).items():
         if not checks:
             click.echo(f"FAIL {host}: no result  -> see the Ansible log under /var/log/mortar/ansible")

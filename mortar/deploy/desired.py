@@ -100,6 +100,8 @@ class Topology:
     def __init__(self, site: Site, inventory: Inventory) -> None:
         self.site, self.inventory = site, inventory
         self.vip = str(site.globals.get("internal_vip_address") or "")
+        # The name the internal side carries instead of the address (resolved by the site's DNS).
+        self.internal_name = str(site.globals.get("internal_fqdn") or "")
         # The users' side: a second virtual address and the name the public endpoints carry.
         self.external_vip = str(site.globals.get("external_vip_address") or "")
         self.external_name = str(site.globals.get("external_fqdn") or "")
@@ -118,18 +120,22 @@ class Topology:
     def reach(self, host: str, container: str) -> str:
         """The address others use for CONTAINER on HOST: templates see it as api_address."""
         if self.vip and container in self.balanced:
-            return self.vip
+            return self.internal_name or self.vip
         return self.host_address(host)
+
+    def names(self) -> dict[str, str]:
+        """The names containers reach others by, each with the address it must resolve to."""
+        return {self.internal_name: self.vip} if self.internal_name and self.vip else {}
 
     def scheme(self, host: str, container: str) -> str:
         """How others speak HTTP to CONTAINER on HOST: templates see it as api_scheme."""
-        return "https" if self.tls and self.reach(host, container) == self.vip else "http"
+        return "https" if self.tls and self.vip and container in self.balanced else "http"
 
     def public_reach(self, host: str, container: str) -> str:
         """Where users reach CONTAINER on HOST (its public endpoint): templates see it as
         public_address. The external name or address for what the load balancer serves."""
         if self.vip and container in self.balanced:
-            return self.external_name or self.external_vip or self.vip
+            return self.external_name or self.external_vip or self.internal_name or self.vip
         return self.host_address(host)
 
     def public_scheme(self, host: str, container: str) -> str:
@@ -207,9 +213,10 @@ class Planner:
                 self.depends[name] += [b for b in balancers if b not in self.depends[name]]
 
     def _external_side(self, globals_file: str, vip: str) -> None:
-        """The users' side (external_vip_address, external_fqdn) is the load balancer's too."""
+        """The names and the users' side (internal_fqdn, external_vip_address, external_fqdn) are
+        the load balancer's too."""
         external = self.topology.external_vip
-        for key in ("external_vip_address", "external_fqdn", "enable_tls_external"):
+        for key in ("internal_fqdn", "external_vip_address", "external_fqdn", "enable_tls_external"):
             if self.site.globals.get(key) and not vip:
                 raise MortarError(f"{key} is set but the site has no internal_vip_address", file=globals_file,
                                   key=key, fix="set internal_vip_address (the load balancer's address) as well, "
@@ -351,7 +358,7 @@ class Planner:
                 return None
             if host not in self.host_secrets:
                 self.host_secrets[host] = host_certificate(self.site.config_dir, host, self.topology.host_address(host),
-                                                           self.topology.vip)
+                                                           self.topology.vip, self.topology.internal_name)
             return self.host_secrets[host][name]
         return self.site.secrets.get(name)
 
@@ -582,7 +589,7 @@ def compute_desired(site: Site, inventory: Inventory, running: Mapping[str, str]
         if host not in hosts:
             hosts[host] = HostState(host, planner.address(host), site.site_id, order=planner.order,
                                     health_timeout=float(site.globals["healthcheck_timeout"]),
-                                    registry_auth=site.registry_auth())
+                                    registry_auth=site.registry_auth(), names=planner.topology.names())
         return hosts[host]
 
     def service_state(host: str, spec: ServiceSpec) -> ServiceState:

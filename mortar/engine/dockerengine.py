@@ -166,7 +166,7 @@ class DockerEngine:
             device_cgroup_rules=spec.device_cgroup_rules or None, security_opt=spec.security_opt or None,
             cgroupns=spec.cgroupns or None, pid_mode=spec.pid_mode or None, ipc_mode=spec.ipc_mode or None,
             ulimits=[Ulimit(name=k, soft=v[0], hard=v[1]) for k, v in spec.ulimits.items()] or None,
-            sysctls=spec.sysctls or None, log_config=log_config,
+            sysctls=spec.sysctls or None, log_config=log_config, extra_hosts=spec.extra_hosts or None,
             restart_policy={"Name": spec.restart} if spec.restart != "no" else None)
         if spec.unmasked_paths:
             # What the docker CLI sends for `--security-opt systempaths=unconfined`.

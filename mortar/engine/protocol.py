@@ -92,6 +92,7 @@ class RunSpec:
     tmpfs: list[str] = field(default_factory=list)
     network: str = "host"  # host | none | a network name
     address: str = ""  # fixed IPv4 address on that network
+    extra_hosts: dict[str, str] = field(default_factory=dict)  # name -> address, in its /etc/hosts at each start
     cap_add: list[str] = field(default_factory=list)
     cap_drop: list[str] = field(default_factory=list)
     devices: list[str] = field(default_factory=list)  # HOST[:CONTAINER[:PERMISSIONS]]

@@ -10,7 +10,7 @@ They live in CONFIG_DIR/certificates (a folder only root enters; keys 0600):
 - external.pem: the same for the users' side (external_vip_address and external_fqdn), with
   enable_tls_external.
 - hosts/HOST.crt, hosts/HOST.key: each inventory host's own certificate (its address, its
-  name and the virtual address), which the services that terminate TLS themselves (the
+  name, the virtual address and internal_fqdn), which the services that terminate TLS themselves (the
   broker, the database) serve on that host.
 
 With enable_tls_internal, the key file reaches the load balancer's containers only (a secret
@@ -64,15 +64,18 @@ def external_path(config_dir: Path) -> Path:
 
 def served_names(settings: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
     """What the internal and the external certificate must name (name -> the setting that
-    gives it): each virtual address, and external_fqdn on the side that serves the public
-    endpoints (the internal one without an external_vip_address). The external one is empty
-    without an external address."""
+    gives it): each virtual address, internal_fqdn on the internal side, and external_fqdn on
+    the side that serves the public endpoints (the internal one without an
+    external_vip_address). The external one is empty without an external address."""
     vip = str(settings.get("internal_vip_address") or "")
     external = str(settings.get("external_vip_address") or "")
+    internal = {vip: "internal_vip_address"}
+    if settings.get("internal_fqdn"):
+        internal[str(settings["internal_fqdn"])] = "internal_fqdn"
     fqdn = {str(settings["external_fqdn"]): "external_fqdn"} if settings.get("external_fqdn") else {}
     if external:
-        return {vip: "internal_vip_address"}, {external: "external_vip_address", **fqdn}
-    return {vip: "internal_vip_address", **fqdn}, {}
+        return internal, {external: "external_vip_address", **fqdn}
+    return {**internal, **fqdn}, {}
 
 
 def host_paths(config_dir: Path, host: str) -> tuple[Path, Path]:
@@ -235,10 +238,11 @@ def current(pem: str, ca_pem: str, names: list[str]) -> bool:
 
 
 def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = None,
-         hosts: dict[str, str] | None = None, external: list[str] | None = None) -> list[str]:
+         hosts: dict[str, str] | None = None, external: list[str] | None = None, internal_fqdn: str = "") -> list[str]:
     """Make the site CA (once), the virtual address's certificate (VIP and NAMES), the external
-    one (the names of EXTERNAL, when given) and each of HOSTS' (name -> address); each again
-    when it no longer names what it must or is about to end. What was done, one line each."""
+    one (the names of EXTERNAL, when given) and each of HOSTS' (name -> address; naming VIP and
+    INTERNAL_FQDN too); each again when it no longer names what it must or is about to end.
+    What was done, one line each."""
     if not vip:
         raise MortarError("the site has no virtual address to issue a certificate for", file=str(
             config_dir / "globals.yml"), key="internal_vip_address",
@@ -260,7 +264,7 @@ def make(config_dir: Path, site_id: str, vip: str, names: list[str] | None = Non
     kept = []
     for host, address in (hosts or {}).items():
         cert_path, key_path = host_paths(config_dir, host)
-        host_names = [address, host, vip]
+        host_names = [address, host, vip, *([internal_fqdn] if internal_fqdn else [])]
         if cert_path.exists() and key_path.exists() and current(read_text(cert_path), ca_pem, host_names):
             kept.append(host)
             continue
@@ -301,9 +305,10 @@ def site_certificates(config_dir: Path, settings: dict[str, Any]) -> dict[str, s
     return found
 
 
-def host_certificate(config_dir: Path, host: str, address: str, vip: str) -> dict[str, str]:
-    """HOST's certificate and key, checked: private key, naming ADDRESS and VIP, signed by the
-    site CA (ca.crt), not expired."""
+def host_certificate(config_dir: Path, host: str, address: str, vip: str, internal_fqdn: str = "") -> dict[str, str]:
+    """HOST's certificate and key, checked: private key, naming ADDRESS, VIP and INTERNAL_FQDN
+    (when set; clients reach the database and the broker by it), signed by the site CA (ca.crt),
+    not expired."""
     cert_path, key_path = host_paths(config_dir, host)
     fix = "run `mortar certificates` (it issues one for every inventory host)"
     for path in (cert_path, key_path):
@@ -311,6 +316,9 @@ def host_certificate(config_dir: Path, host: str, address: str, vip: str) -> dic
             raise MortarError(f"enable_tls_internal is on but host {host} has no certificate", file=str(path), fix=fix)
     _private(key_path)
     pem, key = read_text(cert_path), read_text(key_path)
-    _check(pem + key, cert_path, {address: f"host {host}'s address", vip: "internal_vip_address"},
+    names = {address: f"host {host}'s address", vip: "internal_vip_address"}
+    if internal_fqdn:
+        names[internal_fqdn] = "internal_fqdn"
+    _check(pem + key, cert_path, names,
            ca_path(config_dir), fix, key_file=key_path)
     return {HOST_CERTIFICATE: pem, HOST_KEY: key}

@@ -82,7 +82,7 @@ def check_optional_hostname(value: Any) -> Problem:
     text = str(value)
     try:
         ipaddress.ip_address(text)
-        return "is an address, not a DNS name", "give the name (the address goes in external_vip_address)"
+        return "is an address, not a DNS name", "give the name (the address goes in the *_vip_address setting)"
     except ValueError:
         pass
     if not _HOSTNAME.fullmatch(text):
@@ -210,6 +210,11 @@ CORE_OPTIONS: dict[str, dict[str, Any]] = {
                                      "serves every API, the database and the dashboard there, and keepalived moves it "
                                      "to another control host when its holder dies. An unused address in the control "
                                      "hosts' subnet; needed when [control] has more than one host"},
+    "internal_fqdn": {"type": "str", "default": "", "check": check_optional_hostname,
+                      "help": "the DNS name the internal and admin endpoints, every service's URLs of the others "
+                              "and clouds.yaml carry instead of internal_vip_address (your DNS or each host's "
+                              "/etc/hosts resolves it to internal_vip_address on every host and where you run "
+                              "the clients: prechecks check it); empty: the address"},
     "enable_tls_internal": {"type": "bool", "default": False,
                             "help": "HAProxy serves every API and the dashboard on internal_vip_address over HTTPS, "
                                     "with the certificate of certificates/internal.pem (`mortar certificates` "

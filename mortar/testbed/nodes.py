@@ -271,9 +271,11 @@ class Testbed:
         """This host's side of the folder every node mounts at SHARED_MOUNT."""
         return self.state_dir / "shared"
 
-    def up(self, layout: Layout, log: Log = print) -> list[Node]:
+    def up(self, layout: Layout, log: Log = print, names: dict[str, str] | None = None) -> list[Node]:
         """Make the bed match the layout: node containers running and reachable, inventory and
-        known_hosts (each node's own host key, read through the engine) written."""
+        known_hosts (each node's own host key, read through the engine) written. NAMES (name ->
+        address) go into the /etc/hosts of the nodes it creates, from their every start on, as
+        a site's DNS would answer them (a node that exists keeps what it was made with)."""
         check_layout(layout)
         image = ensure_node_image(self.engine, log=log)
         image_info = self.engine.image(image)
@@ -295,7 +297,7 @@ class Testbed:
         keys: dict[str, str] = {}
 
         def bring_up(node: Node) -> None:
-            self._ensure_node(node, image, image_info.id, existing.get(node.name), public_key, log)
+            self._ensure_node(node, image, image_info.id, existing.get(node.name), public_key, log, names or {})
             keys[node.address] = self._host_key(node)
             self._write_known_hosts(keys)
             self._wait_for_ssh(node)
@@ -442,14 +444,14 @@ class Testbed:
                               fix=f"remove it (`docker network rm {NETWORK}`) when nothing uses it")
 
     def _ensure_node(self, node: Node, image: str, image_id: str, container: ContainerInfo | None,
-                     public_key: bytes, log: Log) -> None:
+                     public_key: bytes, log: Log, names: dict[str, str]) -> None:
         name = container_name(self.name, node.name)
         if container is not None and (container.image_id != image_id or container.address != node.address):
             log(f"{node.name}: image or address changed; recreating (its /var/lib/docker volume is kept)")
             self.engine.remove(name)
             container = None
         if container is None:
-            self._create_node(node, image)
+            self._create_node(node, image, names)
             log(f"{node.name}: created")
         self.engine.put_archive(name, "/root/.ssh", authorized_keys_tar(public_key))
         current = self.engine.container(name)
@@ -457,7 +459,7 @@ class Testbed:
             self.engine.start(name)
             log(f"{node.name}: started")
 
-    def _create_node(self, node: Node, image: str) -> None:
+    def _create_node(self, node: Node, image: str, names: dict[str, str]) -> None:
         volume = volume_name(self.name, node.name)
         self.shared_dir.mkdir(parents=True, exist_ok=True)
         if self.engine.volume(volume) is None:
@@ -467,7 +469,7 @@ class Testbed:
         # cannot put overlay2 on the container's overlay root: /var/lib/docker is a volume.
         self.engine.create(RunSpec(
             name=container_name(self.name, node.name), image=image, hostname=node.name,
-            labels={LABEL: self.name, NODE_LABEL: node.name}, network=NETWORK, address=node.address,
+            labels={LABEL: self.name, NODE_LABEL: node.name}, network=NETWORK, address=node.address, extra_hosts=names,
             cap_add=["ALL"], cap_drop=["SYS_RESOURCE"], security_opt=["seccomp=unconfined", "apparmor=unconfined"],
             device_cgroup_rules=["a *:* rwm"], cgroupns="private", unmasked_paths=True,
             # A network node routes between this subnet and the provider network behind its br-ex.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import functools
 import json
+import socket
 import threading
 import time
 from pathlib import Path
@@ -99,6 +100,25 @@ def test_prechecks_refuse_a_virtual_address_outside_the_hosts_networks(host: Hos
     host.virtual_addresses = ["10.0.0.10"]
     check = next(c for c in dispatch("prechecks", host, engine, state_dir).checks if "virtual address" in c.what)
     assert check.ok, check.what
+
+
+def test_prechecks_ask_whether_each_name_of_the_site_resolves_to_its_address_only(
+        host: HostState, engine: FakeEngine, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    answers = {"one.example.net": ["10.0.0.10"], "two.example.net": ["10.0.0.10", "10.0.0.99"]}
+
+    def getaddrinfo(name, *args, **kwargs):
+        if name not in answers:
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return [(socket.AF_INET, socket.SOCK_STREAM, 6, "", (a, 0)) for a in answers[name]]
+
+    monkeypatch.setattr(socket, "getaddrinfo", getaddrinfo)
+    host.names = {"one.example.net": "10.0.0.10", "two.example.net": "10.0.0.10", "none.example.net": "10.0.0.10"}
+    checks = {c.what.split(":")[1].split()[0]: c for c in dispatch("prechecks", host, engine, state_dir).checks
+              if "resolves" in c.what}
+    assert checks["one.example.net"].ok
+    assert not checks["two.example.net"].ok and "it resolves to 10.0.0.10, 10.0.0.99" in checks["two.example.net"].what
+    assert not checks["none.example.net"].ok and "does not resolve" in checks["none.example.net"].what
+    assert "`10.0.0.10 none.example.net` to /etc/hosts" in checks["none.example.net"].fix
 
 
 def test_an_unknown_step_is_a_failure_naming_the_known_ones(host: HostState, engine: FakeEngine,

@@ -413,6 +413,38 @@ def test_a_name_for_the_shared_address_goes_into_the_internal_certificate(site_d
     assert handshake(internal_path(site_dir), None, ca_path(site_dir), FQDN) == ""
 
 
+INTERNAL_FQDN = "internal.cloud.example.net"
+
+
+def test_the_internal_name_is_what_every_client_reaches_the_virtual_address_by(site_dir: Path,
+                                                                              services: dict[str, ServiceSpec],
+                                                                              inventory: Inventory) -> None:
+    make(site_dir, "site1", VIP, hosts=ADDRESSES)  # issued before the name was set: they lack it
+    with pytest.raises(MortarError) as err:
+        ha_site(site_dir, services, enable_tls_internal=True, internal_fqdn=INTERNAL_FQDN)
+    assert f"does not name internal_fqdn {INTERNAL_FQDN}" in str(err.value), str(err.value)
+    make(site_dir, "site1", VIP, [INTERNAL_FQDN], hosts=ADDRESSES, internal_fqdn=INTERNAL_FQDN)
+    desired = compute_desired(ha_site(site_dir, services, enable_tls_internal=True, internal_fqdn=INTERNAL_FQDN),
+                              inventory)
+    # The endpoints (public ones too, without a users' side), clouds.yaml's and every service's URLs.
+    for registration in desired.registrations.values():
+        for interface in ("public", "internal", "admin"):
+            assert registration.endpoints[interface].startswith(f"https://{INTERNAL_FQDN}:"), registration
+    assert desired.identity["auth_url"].startswith(f"https://{INTERNAL_FQDN}:5000")
+    nova = content(container(desired, "compute1", "nova_compute"), "nova.conf")
+    assert f"https://{INTERNAL_FQDN}:5000" in nova and f"https://{VIP}:" not in nova
+    keystone = content(container(desired, "control1", "keystone"), "keystone.conf")
+    assert f"@{INTERNAL_FQDN}:3306/keystone?ssl_ca=/etc/mortar/ca.crt" in keystone
+    # HAProxy and keepalived still serve the address; every host must resolve the name to it.
+    sections = listen_sections(content(container(desired, "control1", "haproxy"), "haproxy.cfg"))
+    assert f"bind {VIP}:5000 transparent ssl crt /etc/haproxy/certificates/internal.pem" in sections["keystone"]
+    assert {h: state.names for h, state in desired.hosts.items()} == {h: {INTERNAL_FQDN: VIP} for h in ADDRESSES}
+    # The certificates name it: HAProxy's, and each host's (the broker and the database serve those).
+    assert handshake(internal_path(site_dir), None, ca_path(site_dir), INTERNAL_FQDN) == ""
+    crt, key = host_paths(site_dir, "control2")
+    assert handshake(crt, key, ca_path(site_dir), INTERNAL_FQDN) == ""
+
+
 def test_without_users_side_settings_the_public_endpoints_stay_where_they_were(desired_plain: DesiredState) -> None:
     for registration in desired_plain.registrations.values():
         assert registration.endpoints["public"] == registration.endpoints["internal"], registration
@@ -434,6 +466,9 @@ def desired_plain(site_dir: Path, services: dict[str, ServiceSpec], inventory: I
     ({"enable_tls_external": True, "external_vip_address": EXTERNAL_VIP}, None, "mortar certificates"),
     ({"external_fqdn": "10.0.0.30"}, "external_fqdn", "not a DNS name"),
     ({"external_fqdn": "bad_name!"}, "external_fqdn", "not a DNS name"),
+    ({"internal_fqdn": "10.0.0.30"}, "internal_fqdn", "not a DNS name"),
+    ({"internal_fqdn": INTERNAL_FQDN, "internal_vip_address": None, "enable_haproxy": False}, "internal_fqdn",
+     "no internal_vip_address"),
 ])
 def test_bad_users_side_settings_are_refused(site_dir: Path, services: dict[str, ServiceSpec], inventory: Inventory,
                                              settings: dict, key: str | None, words: str) -> None:

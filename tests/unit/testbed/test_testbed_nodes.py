@@ -256,12 +256,21 @@ def test_up_creates_labelled_nodes_on_the_bed_network(engine: FakeEngine, ssh: F
     assert node.spec.labels == {LABEL: "t", NODE_LABEL: "compute1"}
     assert node.spec.network == NETWORK and node.spec.address == "10.213.77.12"
     assert node.spec.hostname == "compute1" and node.spec.image == node_image.image_ref()
+    assert node.spec.extra_hosts == {}  # names only when up is given them
     # Its own /var/lib/docker, and the bed's shared folder (a shared filesystem every node mounts).
     assert [(m.source, m.target) for m in node.spec.mounts] == [
         (volume_name("t", "compute1"), "/var/lib/docker"),
         (str(tmp_path / "beds" / "t" / "shared"), nodes.SHARED_MOUNT)]
     assert engine.volumes_by_name[volume_name("t", "compute1")].labels == {LABEL: "t", NODE_LABEL: "compute1"}
     assert ("put_archive", container_name("t", "compute1")) in engine.calls
+
+
+def test_names_given_to_up_go_into_every_new_nodes_hosts(engine: FakeEngine, ssh: FakeSsh, tmp_path: Path) -> None:
+    testbed = bed(engine, tmp_path)
+    testbed.up(standard_layout(1, 1), log=lambda _: None, names={"internal.example.test": "10.213.77.70"})
+    for node in ("control1", "compute1"):
+        assert engine.containers_by_name[container_name("t", node)].spec.extra_hosts == {
+            "internal.example.test": "10.213.77.70"}
 
 
 def test_a_second_up_keeps_nodes_and_addresses(engine: FakeEngine, ssh: FakeSsh, tmp_path: Path) -> None:
