@@ -5,7 +5,8 @@
 
 Only what the tests make is touched: sites whose containers run images of a `mortar-test*`
 namespace (their containers and volumes, by the site's label), the test beds named in
-tests/integration and the Kubernetes test cluster. An image another tag still names stays.
+tests/integration, test_ha's marked lines of /etc/hosts and the Kubernetes test cluster. An
+image another tag still names stays.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ def leftovers() -> int:
         _remove_provider_veth()
     for bed in (test_testbed.BED, test_multihost.BED, test_ha.BED):
         Testbed(bed).down(log=lambda _: None)
+    test_ha.forget_names()  # the lines test_ha adds to this machine's /etc/hosts
     # The test beds' registries (their sites' CA and password went with the run).
     from mortar.registry.server import name_for
 

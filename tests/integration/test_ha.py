@@ -1,32 +1,34 @@
 """High availability on the test bed: three control hosts behind a virtual address, one compute host.
 
 One site of the default series over Ansible: HAProxy and keepalived on every control host
-(internal_vip_address) serving the APIs over TLS (enable_tls_internal, `mortar certificates`:
+(internal_vip_address, reached by its name, internal_fqdn, which every host and this machine
+resolve: prechecks ask) serving the APIs over TLS (enable_tls_internal, `mortar certificates`:
 every client checks the certificate against the site CA, none is told to skip it) and speaking
 TLS to every API behind it (enable_tls_backend: each serves its host's certificate), and on a
 second address for the users' side, with its own certificate (external_vip_address,
 enable_tls_external: the public endpoints, which verify's clients use), MariaDB
 Galera, a RabbitMQ cluster with quorum queues, memcached on every control host, the OVN
 databases as RAFT clusters, glance's images on the bed's shared folder (a shared filesystem
-every node mounts). In order: deploy; every API registered on the virtual address; verify (a
+every node mounts). In order: deploy; every API registered on the virtual address's name; verify (a
 real guest on the compute host, SSH on a floating IP) through it; the clusters formed; the
 control host holding the virtual address killed while a client asks for a token, the images
 and the servers once a second (the address moves, the APIs answer again and nothing fails
 after; a server and an image made before are intact); the host back, rejoining every cluster;
 a reconfigure that restarts keystone one control host at a time while the client loop sees no
 failure; all three control hosts stopped, then `deploy`: every row back (keystone's, nova's,
-glance's); `mortar
-mariadb-recovery`: the cluster started again, every row kept; destroy.
+glance's); `mortar mariadb-recovery`: the cluster started again, every row kept; destroy.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
 import ssl
 import threading
 import time
+from pathlib import Path
 
 import pytest
 import requests
@@ -41,6 +43,12 @@ pytestmark = pytest.mark.integration
 BED = "pytest-ha"
 REGISTRY = f"{GATEWAY}:4002"  # beside test_multihost's (4000) and test_faults' (4001), which run at the same time
 VIP = "10.213.77.70"
+# The name of the internal side (internal_fqdn): the nodes resolve it as a site's DNS would
+# (their /etc/hosts, from each start on), and so does this machine, where mortar and the
+# clients run, for the session (a line of /etc/hosts, marked with the bed's name).
+INTERNAL_FQDN = "ha-internal.mortar.test"
+NAMES = {INTERNAL_FQDN: VIP}
+HOSTS_FILE = Path("/etc/hosts")
 EXTERNAL_VIP = "10.213.77.71"  # the users' side: the public endpoints, its own certificate
 PROVIDER = "10.213.77.224/27"  # beside test_multihost's floating-IP range
 IMAGES = ["haproxy", "keepalived", "mariadb-server", "memcached", "rabbitmq", "ovn-northd", "ovn-nb-db", "ovn-sb-db",
@@ -57,6 +65,26 @@ def on(bed: Testbed, node: str, command: str, timeout: float = 120) -> str:
     out = bed.run(node, command, timeout=timeout)
     assert out.returncode == 0, (node, command, out.stdout, out.stderr)
     return out.stdout
+
+
+def forget_names() -> None:
+    """This machine's /etc/hosts without the session's lines (in place: it may be a bind mount)."""
+    lines = HOSTS_FILE.read_text().splitlines(keepends=True)
+    kept = [line for line in lines if not line.rstrip().endswith(f"# {BED}")]
+    if kept != lines:
+        HOSTS_FILE.write_text("".join(kept))
+
+
+@contextlib.contextmanager
+def resolvable_here(names: dict[str, str]):
+    forget_names()
+    text = HOSTS_FILE.read_text()
+    HOSTS_FILE.write_text(text + ("" if text.endswith("\n") or not text else "\n") +
+                          "".join(f"{address} {name} # {BED}\n" for name, address in names.items()))
+    try:
+        yield
+    finally:
+        forget_names()
 
 
 def vip_holder(bed: Testbed, nodes: tuple[str, ...] | list[str] = CONTROLS) -> list[str]:
@@ -171,7 +199,7 @@ class ClientLoop:
 def bed():
     testbed = Testbed(BED)
     try:
-        testbed.up(LAYOUT, log=lambda _: None)
+        testbed.up(LAYOUT, log=lambda _: None, names=NAMES)
         yield testbed
     finally:
         testbed.down(log=lambda _: None)
@@ -187,7 +215,8 @@ def site(engine, bed, tmp_path_factory):
     (bed.shared_dir / "glance").mkdir(parents=True, exist_ok=True)
     (data["config"] / "globals.yml").write_text(yaml.safe_dump({
         "image_namespace": NAMESPACE, "image_tag": TAG, "docker_registry": REGISTRY,
-        "internal_vip_address": VIP, "enable_haproxy": True, "enable_tls_internal": True, "enable_tls_backend": True,
+        "internal_vip_address": VIP, "internal_fqdn": INTERNAL_FQDN, "enable_haproxy": True,
+        "enable_tls_internal": True, "enable_tls_backend": True,
         "external_vip_address": EXTERNAL_VIP, "enable_tls_external": True,
         # Three control planes on this machine's two cores start slowly beside other sessions.
         "healthcheck_timeout": 600,
@@ -201,8 +230,9 @@ def site(engine, bed, tmp_path_factory):
     mortar(data, "genpwd")
     mortar(data, "certificates")
     try:
-        mortar(data, "registry", "start")
-        yield data
+        with resolvable_here(NAMES):
+            mortar(data, "registry", "start")
+            yield data
     finally:
         bed.unroute(PROVIDER)
         mortar(data, "destroy", "--yes-i-really-really-mean-it", check=False)
@@ -215,7 +245,7 @@ def deployed(site):
     mortar(site, "build", *[f"^{name}$" for name in IMAGES], "--namespace", NAMESPACE, "--tag", TAG, "--push",
            "--registry", REGISTRY, "--config-dir", str(site["config"]), site_args=False)
     mortar(site, "bootstrap-servers", "--accept-new-host-keys")
-    mortar(site, "prechecks")
+    site["prechecks"] = mortar(site, "prechecks").stdout
     clock = time.monotonic()
     site["deploy_output"] = mortar(site, "deploy").stdout
     MEASURED["HA deploy (3 control + 1 compute hosts)"] = f"{time.monotonic() - clock:.1f} s"
@@ -229,12 +259,15 @@ def deployed(site):
 def test_every_endpoint_and_client_goes_through_the_virtual_address(deployed):
     from tests.integration.test_deploy import connect
 
+    # The internal side by its name (internal_fqdn), which every host and this machine resolve.
+    for where in ("this machine", *CONTROLS, "compute1"):
+        assert f"ok   {where}: {INTERNAL_FQDN} resolves to {VIP}" in deployed["prechecks"], deployed["prechecks"]
     clouds = yaml.safe_load((deployed["config"] / "clouds.yaml").read_text())["clouds"]["mortar"]
-    assert clouds["auth"]["auth_url"] == f"https://{VIP}:5000/v3"
+    assert clouds["auth"]["auth_url"] == f"https://{INTERNAL_FQDN}:5000/v3"
     assert clouds["cacert"] == str(deployed["config"] / "certificates" / "ca.crt")
     conn = connect(deployed)
     endpoints = list(conn.identity.endpoints())
-    for interface, address in (("internal", VIP), ("admin", VIP), ("public", EXTERNAL_VIP)):
+    for interface, address in (("internal", INTERNAL_FQDN), ("admin", INTERNAL_FQDN), ("public", EXTERNAL_VIP)):
         urls = [e.url for e in endpoints if e.interface == interface]
         assert urls and all(url.startswith(f"https://{address}:") for url in urls), (interface, urls)
     # The certificates are checked: against the site CA they pass, against the system's CAs
@@ -248,7 +281,8 @@ def test_every_endpoint_and_client_goes_through_the_virtual_address(deployed):
             requests.get(f"http://{address}:5000/v3", timeout=10)
         assert requests.get(f"https://{address}/auth/login/", timeout=10, verify=clouds["cacert"]).status_code == 200
     served = {address: ssl.get_server_certificate((address, 5000)) for address in (VIP, EXTERNAL_VIP)}
-    assert served[VIP] != served[EXTERNAL_VIP]
+    assert served[VIP] != served[EXTERNAL_VIP] and covers(served[VIP], INTERNAL_FQDN)
+    assert requests.get(f"https://{INTERNAL_FQDN}:5000/v3", timeout=10, verify=clouds["cacert"]).status_code == 200
     assert not covers(served[EXTERNAL_VIP], VIP) and covers(served[EXTERNAL_VIP], EXTERNAL_VIP)
     # A user's client reaches the APIs through the public endpoints, on the users' address.
     assert conn.image.get_endpoint().startswith(f"https://{EXTERNAL_VIP}:9292")
@@ -338,7 +372,7 @@ def test_killing_the_holder_of_the_virtual_address_moves_it_and_loses_nothing(de
 def test_the_killed_host_comes_back_and_rejoins_every_cluster(deployed):
     bed = deployed["bed"]
     holder = deployed["killed"]
-    bed.up(LAYOUT, log=lambda _: None)
+    bed.up(LAYOUT, log=lambda _: None, names=NAMES)
     # The host boots: its engine starts (what bootstrap-servers does) and restarts its containers.
     mortar(deployed, "bootstrap-servers", "--limit", holder)
     wait_for("Galera has three members again", lambda: all(galera_size(bed, n) == 3 for n in CONTROLS))
@@ -381,7 +415,7 @@ def test_all_control_hosts_stopped_then_deploy_brings_back_every_row(deployed, d
     before = sorted(p.name for p in conn.identity.projects())
     for node in CONTROLS:
         node_container(docker, node).stop(timeout=30)
-    bed.up(LAYOUT, log=lambda _: None)
+    bed.up(LAYOUT, log=lambda _: None, names=NAMES)
     mortar(deployed, "bootstrap-servers", "--limit", "control")
     clock = time.monotonic()
     mortar(deployed, "deploy")
