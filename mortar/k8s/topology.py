@@ -70,7 +70,7 @@ class ClusterTopology(Topology):
     (reached) and every address (bound) for the pod network."""
 
     def __init__(self, site: Site, inventory: Inventory) -> None:
-        for key in ("enable_tls_internal", "enable_tls_external", "external_vip_address"):
+        for key in ("internal_fqdn", "enable_tls_internal", "enable_tls_external", "external_vip_address"):
             if site.globals.get(key):
                 raise MortarError(f"mortar k8s does not serve {key} yet (it is the load balancer's, on hosts)",
                                   file=str(site.config_dir / "globals.yml"), key=key,

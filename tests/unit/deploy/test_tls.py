@@ -481,7 +481,8 @@ def test_bad_users_side_settings_are_refused(site_dir: Path, services: dict[str,
         assert "external.pem" in str(err.value)
 
 
-@pytest.mark.parametrize("key, value", [("enable_tls_external", True), ("external_vip_address", EXTERNAL_VIP)])
+@pytest.mark.parametrize("key, value", [("enable_tls_external", True), ("external_vip_address", EXTERNAL_VIP),
+                                        ("internal_fqdn", INTERNAL_FQDN)])
 def test_kubernetes_refuses_the_users_side(site_dir: Path, services: dict[str, ServiceSpec], key: str,
                                            value: object) -> None:
     from mortar.k8s.topology import ClusterTopology
