@@ -18,7 +18,7 @@ from mortar.agent import facts as F
 from mortar.agent.errors import StepError
 from mortar.agent.health import wait_healthy
 from mortar.agent.masking import redact
-from mortar.agent.wire import CONFIG_MOUNT, HEALTH_INTERVAL, Action, Container, HostState, ServiceState
+from mortar.agent.wire import CONFIG_MOUNT, Action, Container, HostState, ServiceState
 from mortar.engine.dockerengine import split_ref
 from mortar.engine.protocol import Engine, Health, Mount, RunSpec
 from mortar.files import inside, private_directory, write_private
@@ -64,7 +64,7 @@ def run_spec(container: Container, files_dir: Path, labels: dict[str, str]) -> R
     health = None
     if container.healthcheck is not None:
         h = container.healthcheck
-        health = Health(h.test, h.interval or HEALTH_INTERVAL, h.timeout, h.retries, h.start_period)
+        health = Health(h.test, h.every(), h.timeout, h.retries, h.start_period)
     return RunSpec(
         name=container.name, image=container.image, labels=labels, mounts=mounts, tmpfs=list(container.tmpfs),
         cap_add=list(container.cap_add), cap_drop=list(container.cap_drop), devices=list(container.devices),

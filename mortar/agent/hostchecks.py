@@ -73,9 +73,13 @@ def name_checks(where: str, names: dict[str, str]) -> list[Check]:
     checks = []
     for name, address in names.items():
         found = resolved(name)
-        checks.append(Check(found == {address}, f"{where}: {name} resolves to {address}" +
-                            (f"; it resolves to {', '.join(sorted(found))}" if found and found != {address} else
-                             "" if found else "; it does not resolve"),
+        if found == {address}:
+            seen = ""
+        elif found:
+            seen = f"; it resolves to {', '.join(sorted(found))}"
+        else:
+            seen = "; it does not resolve"
+        checks.append(Check(not seen, f"{where}: {name} resolves to {address}{seen}",
                             f"make your DNS resolve {name} to {address}, or add `{address} {name}` to /etc/hosts "
                             f"on {where}"))
     return checks

@@ -107,6 +107,11 @@ class Healthcheck:
     retries: int = declared(3, render=False)
     start_period: int = declared(5, render=False)
 
+    def every(self) -> int:
+        """Seconds between the engine's probes: the interval, or HEALTH_INTERVAL for a check
+        nothing rendered (a deploy's containers carry the site's)."""
+        return self.interval or HEALTH_INTERVAL
+
 
 @dataclass(kw_only=True)
 class Frontend:

@@ -18,7 +18,7 @@ import shlex
 import urllib.parse
 from typing import Any
 
-from mortar.agent.wire import HEALTH_INTERVAL, Healthcheck
+from mortar.agent.wire import Healthcheck
 
 # A liveness probe gives a wedged process this many failed periods before the restart.
 LIVENESS_FAILURES = 6
@@ -62,7 +62,7 @@ def probes(check: Healthcheck | None, start_timeout: int = 180) -> dict[str, dic
     if check is None:
         return {}
     what, live = action(check.test)
-    interval = check.interval or HEALTH_INTERVAL
+    interval = check.every()
     ready = {"periodSeconds": min(interval, READINESS_PERIOD), "timeoutSeconds": check.timeout}
     found = {"readinessProbe": {**what, **ready, "failureThreshold": check.retries}}
     if live:
